@@ -1,0 +1,36 @@
+//! # groupchat
+//!
+//! A real-time group chat: one Leptos app compiled twice, as an axum server (feature `ssr`) that renders
+//! the page and hosts the `/ws` WebSocket, and as a WASM client (feature `hydrate`) that takes the page
+//! over in the browser and talks to the server over that socket.
+//!
+//! ## Layout
+//! - [`protocol`]: every frame on the wire, shared by both sides. Start here.
+//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), one connection's reader and writer
+//!   tasks (`connection.rs`), the connection manager that names connections and fans events out
+//!   (`manager.rs`), name rules (`names.rs`), the error type (`error.rs`), settings (`config.rs`).
+//! - [`app`]: the page, rendered on the server and hydrated in the browser.
+//! - [`chat_state`]: the page's reactive state, and how each server event changes it.
+//! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state.
+//!
+//! The path of one message: browser input → `socket` → `/ws` → `connection` (reader) → `protocol` →
+//! `manager` (fan-out) → `connection` (writer, one per recipient) → each browser's `socket` →
+//! `chat_state` → the message list in `app`.
+
+pub mod app;
+pub mod chat_state;
+pub mod protocol;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+#[cfg(feature = "hydrate")]
+pub mod socket;
+
+/// The WASM entry point: takes over the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

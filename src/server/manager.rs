@@ -1,0 +1,341 @@
+//! The connection manager: who is connected under which name, and the fan-out of every event into every
+//! connection's own outbound queue.
+//!
+//! The reference FastAPI chat awaits each peer's `send_text` in turn, so one slow peer stalls the room.
+//! Here a broadcast never waits on a socket: the event is serialized once, and the resulting frame (a
+//! reference-counted [`Utf8Bytes`]) is offered with `try_send` to each connection's bounded queue, which
+//! that connection's writer task drains (see `connection.rs`). A peer whose queue is full has fallen too far
+//! behind: it is disconnected with close code 1013 and everyone else carries on at full speed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::ChatError;
+use super::names::{self, name_key, NameRequest};
+use crate::protocol::{validate_name, ServerEvent};
+
+/// Identifies one WebSocket connection for as long as it lasts.
+pub type ConnId = u64;
+
+/// One encoded event, shared by every recipient: cloning it bumps a reference count, it copies nothing.
+pub type Frame = Utf8Bytes;
+
+/// Why the server ends a connection on its own initiative: sent as the WebSocket close frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Kick {
+    /// RFC 6455 1013 "try again later": the client could not keep up with the room.
+    pub const TOO_SLOW: Kick = Kick {
+        code: 1013,
+        reason: "too slow: outbound queue full",
+    };
+    /// RFC 6455 1001 "going away".
+    pub const SHUTDOWN: Kick = Kick {
+        code: 1001,
+        reason: "server shutting down",
+    };
+}
+
+/// What a connection gets back from [`ConnectionManager::join`]: its identity and the receiving ends of
+/// its outbound queue and of its kick signal.
+pub struct Joined {
+    pub id: ConnId,
+    pub name: String,
+    /// Every frame for this connection, in the order the manager accepted the events. The welcome is first.
+    pub outbox: mpsc::Receiver<Frame>,
+    /// Fires when the manager disconnects this connection (too slow, shutdown). Its sender is dropped,
+    /// without firing, when the connection leaves normally.
+    pub kicked: oneshot::Receiver<Kick>,
+}
+
+pub struct ConnectionManager {
+    /// A std `Mutex`, not tokio's: every critical section is short, synchronous work (map updates and
+    /// `try_send`s, which never wait), and no `.await` ever happens while it is held (clippy's
+    /// `await_holding_lock` is denied for the crate). Holding it while queueing an event is also what gives
+    /// every connection the same order of events.
+    registry: Mutex<Registry>,
+    /// Capacity, in frames, of each connection's outbound queue.
+    queue_frames: usize,
+}
+
+struct Registry {
+    /// A `BTreeMap` because ids only grow: iterating it lists connections in join order, which is the
+    /// order the welcome's `online` list promises.
+    peers: BTreeMap<ConnId, Peer>,
+    /// `name_key`s of every connected name, for the uniqueness check.
+    names: HashSet<String>,
+    next_conn_id: ConnId,
+    next_event_id: u64,
+}
+
+struct Peer {
+    name: String,
+    outbox: mpsc::Sender<Frame>,
+    kick: oneshot::Sender<Kick>,
+}
+
+impl ConnectionManager {
+    /// `queue_frames`: how many frames a connection may have waiting before it counts as too slow.
+    pub fn new(queue_frames: usize) -> Self {
+        ConnectionManager {
+            registry: Mutex::new(Registry {
+                peers: BTreeMap::new(),
+                names: HashSet::new(),
+                next_conn_id: 1,
+                next_event_id: 1,
+            }),
+            // The welcome must always fit, so a queue holds at least one frame.
+            queue_frames: queue_frames.max(1),
+        }
+    }
+
+    /// Registers a new connection under the name it asked for (or a fresh one), queues its welcome and
+    /// tells everyone else it joined. The newcomer's queue exists before the announcement, so it misses
+    /// nothing sent after its welcome.
+    pub fn join(&self, request: NameRequest) -> Result<Joined, ChatError> {
+        let mut reg = self.registry();
+        let name = match request {
+            NameRequest::Assign => names::assign(|n| !reg.names.contains(&name_key(n))),
+            NameRequest::Chosen(raw) => {
+                let name = validate_name(&raw).map_err(ChatError::BadName)?;
+                if reg.names.contains(&name_key(&name)) {
+                    return Err(ChatError::NameTaken(name));
+                }
+                name
+            }
+        };
+
+        let (outbox_tx, outbox) = mpsc::channel(self.queue_frames);
+        let (kick, kicked) = oneshot::channel();
+        let id = reg.next_conn_id;
+        reg.next_conn_id += 1;
+
+        let online = reg
+            .peers
+            .values()
+            .map(|p| p.name.clone())
+            .chain([name.clone()])
+            .collect();
+        let welcome = encode(&ServerEvent::Welcome {
+            name: name.clone(),
+            online,
+        });
+        outbox_tx
+            .try_send(welcome)
+            .expect("a new queue has room for at least one frame");
+
+        reg.names.insert(name_key(&name));
+        reg.peers.insert(
+            id,
+            Peer {
+                name: name.clone(),
+                outbox: outbox_tx,
+                kick,
+            },
+        );
+        let join = ServerEvent::Join {
+            id: reg.take_event_id(),
+            name: name.clone(),
+            ts: now_ms(),
+        };
+        reg.publish(&join, Some(id));
+
+        Ok(Joined {
+            id,
+            name,
+            outbox,
+            kicked,
+        })
+    }
+
+    /// Broadcasts `text` from connection `from` to everyone, the sender included.
+    pub fn say(&self, from: ConnId, text: String) -> Result<(), ChatError> {
+        if text.trim().is_empty() {
+            return Err(ChatError::EmptyMessage);
+        }
+        let mut reg = self.registry();
+        // The sender may have been disconnected (too slow) while its frame was in flight: drop the frame,
+        // as its connection is ending anyway.
+        let Some(sender) = reg.peers.get(&from) else {
+            return Ok(());
+        };
+        let from_name = sender.name.clone();
+        let message = ServerEvent::Message {
+            id: reg.take_event_id(),
+            from: from_name,
+            text,
+            ts: now_ms(),
+        };
+        reg.publish(&message, None);
+        Ok(())
+    }
+
+    /// Tells connection `to` (only) why its last frame was refused.
+    pub fn reject(&self, to: ConnId, error: &ChatError) {
+        let frame = encode(&error.event());
+        let mut reg = self.registry();
+        let full = match reg.peers.get(&to) {
+            Some(peer) => peer.outbox.try_send(frame).is_err(),
+            None => false,
+        };
+        if full {
+            reg.remove(to, Some(Kick::TOO_SLOW));
+        }
+    }
+
+    /// Forgets a connection that ended and tells everyone else it left. Idempotent: a connection already
+    /// removed (kicked) is not announced twice.
+    pub fn leave(&self, id: ConnId) {
+        self.registry().remove(id, None);
+    }
+
+    /// Disconnects everyone with `kick` (used on shutdown). No leave events: everyone is going.
+    pub fn kick_all(&self, kick: Kick) {
+        let mut reg = self.registry();
+        let peers = std::mem::take(&mut reg.peers);
+        reg.names.clear();
+        for peer in peers.into_values() {
+            // The receiver is gone only if that connection already ended: nothing to tell it then.
+            let _ = peer.kick.send(kick);
+        }
+    }
+
+    /// How many connections are registered now.
+    pub fn connection_count(&self) -> usize {
+        self.registry().peers.len()
+    }
+
+    /// The names online now, in join order.
+    pub fn online(&self) -> Vec<String> {
+        self.registry()
+            .peers
+            .values()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock would be a bug, but it must not take every later connection down
+        // with it: the registry's invariants hold between statements, so its state is still usable.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Registry {
+    fn take_event_id(&mut self) -> u64 {
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        id
+    }
+
+    /// Serializes `event` once and queues it for every peer but `except`; peers that cannot take it are
+    /// disconnected.
+    fn publish(&mut self, event: &ServerEvent, except: Option<ConnId>) {
+        let frame = encode(event);
+        for id in self.offer(&frame, except) {
+            self.remove(id, Some(Kick::TOO_SLOW));
+        }
+    }
+
+    /// Offers `frame` to every peer but `except`, without waiting; returns those whose queue is full (or
+    /// whose writer has already gone).
+    fn offer(&self, frame: &Frame, except: Option<ConnId>) -> Vec<ConnId> {
+        self.peers
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .filter(|(_, peer)| peer.outbox.try_send(frame.clone()).is_err())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Removes a peer, kicks it if `kick` says why, and announces its leave to the others. Announcing can
+    /// find more peers too slow to take it; those are removed in turn (a worklist, not recursion).
+    fn remove(&mut self, id: ConnId, kick: Option<Kick>) {
+        let mut pending = vec![(id, kick)];
+        while let Some((id, kick)) = pending.pop() {
+            let Some(peer) = self.peers.remove(&id) else {
+                continue;
+            };
+            self.names.remove(&name_key(&peer.name));
+            if let Some(kick) = kick {
+                tracing::info!(conn = id, name = %peer.name, reason = kick.reason, "disconnecting");
+                let _ = peer.kick.send(kick);
+            }
+            let leave = encode(&ServerEvent::Leave {
+                id: self.take_event_id(),
+                name: peer.name,
+                ts: now_ms(),
+            });
+            pending.extend(
+                self.offer(&leave, None)
+                    .into_iter()
+                    .map(|slow| (slow, Some(Kick::TOO_SLOW))),
+            );
+        }
+    }
+}
+
+/// Serializes an event into a frame.
+pub fn encode(event: &ServerEvent) -> Frame {
+    serde_json::to_string(event)
+        .expect("ServerEvent has only string keys and plain data: it always serializes")
+        .into()
+}
+
+/// Milliseconds since the Unix epoch: the `ts` of every event.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rx: &mut mpsc::Receiver<Frame>) -> Vec<ServerEvent> {
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            out.push(serde_json::from_str(frame.as_str()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_only_that_peer() {
+        let manager = ConnectionManager::new(4);
+        let mut fast = manager.join(NameRequest::Chosen("fast".into())).unwrap();
+        let mut slow = manager.join(NameRequest::Chosen("slow".into())).unwrap();
+        for i in 0..10 {
+            drain(&mut fast.outbox);
+            manager.say(fast.id, format!("m{i}")).unwrap();
+        }
+        assert_eq!(slow.kicked.try_recv(), Ok(Kick::TOO_SLOW));
+        assert_eq!(manager.online(), vec!["fast".to_string()]);
+        // "fast" goes on receiving.
+        drain(&mut fast.outbox);
+        manager.say(fast.id, "after".into()).unwrap();
+        let last = drain(&mut fast.outbox);
+        assert!(matches!(&last[..], [ServerEvent::Message { text, .. }] if text == "after"));
+    }
+
+    #[test]
+    fn names_are_released_on_leave() {
+        let manager = ConnectionManager::new(8);
+        let a = manager.join(NameRequest::Chosen("Alice".into())).unwrap();
+        assert_eq!(
+            manager.join(NameRequest::Chosen(" alice ".into())).err(),
+            Some(ChatError::NameTaken("alice".into()))
+        );
+        manager.leave(a.id);
+        assert!(manager.join(NameRequest::Chosen("alice".into())).is_ok());
+    }
+}
