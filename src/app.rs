@@ -4,7 +4,7 @@
 //! that looks like HTML shows as the characters typed and runs nothing.
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
     hooks::use_query_map,
@@ -39,6 +39,7 @@ pub fn App() -> impl IntoView {
     view! {
         <Stylesheet id="leptos" href="/pkg/groupchat.css"/>
         <Title text="Group chat"/>
+        <Link rel="icon" type_="image/svg+xml" href="/favicon.svg"/>
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=ChatPage/>

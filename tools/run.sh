@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# `make run`: installs the build tools if needed, builds the release site and serves it on
+# http://127.0.0.1:3000 (LEPTOS_SITE_ADDR to change). History and everything else are embedded: no other
+# service is needed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. tools/setup.sh
+exec cargo leptos serve --release
