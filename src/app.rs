@@ -12,7 +12,7 @@ use leptos_router::{
 };
 
 use crate::chat_state::{ChatState, Line, LineKind, LinkStatus};
-use crate::protocol::{validate_name, ClientFrame};
+use crate::protocol::{validate_name, ClientFrame, MAX_NAME_CHARS};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -106,7 +106,7 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
     let draft = RwSignal::new(String::new());
     let rename = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        match validate_name(&draft.get_untracked()) {
+        match validate_name(&draft.get_untracked(), MAX_NAME_CHARS) {
             Err(why) => chat.local_error(format!("That name won't do: {why}.")),
             Ok(name) => {
                 let same = chat.me.with_untracked(|me| {

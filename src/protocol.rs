@@ -87,19 +87,28 @@ pub enum ErrorCode {
     BadName,
     /// Someone connected already uses that name. The connection is then closed.
     NameTaken,
+    /// Too many frames too fast: this one was dropped. If it goes on, the connection is closed (1008).
+    RateLimited,
+    /// A message over the size limit. The connection is then closed (1009).
+    TooBig,
+    /// The server cannot take this connection now (shutting down, or full).
+    Unavailable,
+    /// The page's origin may not open a socket on this server.
+    ForbiddenOrigin,
 }
 
-/// Checks a requested name and returns it trimmed: 1–[`MAX_NAME_CHARS`] characters, none of them control
-/// characters. Used by the server to accept a name and by the client to refuse one before connecting.
-pub fn validate_name(raw: &str) -> Result<String, String> {
+/// Checks a requested name and returns it trimmed: 1–`max_chars` characters (the server's setting,
+/// [`MAX_NAME_CHARS`] by default), none of them control characters. Used by the server to accept a name
+/// and by the client to refuse one before connecting.
+pub fn validate_name(raw: &str, max_chars: usize) -> Result<String, String> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 {
         return Err("a name needs at least one visible character".into());
     }
-    if chars > MAX_NAME_CHARS {
+    if chars > max_chars {
         return Err(format!(
-            "a name may have at most {MAX_NAME_CHARS} characters, this one has {chars}"
+            "a name may have at most {max_chars} characters, this one has {chars}"
         ));
     }
     if name.chars().any(char::is_control) {
@@ -166,11 +175,13 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(validate_name("  alice "), Ok("alice".into()));
-        assert_eq!(validate_name("Zoë 🦀"), Ok("Zoë 🦀".into()));
-        assert!(validate_name("   ").is_err());
-        assert!(validate_name(&"x".repeat(33)).is_err());
-        assert!(validate_name(&"é".repeat(32)).is_ok());
-        assert!(validate_name("tab\tname").is_err());
+        let valid = |name: &str| validate_name(name, MAX_NAME_CHARS);
+        assert_eq!(valid("  alice "), Ok("alice".into()));
+        assert_eq!(valid("Zoë 🦀"), Ok("Zoë 🦀".into()));
+        assert!(valid("   ").is_err());
+        assert!(valid(&"x".repeat(33)).is_err());
+        assert!(valid(&"é".repeat(32)).is_ok());
+        assert!(valid("tab\tname").is_err());
+        assert!(validate_name("alice", 4).is_err());
     }
 }

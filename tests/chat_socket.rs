@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use common::{Client, TestServer};
 use futures::SinkExt;
 use groupchat::protocol::{ErrorCode, ServerEvent, MAX_NAME_CHARS};
+use groupchat::server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,7 +31,13 @@ async fn expect_error(client: &mut Client, code: ErrorCode) {
 
 #[tokio::test]
 async fn broadcast_reaches_every_client_exactly_once_in_send_order() {
-    let server = TestServer::start().await;
+    // Senders here go faster than the default per-connection rate limit allows.
+    let server = TestServer::start_with(Config {
+        msg_rate: 10_000.0,
+        msg_burst: 10_000.0,
+        ..Config::default()
+    })
+    .await;
     let mut clients = server.join_many(6).await;
     const PER_SENDER: usize = 40;
 

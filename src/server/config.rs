@@ -1,7 +1,10 @@
-//! Server settings: command-line flags, each with an environment fallback.
+//! Server settings: command-line flags, each with an environment fallback, and safe defaults.
 //!
 //! Where to listen and where the compiled site lives are Leptos' own settings (`LEPTOS_SITE_ADDR`,
 //! `LEPTOS_SITE_ROOT`, … or `[package.metadata.leptos]` in Cargo.toml); this covers the rest.
+//! The limits' defaults follow Centrifugo's: 64 KiB per message, 1 MiB queued per client.
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -9,17 +12,92 @@ use clap::Parser;
 #[command(name = "groupchat", version, about = "A real-time group chat server")]
 pub struct Config {
     /// Frames a connection may have waiting to be sent before it counts as too slow and is disconnected
-    /// (close code 1013). Bounds the memory one stalled client can pin.
-    #[arg(long, env = "CHAT_QUEUE_FRAMES", default_value_t = 256)]
+    /// (close code 1013).
+    #[arg(long, env = "CHAT_QUEUE_FRAMES", default_value_t = 1024)]
     pub queue_frames: usize,
 
-    /// Largest WebSocket message a client may send, in bytes.
+    /// Bytes a connection may have waiting to be sent before it counts as too slow (close code 1013).
+    /// Bounds the memory one stalled client can pin.
+    #[arg(long, env = "CHAT_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub queue_bytes: usize,
+
+    /// Largest WebSocket message a client may send, in bytes; a larger one closes the connection with
+    /// code 1009.
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Frames per second a connection may send, on average (token bucket). Excess frames are refused
+    /// with a `rate_limited` error.
+    #[arg(long, env = "CHAT_MSG_RATE", default_value_t = 10.0)]
+    pub msg_rate: f64,
+
+    /// Frames a connection may send in a burst above the average rate. Also the number of refused
+    /// frames (less one forgiven per second) after which a flooding connection is closed with 1008.
+    #[arg(long, env = "CHAT_MSG_BURST", default_value_t = 20.0)]
+    pub msg_burst: f64,
+
+    /// Most WebSocket connections at once; more are refused with HTTP 503.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Longest name, in characters.
+    #[arg(long, env = "CHAT_MAX_NAME_CHARS", default_value_t = crate::protocol::MAX_NAME_CHARS)]
+    pub max_name_chars: usize,
+
+    /// Seconds of silence from a client after which the server pings it. Proxies and NATs commonly drop
+    /// connections idle for 60 s, so this stays well under that.
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "25", value_parser = seconds)]
+    pub ping_interval: Duration,
+
+    /// Seconds a pinged client has to answer before it is considered dead and dropped.
+    #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "20", value_parser = seconds)]
+    pub ping_timeout: Duration,
+
+    /// Extra origins allowed to open the WebSocket, besides the site's own (comma-separated, e.g.
+    /// `https://chat.example.com`). Any other browser origin gets HTTP 403.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Seconds to wait on shutdown for sockets to take their close frame.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5", value_parser = seconds)]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config::parse_from(["groupchat"])
+        // Defaults only: a library caller's environment must not leak into it.
+        Config {
+            queue_frames: 1024,
+            queue_bytes: 1024 * 1024,
+            max_message_bytes: 64 * 1024,
+            msg_rate: 10.0,
+            msg_burst: 20.0,
+            max_connections: 10_000,
+            max_name_chars: crate::protocol::MAX_NAME_CHARS,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            allowed_origins: Vec::new(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Parses a number of seconds, fractions allowed (`0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults() {
+        let parsed = Config::parse_from(["groupchat"]);
+        let default = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
     }
 }

@@ -1,154 +1,310 @@
-//! One WebSocket connection, from upgrade to goodbye.
+//! One WebSocket connection, from upgrade to goodbye, as a single task.
 //!
-//! Each connection is two tasks (the shape of axum's chat example):
-//! - the **writer** owns the socket's sending half and drains the connection's outbound queue, in batches:
-//!   it feeds every frame that is waiting and flushes once, so a burst costs one write, not one per frame;
-//! - the **reader** owns the receiving half, parses each frame and hands it to the [`ConnectionManager`].
+//! The task waits on four things at once (`tokio::select!`):
+//! - its **outbound queue**: it takes every frame waiting (up to [`WRITE_BATCH`]), feeds them all to the
+//!   socket and flushes once, so a burst costs one write, not one per frame;
+//! - the **socket**: each client frame is rate-limited, parsed and handed to the [`ConnectionManager`];
+//! - its **kick** signal: the manager disconnecting it (too slow, shutdown);
+//! - its **heartbeat** timer: a ping after a quiet spell, and a drop if the ping goes unanswered.
 //!
-//! Whichever ends first (client gone, socket error, kicked by the manager) ends the other, then the
-//! connection leaves the manager. The reader never writes to the socket itself: replies to this client go
-//! through the same queue as broadcasts, so they keep their place in the order of events.
+//! One task rather than a reader and a writer: half the tasks, wake-ups and memory per connection. The
+//! price is that while a write is blocked on a client that doesn't read, that client's frames aren't read
+//! either, which only slows down that client. A blocked write still gives way to a kick, so a stalled
+//! client can always be dropped. Replies to this client (errors) go through the same queue as broadcasts,
+//! so they keep their place in the order of events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use futures::{FutureExt, SinkExt, StreamExt};
+use metrics::counter;
+use tokio::sync::oneshot;
+use tokio::time::{sleep_until, Instant};
 
-use super::error::ChatError;
-use super::manager::{ConnId, ConnectionManager, Frame, Kick};
+use super::config::Config;
+use super::error::{close, ChatError};
+use super::manager::{encode, ConnId, ConnectionManager, Frame, Joined, Kick};
+use super::metrics as m;
 use super::names::NameRequest;
+use super::outbox::OutboxReceiver;
+use super::rate_limit::{RateLimiter, Verdict};
 use crate::protocol::ClientFrame;
 
-/// Most frames the writer takes from its queue per flush.
-const WRITE_BATCH: usize = 64;
+/// Most frames taken from the queue per flush.
+pub const WRITE_BATCH: usize = 64;
 
 /// How long a goodbye (close frame) may take to leave; a peer that is not reading never takes it.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs one upgraded socket to its end.
-pub async fn serve(socket: WebSocket, manager: Arc<ConnectionManager>, request: NameRequest) {
+pub async fn serve(
+    socket: WebSocket,
+    manager: Arc<ConnectionManager>,
+    config: Arc<Config>,
+    request: NameRequest,
+) {
     let joined = match manager.join(request) {
         Ok(joined) => joined,
         Err(error) => return refuse(socket, error).await,
     };
     let id = joined.id;
     tracing::debug!(conn = id, name = %joined.name, "connected");
-
-    let (sink, stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(sink, joined.outbox, joined.kicked));
-    let mut reader = tokio::spawn(read_loop(stream, id, manager.clone()));
-
-    tokio::select! {
-        _ = &mut writer => reader.abort(),
-        _ = &mut reader => {
-            // The client is gone or said goodbye. Leaving drops our queue's sender, which lets the writer
-            // finish on its own (it sends a close frame if the socket still takes one).
-            manager.leave(id);
-            if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
-                writer.abort();
-            }
-        }
-    }
+    let goodbye = Connection::new(socket, joined, &manager, &config)
+        .run()
+        .await;
     manager.leave(id);
-    tracing::debug!(conn = id, "disconnected");
+    tracing::debug!(conn = id, ?goodbye, "disconnected");
 }
 
 /// Tells a client why it cannot join (an `error` event), then closes with the error's close code.
 async fn refuse(mut socket: WebSocket, error: ChatError) {
     tracing::debug!(%error, "connection refused");
-    let event = super::manager::encode(&error.event());
-    let close = Message::Close(Some(CloseFrame {
-        code: error.close_code().unwrap_or(super::error::CLOSE_POLICY),
-        reason: close_reason(&error.to_string()).into(),
-    }));
+    counter!(m::REJECTED, "reason" => error.label()).increment(1);
     let goodbye = async {
-        socket.send(Message::Text(event)).await?;
-        socket.send(close).await
+        socket.send(Message::Text(encode(&error.event()))).await?;
+        socket
+            .send(close_frame(
+                error.close_code().unwrap_or(close::POLICY),
+                &error.to_string(),
+            ))
+            .await
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
 }
 
-/// Sends every queued frame to the client until the queue closes or the manager kicks this connection.
-async fn write_loop<S>(
-    mut sink: S,
-    mut outbox: mpsc::Receiver<Frame>,
-    mut kicked: oneshot::Receiver<Kick>,
-) where
-    S: Sink<Message> + Unpin,
-{
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let goodbye = loop {
-        // `biased`: a kick wins over queued frames; a client being dropped for falling behind gets no more.
-        let received = tokio::select! {
-            biased;
-            kick = &mut kicked => break kick.ok(),
-            n = outbox.recv_many(&mut batch, WRITE_BATCH) => n,
-        };
-        if received == 0 {
-            // The manager dropped this connection's queue: it left normally.
-            break None;
-        }
-        let write = async {
-            for frame in batch.drain(..) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.flush().await
-        };
-        // A write can block for as long as the client does not read; a kick must still get through.
-        tokio::select! {
-            biased;
-            kick = &mut kicked => break kick.ok(),
-            written = write => if written.is_err() { return },
-        }
-    };
-    let kick = goodbye.unwrap_or(Kick {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: "bye",
-    });
-    let close = Message::Close(Some(CloseFrame {
-        code: kick.code,
-        reason: kick.reason.into(),
-    }));
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+/// How a connection ended.
+#[derive(Debug)]
+enum Goodbye {
+    /// The client closed, or the socket failed: nothing more to send.
+    Gone,
+    /// We end it: send this close frame (if the client still takes one).
+    Close(Kick),
 }
 
-/// Reads frames until the client closes or the socket fails, handing each to the manager.
-async fn read_loop<S, E>(mut stream: S, id: ConnId, manager: Arc<ConnectionManager>)
-where
-    S: Stream<Item = Result<Message, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    while let Some(received) = stream.next().await {
-        let message = match received {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::debug!(conn = id, %error, "read failed");
-                return;
+struct Connection<'a> {
+    socket: WebSocket,
+    id: ConnId,
+    outbox: OutboxReceiver,
+    kicked: oneshot::Receiver<Kick>,
+    manager: &'a ConnectionManager,
+    config: &'a Config,
+    limiter: RateLimiter,
+    /// When the client last sent anything (a pong counts).
+    last_heard: Instant,
+    /// Whether a ping is out and unanswered.
+    pinged: bool,
+}
+
+impl<'a> Connection<'a> {
+    fn new(
+        socket: WebSocket,
+        joined: Joined,
+        manager: &'a ConnectionManager,
+        config: &'a Config,
+    ) -> Self {
+        let now = Instant::now();
+        Connection {
+            socket,
+            id: joined.id,
+            outbox: joined.outbox,
+            kicked: joined.kicked,
+            manager,
+            config,
+            limiter: RateLimiter::new(config.msg_rate, config.msg_burst, now.into_std()),
+            last_heard: now,
+            pinged: false,
+        }
+    }
+
+    async fn run(mut self) -> Goodbye {
+        let goodbye = self.exchange().await;
+        if let Goodbye::Close(kick) = goodbye {
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.say_goodbye(kick)).await;
+        }
+        goodbye
+    }
+
+    /// Sends what is still queued for this client (e.g. the error that explains the close), unless it is
+    /// being dropped for not reading, then the close frame.
+    async fn say_goodbye(&mut self, kick: Kick) -> Result<(), axum::Error> {
+        if kick != Kick::TOO_SLOW {
+            let mut rest = Vec::new();
+            while let Some(n) = self.outbox.recv_many(&mut rest, WRITE_BATCH).now_or_never() {
+                if n == 0 {
+                    break;
+                }
             }
+            for frame in rest {
+                self.socket.feed(Message::Text(frame)).await?;
+            }
+        }
+        self.socket.send(close_frame(kick.code, kick.reason)).await
+    }
+
+    /// Moves frames both ways until one side ends the connection.
+    async fn exchange(&mut self) -> Goodbye {
+        let mut batch: Vec<Frame> = Vec::new();
+        let heartbeat = sleep_until(self.last_heard + self.config.ping_interval);
+        tokio::pin!(heartbeat);
+        loop {
+            // `biased`: a kick wins over everything; then our queue, so that replies and broadcasts keep
+            // flowing even while a client floods us.
+            tokio::select! {
+                biased;
+                kick = &mut self.kicked => return kicked(kick),
+                n = self.outbox.recv_many(&mut batch, WRITE_BATCH) => {
+                    if n == 0 {
+                        // The manager dropped our queue: we were removed.
+                        return Goodbye::Close(Kick { code: close::NORMAL, reason: "bye" });
+                    }
+                    if let Some(goodbye) = self.write(&mut batch).await {
+                        return goodbye;
+                    }
+                }
+                received = self.socket.next() => match received {
+                    Some(Ok(message)) => if let Some(goodbye) = self.read(message) {
+                        return goodbye;
+                    },
+                    Some(Err(error)) if is_too_big(&error) => {
+                        return self.refuse(ChatError::TooBig(self.config.max_message_bytes));
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(conn = self.id, %error, "read failed");
+                        return Goodbye::Gone;
+                    }
+                    None => return Goodbye::Gone,
+                },
+                () = &mut heartbeat => {
+                    if let Some(goodbye) = self.beat().await {
+                        return goodbye;
+                    }
+                    let next = if self.pinged {
+                        Instant::now() + self.config.ping_timeout
+                    } else {
+                        self.last_heard + self.config.ping_interval
+                    };
+                    heartbeat.as_mut().reset(next);
+                }
+            }
+        }
+    }
+
+    /// Sends a batch of frames with one flush. A kick interrupts it: a client that stopped reading can
+    /// block this write for ever.
+    async fn write(&mut self, batch: &mut Vec<Frame>) -> Option<Goodbye> {
+        let socket = &mut self.socket;
+        let write = async {
+            for frame in batch.drain(..) {
+                socket.feed(Message::Text(frame)).await?;
+            }
+            socket.flush().await
         };
-        let outcome = match message {
+        tokio::select! {
+            biased;
+            kick = &mut self.kicked => Some(kicked(kick)),
+            written = write => written.err().map(|_| Goodbye::Gone),
+        }
+    }
+
+    /// Handles one frame from the client.
+    fn read(&mut self, message: Message) -> Option<Goodbye> {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+        let frame = match message {
+            Message::Close(_) => return Some(Goodbye::Gone),
+            // tungstenite answers pings itself; a pong only proves the client is alive.
+            Message::Pong(_) => return None,
+            frame => frame,
+        };
+        match self.limiter.check(self.last_heard.into_std()) {
+            Verdict::Accept => {}
+            Verdict::Refuse => {
+                self.manager.reject(self.id, &ChatError::RateLimited);
+                return None;
+            }
+            Verdict::Disconnect => return Some(self.refuse(ChatError::Flooding)),
+        }
+        let outcome = match frame {
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
-                Ok(ClientFrame::Message { text }) => manager.say(id, text),
+                Ok(ClientFrame::Message { text }) => self.manager.say(self.id, text),
                 Err(error) => Err(error.into()),
             },
             Message::Binary(_) => Err(ChatError::BinaryFrame),
-            Message::Close(_) => return,
-            // tungstenite answers pings itself; pongs need nothing from us.
-            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Ok(()),
         };
         if let Err(error) = outcome {
-            manager.reject(id, &error);
+            self.manager.reject(self.id, &error);
         }
+        None
+    }
+
+    /// The heartbeat timer fired: ping a quiet client, or drop one that never answered.
+    async fn beat(&mut self) -> Option<Goodbye> {
+        if self.pinged {
+            tracing::debug!(conn = self.id, "no answer to ping");
+            counter!(m::PING_TIMEOUTS).increment(1);
+            self.manager.kick(
+                self.id,
+                Kick {
+                    code: close::GOING_AWAY,
+                    reason: "ping timeout",
+                },
+            );
+            return Some(Goodbye::Gone);
+        }
+        if self.last_heard.elapsed() < self.config.ping_interval {
+            return None; // heard from it since the timer was set
+        }
+        self.pinged = true;
+        let ping = self.socket.send(Message::Ping(Default::default()));
+        tokio::select! {
+            biased;
+            kick = &mut self.kicked => Some(kicked(kick)),
+            sent = ping => sent.err().map(|_| Goodbye::Gone),
+        }
+    }
+
+    /// Ends the connection over something the client did: tells it why, removes it, closes with the code.
+    fn refuse(&mut self, error: ChatError) -> Goodbye {
+        self.manager.reject(self.id, &error);
+        let reason = match error {
+            ChatError::Flooding => "flooding",
+            ChatError::TooBig(_) => "message too big",
+            _ => "refused",
+        };
+        let kick = Kick {
+            code: error.close_code().unwrap_or(close::POLICY),
+            reason,
+        };
+        self.manager.kick(self.id, kick);
+        Goodbye::Close(kick)
     }
 }
 
-/// A close frame's reason is limited to 123 bytes: cut at a character boundary.
-fn close_reason(text: &str) -> String {
-    let mut end = text.len().min(123);
-    while !text.is_char_boundary(end) {
+/// Whether a read failed because the client's message was over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+/// What the kick signal said: a kick, or (its sender dropped) that we were removed.
+fn kicked(kick: Result<Kick, oneshot::error::RecvError>) -> Goodbye {
+    Goodbye::Close(kick.unwrap_or(Kick {
+        code: close::NORMAL,
+        reason: "bye",
+    }))
+}
+
+fn close_frame(code: u16, reason: &str) -> Message {
+    // A close frame's reason is limited to 123 bytes: cut at a character boundary.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
 }

@@ -1,5 +1,9 @@
 //! The one error type of the chat service: every refusal a client can meet, with the `error` event it is
-//! told about and, when the refusal ends the connection, the WebSocket close code.
+//! told about, the WebSocket close code when the refusal ends the connection, and the HTTP status when it
+//! happens before the upgrade.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::protocol::{ErrorCode, FrameError, ServerEvent};
 
@@ -17,10 +21,33 @@ pub enum ChatError {
     BinaryFrame,
     #[error("empty message: there is nothing to send")]
     EmptyMessage,
+    #[error("slow down: too many frames, this one was dropped")]
+    RateLimited,
+    #[error("flooding: too many frames refused")]
+    Flooding,
+    #[error("message too big: at most {0} bytes")]
+    TooBig(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("too many connections, try again later")]
+    TooManyConnections,
+    #[error("origin {0:?} may not open a chat socket here")]
+    ForbiddenOrigin(String),
 }
 
-/// RFC 6455 close code 1008: the peer broke a rule of this endpoint.
-pub const CLOSE_POLICY: u16 = 1008;
+/// RFC 6455 close codes the server uses.
+pub mod close {
+    /// Normal end.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown), or the peer stopped answering.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke a rule of this endpoint (bad name, flooding).
+    pub const POLICY: u16 = 1008;
+    /// The peer sent a message larger than allowed.
+    pub const TOO_BIG: u16 = 1009;
+    /// Try again later: the peer could not keep up.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
 
 impl ChatError {
     pub fn code(&self) -> ErrorCode {
@@ -31,6 +58,27 @@ impl ChatError {
             ChatError::UnknownType(_) => ErrorCode::UnknownType,
             ChatError::BinaryFrame => ErrorCode::BinaryFrame,
             ChatError::EmptyMessage => ErrorCode::EmptyMessage,
+            ChatError::RateLimited | ChatError::Flooding => ErrorCode::RateLimited,
+            ChatError::TooBig(_) => ErrorCode::TooBig,
+            ChatError::ShuttingDown | ChatError::TooManyConnections => ErrorCode::Unavailable,
+            ChatError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
+        }
+    }
+
+    /// A short label for logs and the `reason` of the rejected-frames metric.
+    pub fn label(&self) -> &'static str {
+        match self.code() {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::RateLimited if *self == ChatError::Flooding => "flooding",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooBig => "too_big",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ForbiddenOrigin => "forbidden_origin",
         }
     }
 
@@ -46,9 +94,32 @@ impl ChatError {
     /// must reconnect with another); a bad frame does not (the next frame may be fine).
     pub fn close_code(&self) -> Option<u16> {
         match self {
-            ChatError::BadName(_) | ChatError::NameTaken(_) => Some(CLOSE_POLICY),
+            ChatError::BadName(_) | ChatError::NameTaken(_) | ChatError::Flooding => {
+                Some(close::POLICY)
+            }
+            ChatError::TooBig(_) => Some(close::TOO_BIG),
+            ChatError::ShuttingDown => Some(close::GOING_AWAY),
+            ChatError::TooManyConnections => Some(close::TRY_AGAIN_LATER),
+            ChatError::ForbiddenOrigin(_) => Some(close::POLICY),
             _ => None,
         }
+    }
+
+    /// The HTTP status for refusals that happen before the WebSocket upgrade.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ChatError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ChatError::TooManyConnections | ChatError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for ChatError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
     }
 }
 

@@ -12,10 +12,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, oneshot};
+use metrics::{counter, gauge};
+use tokio::sync::oneshot;
 
-use super::error::ChatError;
+use super::config::Config;
+use super::error::{close, ChatError};
+use super::metrics as m;
 use super::names::{self, name_key, NameRequest};
+use super::outbox::{outbox, OutboxReceiver, OutboxSender};
 use crate::protocol::{validate_name, ServerEvent};
 
 /// Identifies one WebSocket connection for as long as it lasts.
@@ -32,14 +36,14 @@ pub struct Kick {
 }
 
 impl Kick {
-    /// RFC 6455 1013 "try again later": the client could not keep up with the room.
+    /// The client could not keep up with the room.
     pub const TOO_SLOW: Kick = Kick {
-        code: 1013,
+        code: close::TRY_AGAIN_LATER,
         reason: "too slow: outbound queue full",
     };
-    /// RFC 6455 1001 "going away".
+    /// The server is stopping.
     pub const SHUTDOWN: Kick = Kick {
-        code: 1001,
+        code: close::GOING_AWAY,
         reason: "server shutting down",
     };
 }
@@ -50,7 +54,7 @@ pub struct Joined {
     pub id: ConnId,
     pub name: String,
     /// Every frame for this connection, in the order the manager accepted the events. The welcome is first.
-    pub outbox: mpsc::Receiver<Frame>,
+    pub outbox: OutboxReceiver,
     /// Fires when the manager disconnects this connection (too slow, shutdown). Its sender is dropped,
     /// without firing, when the connection leaves normally.
     pub kicked: oneshot::Receiver<Kick>,
@@ -62,8 +66,10 @@ pub struct ConnectionManager {
     /// `await_holding_lock` is denied for the crate). Holding it while queueing an event is also what gives
     /// every connection the same order of events.
     registry: Mutex<Registry>,
-    /// Capacity, in frames, of each connection's outbound queue.
+    /// Bounds of each connection's outbound queue.
     queue_frames: usize,
+    queue_bytes: usize,
+    max_name_chars: usize,
 }
 
 struct Registry {
@@ -74,26 +80,30 @@ struct Registry {
     names: HashSet<String>,
     next_conn_id: ConnId,
     next_event_id: u64,
+    /// Set on shutdown: no one joins any more.
+    closing: bool,
 }
 
 struct Peer {
     name: String,
-    outbox: mpsc::Sender<Frame>,
+    outbox: OutboxSender,
     kick: oneshot::Sender<Kick>,
 }
 
 impl ConnectionManager {
-    /// `queue_frames`: how many frames a connection may have waiting before it counts as too slow.
-    pub fn new(queue_frames: usize) -> Self {
+    /// Takes the queue bounds and the longest name from `config`.
+    pub fn new(config: &Config) -> Self {
         ConnectionManager {
             registry: Mutex::new(Registry {
                 peers: BTreeMap::new(),
                 names: HashSet::new(),
                 next_conn_id: 1,
                 next_event_id: 1,
+                closing: false,
             }),
-            // The welcome must always fit, so a queue holds at least one frame.
-            queue_frames: queue_frames.max(1),
+            queue_frames: config.queue_frames,
+            queue_bytes: config.queue_bytes,
+            max_name_chars: config.max_name_chars,
         }
     }
 
@@ -102,10 +112,13 @@ impl ConnectionManager {
     /// nothing sent after its welcome.
     pub fn join(&self, request: NameRequest) -> Result<Joined, ChatError> {
         let mut reg = self.registry();
+        if reg.closing {
+            return Err(ChatError::ShuttingDown);
+        }
         let name = match request {
             NameRequest::Assign => names::assign(|n| !reg.names.contains(&name_key(n))),
             NameRequest::Chosen(raw) => {
-                let name = validate_name(&raw).map_err(ChatError::BadName)?;
+                let name = validate_name(&raw, self.max_name_chars).map_err(ChatError::BadName)?;
                 if reg.names.contains(&name_key(&name)) {
                     return Err(ChatError::NameTaken(name));
                 }
@@ -113,7 +126,7 @@ impl ConnectionManager {
             }
         };
 
-        let (outbox_tx, outbox) = mpsc::channel(self.queue_frames);
+        let (outbox_tx, outbox) = outbox(self.queue_frames, self.queue_bytes);
         let (kick, kicked) = oneshot::channel();
         let id = reg.next_conn_id;
         reg.next_conn_id += 1;
@@ -129,8 +142,8 @@ impl ConnectionManager {
             online,
         });
         outbox_tx
-            .try_send(welcome)
-            .expect("a new queue has room for at least one frame");
+            .offer(&welcome)
+            .expect("a new queue always takes one frame");
 
         reg.names.insert(name_key(&name));
         reg.peers.insert(
@@ -147,6 +160,8 @@ impl ConnectionManager {
             ts: now_ms(),
         };
         reg.publish(&join, Some(id));
+        counter!(m::CONNECTIONS_ACCEPTED).increment(1);
+        gauge!(m::CONNECTIONS).increment(1);
 
         Ok(Joined {
             id,
@@ -174,6 +189,7 @@ impl ConnectionManager {
             text,
             ts: now_ms(),
         };
+        counter!(m::MESSAGES_IN).increment(1);
         reg.publish(&message, None);
         Ok(())
     }
@@ -182,8 +198,9 @@ impl ConnectionManager {
     pub fn reject(&self, to: ConnId, error: &ChatError) {
         let frame = encode(&error.event());
         let mut reg = self.registry();
+        counter!(m::REJECTED, "reason" => error.label()).increment(1);
         let full = match reg.peers.get(&to) {
-            Some(peer) => peer.outbox.try_send(frame).is_err(),
+            Some(peer) => peer.outbox.offer(&frame).is_err(),
             None => false,
         };
         if full {
@@ -197,15 +214,31 @@ impl ConnectionManager {
         self.registry().remove(id, None);
     }
 
-    /// Disconnects everyone with `kick` (used on shutdown). No leave events: everyone is going.
-    pub fn kick_all(&self, kick: Kick) {
+    /// Disconnects one connection with `kick` (e.g. it sent a message too big) and tells the others.
+    pub fn kick(&self, id: ConnId, kick: Kick) {
+        self.registry().remove(id, Some(kick));
+    }
+
+    /// Shutdown: refuses every later join and closes everyone with 1001. No leave events: everyone goes.
+    pub fn shut_down(&self) {
         let mut reg = self.registry();
+        reg.closing = true;
         let peers = std::mem::take(&mut reg.peers);
         reg.names.clear();
+        gauge!(m::CONNECTIONS).decrement(peers.len() as f64);
         for peer in peers.into_values() {
             // The receiver is gone only if that connection already ended: nothing to tell it then.
-            let _ = peer.kick.send(kick);
+            let _ = peer.kick.send(Kick::SHUTDOWN);
         }
+    }
+
+    /// Frames waiting in all outbound queues together (for the metrics).
+    pub fn queue_depth(&self) -> usize {
+        self.registry()
+            .peers
+            .values()
+            .map(|p| p.outbox.depth())
+            .sum()
     }
 
     /// How many connections are registered now.
@@ -248,12 +281,19 @@ impl Registry {
     /// Offers `frame` to every peer but `except`, without waiting; returns those whose queue is full (or
     /// whose writer has already gone).
     fn offer(&self, frame: &Frame, except: Option<ConnId>) -> Vec<ConnId> {
-        self.peers
-            .iter()
-            .filter(|(id, _)| Some(**id) != except)
-            .filter(|(_, peer)| peer.outbox.try_send(frame.clone()).is_err())
-            .map(|(id, _)| *id)
-            .collect()
+        let mut full = Vec::new();
+        let mut delivered = 0u64;
+        for (id, peer) in &self.peers {
+            if Some(*id) == except {
+                continue;
+            }
+            match peer.outbox.offer(frame) {
+                Ok(()) => delivered += 1,
+                Err(_) => full.push(*id),
+            }
+        }
+        counter!(m::DELIVERIES_OUT).increment(delivered);
+        full
     }
 
     /// Removes a peer, kicks it if `kick` says why, and announces its leave to the others. Announcing can
@@ -265,8 +305,12 @@ impl Registry {
                 continue;
             };
             self.names.remove(&name_key(&peer.name));
+            gauge!(m::CONNECTIONS).decrement(1);
             if let Some(kick) = kick {
                 tracing::info!(conn = id, name = %peer.name, reason = kick.reason, "disconnecting");
+                if kick == Kick::TOO_SLOW {
+                    counter!(m::SLOW_CONSUMERS).increment(1);
+                }
                 let _ = peer.kick.send(kick);
             }
             let leave = encode(&ServerEvent::Leave {
@@ -300,18 +344,32 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
-    fn drain(rx: &mut mpsc::Receiver<Frame>) -> Vec<ServerEvent> {
-        let mut out = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
-            out.push(serde_json::from_str(frame.as_str()).unwrap());
+    fn drain(rx: &mut OutboxReceiver) -> Vec<ServerEvent> {
+        let mut batch = Vec::new();
+        // Every frame is queued synchronously, so whatever is there is ready now.
+        while let Some(n) = rx.recv_many(&mut batch, 1024).now_or_never() {
+            if n == 0 {
+                break;
+            }
         }
-        out
+        batch
+            .iter()
+            .map(|frame| serde_json::from_str(frame.as_str()).unwrap())
+            .collect()
+    }
+
+    fn manager(queue_frames: usize) -> ConnectionManager {
+        ConnectionManager::new(&Config {
+            queue_frames,
+            ..Config::default()
+        })
     }
 
     #[test]
     fn a_full_queue_disconnects_only_that_peer() {
-        let manager = ConnectionManager::new(4);
+        let manager = manager(4);
         let mut fast = manager.join(NameRequest::Chosen("fast".into())).unwrap();
         let mut slow = manager.join(NameRequest::Chosen("slow".into())).unwrap();
         for i in 0..10 {
@@ -329,7 +387,7 @@ mod tests {
 
     #[test]
     fn names_are_released_on_leave() {
-        let manager = ConnectionManager::new(8);
+        let manager = manager(8);
         let a = manager.join(NameRequest::Chosen("Alice".into())).unwrap();
         assert_eq!(
             manager.join(NameRequest::Chosen(" alice ".into())).err(),

@@ -9,25 +9,30 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod manager;
+pub mod metrics;
 pub mod names;
+pub mod outbox;
+pub mod rate_limit;
+pub mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, Query, State, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{FromRef, State};
+use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app::{shell, App};
 pub use config::Config;
 pub use manager::ConnectionManager;
-use manager::Kick;
-use names::NameRequest;
 
 /// Everything a request handler may need; cloned per request, so every field is cheap to clone.
 #[derive(Clone, FromRef)]
@@ -35,79 +40,99 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub manager: Arc<ConnectionManager>,
     pub config: Arc<Config>,
+    /// One permit per open chat socket: `--max-connections` of them.
+    pub connection_permits: Arc<Semaphore>,
+    /// Every chat socket's task holds a token of this tracker, so shutdown can wait for them: axum's own
+    /// graceful shutdown does not track upgraded connections.
+    pub sockets: TaskTracker,
 }
 
 impl AppState {
     pub fn new(leptos_options: LeptosOptions, config: Config) -> Self {
         AppState {
             leptos_options,
-            manager: Arc::new(ConnectionManager::new(config.queue_frames)),
+            manager: Arc::new(ConnectionManager::new(&config)),
+            connection_permits: Arc::new(Semaphore::new(config.max_connections)),
             config: Arc::new(config),
+            sockets: TaskTracker::new(),
         }
     }
 }
 
-/// The whole HTTP surface: Leptos pages, static files from the site root, and the chat sockets.
+/// The whole HTTP surface: Leptos pages, static files from the site root, the chat sockets, health and
+/// metrics.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     Router::new()
-        .route("/ws", get(ws_assigned_or_chosen))
-        .route("/ws/{client_id}", get(ws_legacy))
+        .route("/ws", get(upgrade::chat_socket))
+        .route("/ws/{client_id}", get(upgrade::legacy_chat_socket))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then closes every chat socket with 1001.
+/// Serves `state` on `listener` until `shutdown` completes. Then: stop accepting, close every chat socket
+/// with 1001 (after what was queued for it), and wait up to `--shutdown-grace` for them to finish.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Metrics are recorded from the first connection on, so the recorder must exist before it.
+    metrics::handle();
     let manager = state.manager.clone();
-    // axum's graceful shutdown does not track upgraded connections, so the sockets get their own signal.
+    let sockets = state.sockets.clone();
+    let grace = state.config.shutdown_grace;
+
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        let manager = manager.clone();
+        async move {
+            shutdown.await;
+            // Sockets first: axum's graceful shutdown only stops accepting and waits for plain HTTP.
+            manager.shut_down();
+            stopping.cancel();
+        }
+    });
+
+    // Chat frames are small and latency-sensitive: without TCP_NODELAY, Nagle's algorithm meeting the
+    // client's delayed ACK adds up to ~40 ms to a lone message.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopping.cancelled_owned())
         .await?;
-    manager.kick_all(Kick::SHUTDOWN);
+
+    sockets.close();
+    if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
+        tracing::warn!(
+            left = sockets.len(),
+            "sockets still open after the shutdown grace period"
+        );
+    }
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct WsQuery {
-    name: Option<String>,
+/// `GET /healthz`: the process is up and serving.
+async fn healthz(State(manager): State<Arc<ConnectionManager>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "ok",
+        "connections": manager.connection_count(),
+    }))
 }
 
-/// `/ws` and `/ws?name=alice`.
-async fn ws_assigned_or_chosen(
-    upgrade: WebSocketUpgrade,
-    Query(query): Query<WsQuery>,
-    State(state): State<AppState>,
-) -> Response {
-    let request = match query.name {
-        Some(name) => NameRequest::Chosen(name),
-        None => NameRequest::Assign,
-    };
-    accept(upgrade, state, request)
-}
-
-/// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`.
-async fn ws_legacy(
-    upgrade: WebSocketUpgrade,
-    Path(client_id): Path<String>,
-    State(state): State<AppState>,
-) -> Response {
-    accept(
-        upgrade,
-        state,
-        NameRequest::Chosen(format!("Client #{client_id}")),
+/// `GET /metrics`, in the Prometheus text format.
+async fn prometheus_metrics(State(manager): State<Arc<ConnectionManager>>) -> impl IntoResponse {
+    ::metrics::gauge!(metrics::QUEUE_DEPTH).set(manager.queue_depth() as f64);
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        metrics::handle().render(),
     )
-}
-
-fn accept(upgrade: WebSocketUpgrade, state: AppState, request: NameRequest) -> Response {
-    upgrade
-        .max_message_size(state.config.max_message_bytes)
-        .max_frame_size(state.config.max_message_bytes)
-        .on_upgrade(move |socket| connection::serve(socket, state.manager, request))
 }

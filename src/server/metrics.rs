@@ -1,0 +1,54 @@
+//! Operational metrics, exported in the Prometheus text format at `GET /metrics`.
+//!
+//! Recorded with the `metrics` facade; the Prometheus recorder is installed once per process (tests start
+//! several servers in one process, and they share it). Counters are bumped once per event, with the
+//! number of deliveries as the increment, never once per recipient.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS: &str = "chat_connections";
+/// Connections accepted since start.
+pub const CONNECTIONS_ACCEPTED: &str = "chat_connections_accepted_total";
+/// Messages accepted from clients.
+pub const MESSAGES_IN: &str = "chat_messages_in_total";
+/// Frames queued for delivery to clients (one per recipient per event).
+pub const DELIVERIES_OUT: &str = "chat_deliveries_out_total";
+/// Connections dropped for falling too far behind (close 1013).
+pub const SLOW_CONSUMERS: &str = "chat_slow_consumers_dropped_total";
+/// Client frames or connections refused, labelled by `reason`.
+pub const REJECTED: &str = "chat_rejected_total";
+/// Frames waiting in outbound queues, all connections together (gauge, sampled at scrape time).
+pub const QUEUE_DEPTH: &str = "chat_queue_depth_frames";
+/// Connections dropped for not answering pings.
+pub const PING_TIMEOUTS: &str = "chat_ping_timeouts_total";
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            // Only fails if another global recorder was installed first, which this crate never does.
+            .expect("no other metrics recorder is installed in this process");
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections");
+    describe_counter!(CONNECTIONS_ACCEPTED, "WebSocket connections accepted");
+    describe_counter!(MESSAGES_IN, "Chat messages accepted from clients");
+    describe_counter!(DELIVERIES_OUT, "Frames queued for delivery to clients");
+    describe_counter!(
+        SLOW_CONSUMERS,
+        "Connections dropped for falling too far behind (close 1013)"
+    );
+    describe_counter!(REJECTED, "Client frames or connections refused, by reason");
+    describe_gauge!(QUEUE_DEPTH, "Frames waiting in outbound queues");
+    describe_counter!(PING_TIMEOUTS, "Connections dropped for not answering pings");
+}

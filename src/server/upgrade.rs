@@ -1,0 +1,133 @@
+//! The HTTP side of `/ws`: who may open a chat socket, and with which socket settings.
+//!
+//! Checks run before the upgrade, so a refused client gets a plain HTTP status:
+//! - **Origin** (cross-site WebSocket hijacking): a browser always sends `Origin`; only the site's own
+//!   (same host as the request) and the configured extra origins are accepted, others get 403. Clients
+//!   that send no `Origin` (terminal clients, bots) are not browsers acting for someone else: accepted.
+//! - **Capacity**: a connection holds a permit of a `Semaphore` sized `--max-connections` for its whole
+//!   life; with none left, 503.
+
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::header::{HOST, ORIGIN};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use metrics::counter;
+use serde::Deserialize;
+
+use super::connection;
+use super::error::ChatError;
+use super::metrics as m;
+use super::names::NameRequest;
+use super::AppState;
+
+/// tungstenite reads into a buffer of this size, allocated per connection up front. Its default,
+/// 128 KiB, would make every idle connection cost 128 KiB; messages larger than this still arrive
+/// whole (the buffer grows for them, then the excess is freed with the message).
+const READ_BUFFER_BYTES: usize = 1024;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    name: Option<String>,
+}
+
+/// `/ws` and `/ws?name=alice`.
+pub async fn chat_socket(
+    upgrade: WebSocketUpgrade,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
+    let request = match query.name {
+        Some(name) => NameRequest::Chosen(name),
+        None => NameRequest::Assign,
+    };
+    accept(upgrade, &headers, state, request)
+}
+
+/// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`.
+pub async fn legacy_chat_socket(
+    upgrade: WebSocketUpgrade,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
+    let request = NameRequest::Chosen(format!("Client #{client_id}"));
+    accept(upgrade, &headers, state, request)
+}
+
+fn accept(
+    upgrade: WebSocketUpgrade,
+    headers: &HeaderMap,
+    state: AppState,
+    request: NameRequest,
+) -> Response {
+    if let Err(error) = check_origin(headers, &state.config.allowed_origins) {
+        counter!(m::REJECTED, "reason" => error.label()).increment(1);
+        return error.into_response();
+    }
+    let Ok(permit) = state.connection_permits.clone().try_acquire_owned() else {
+        let error = ChatError::TooManyConnections;
+        counter!(m::REJECTED, "reason" => error.label()).increment(1);
+        return error.into_response();
+    };
+    let tracked = state.sockets.token();
+    let limit = state.config.max_message_bytes;
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            connection::serve(socket, state.manager, state.config, request).await;
+            // Held until here: the permit bounds live connections, the token lets shutdown wait for them.
+            drop((permit, tracked));
+        })
+}
+
+/// Accepts a request without `Origin`, from the request's own host, or from a configured origin.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ChatError> {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    let same_site = origin_host.is_some()
+        && origin_host.map(str::to_ascii_lowercase) == host.map(str::to_ascii_lowercase);
+    let listed = allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    if same_site || listed {
+        Ok(())
+    } else {
+        Err(ChatError::ForbiddenOrigin(origin.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static(host));
+        if let Some(origin) = origin {
+            headers.insert(ORIGIN, HeaderValue::from_static(origin));
+        }
+        headers
+    }
+
+    #[test]
+    fn origins() {
+        let extra = vec!["https://chat.example.com/".to_string()];
+        let ok = |origin, host| check_origin(&headers(origin, host), &extra).is_ok();
+        assert!(ok(None, "127.0.0.1:3000"));
+        assert!(ok(Some("http://127.0.0.1:3000"), "127.0.0.1:3000"));
+        assert!(ok(Some("https://Chat.Example.com"), "10.0.0.1:3000"));
+        assert!(!ok(Some("http://evil.example"), "127.0.0.1:3000"));
+        assert!(!ok(Some("http://127.0.0.1:3001"), "127.0.0.1:3000"));
+        assert!(!ok(Some("null"), "127.0.0.1:3000"));
+    }
+}
