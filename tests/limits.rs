@@ -1,0 +1,389 @@
+//! The engine under abuse, over real sockets: slow and dead clients, oversized frames, floods, foreign
+//! origins, too many connections, shutdown by signal. Each test proves the offender is dealt with *and*
+//! everyone else is still served.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, TestServer, PATIENCE};
+use futures::{SinkExt, StreamExt};
+use groupchat::protocol::{ErrorCode, ServerEvent};
+use groupchat::server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+fn unlimited_rate() -> Config {
+    Config {
+        msg_rate: 1e6,
+        msg_burst: 1e6,
+        ..Config::default()
+    }
+}
+
+/// Reads events until a `leave` naming `name`; returns the message texts seen on the way.
+async fn messages_until_leave_of(client: &mut Client, name: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    loop {
+        match client.event().await {
+            ServerEvent::Message { text, .. } => texts.push(text),
+            ServerEvent::Leave { name: left, .. } if left == name => return texts,
+            _ => {}
+        }
+    }
+}
+
+/// Reads frames until the close frame, skipping whatever was queued before it.
+async fn close_code(client: &mut Client) -> CloseCode {
+    loop {
+        match client.frame().await {
+            Message::Close(Some(frame)) => return frame.code,
+            Message::Close(None) => panic!("closed without a code"),
+            _ => {}
+        }
+    }
+}
+
+async fn http_get(server: &TestServer, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
+    let server = TestServer::start_with(Config {
+        queue_frames: 64,
+        queue_bytes: 256 * 1024,
+        ..unlimited_rate()
+    })
+    .await;
+    let mut clients = server.join_many(3).await;
+    let (mut stalled, stalled_name) = clients.pop().unwrap();
+    let (mut reader, _) = clients.pop().unwrap();
+    let (sender, _) = clients.pop().unwrap();
+    // The sender reads its own echoes, as any live client does: otherwise it would be a slow reader too.
+    let (mut outgoing, mut echoes) = sender.ws.split();
+    let draining = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+
+    // 1,000 messages of 30 KB: far more than the stalled client's socket buffers (a few MB on loopback)
+    // and its queue can hold. The sender keeps at most WINDOW messages ahead of the reader, as a live
+    // conversation does; only the stalled client falls behind.
+    const COUNT: usize = 1000;
+    const WINDOW: usize = 8;
+    let padding = "x".repeat(30_000);
+    let mut seen: Vec<usize> = Vec::new();
+    let mut stalled_left = false;
+    let mut read_one = async |seen: &mut Vec<usize>| match reader.event().await {
+        ServerEvent::Message { text, .. } => seen.push(text[..4].parse().unwrap()),
+        ServerEvent::Leave { name, .. } if name == stalled_name => stalled_left = true,
+        other => panic!("unexpected {other:?}"),
+    };
+    for i in 0..COUNT {
+        let text = format!("{i:04} {padding}");
+        outgoing.send(Message::Text(text.into())).await.unwrap();
+        while seen.len() + WINDOW <= i {
+            read_one(&mut seen).await;
+        }
+    }
+    while seen.len() < COUNT {
+        read_one(&mut seen).await;
+    }
+    // The reader got every message, in order, and saw the stalled client go.
+    assert_eq!(seen, (0..COUNT).collect::<Vec<_>>());
+    if !stalled_left {
+        messages_until_leave_of(&mut reader, &stalled_name).await;
+    }
+
+    // The stalled client, once it reads again, finds it was closed with 1013.
+    assert_eq!(close_code(&mut stalled).await, CloseCode::Again);
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains("chat_slow_consumers_dropped_total"),
+        "{metrics}"
+    );
+    server.stop().await;
+    draining.abort();
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_and_others_carry_on() {
+    let server = TestServer::start_with(Config {
+        max_message_bytes: 1024,
+        ..Config::default()
+    })
+    .await;
+    let mut clients = server.join_many(2).await;
+    let (mut big, big_name) = clients.pop().unwrap();
+    let (mut other, _) = clients.pop().unwrap();
+
+    big.send_text(&"y".repeat(2048)).await;
+    match big.event().await {
+        ServerEvent::Error { code, .. } => assert_eq!(code, ErrorCode::TooBig),
+        event => panic!("expected an error, got {event:?}"),
+    }
+    assert_eq!(close_code(&mut big).await, CloseCode::Size);
+
+    assert!(messages_until_leave_of(&mut other, &big_name)
+        .await
+        .is_empty());
+    other.send_text(&"z".repeat(1000)).await;
+    assert!(matches!(other.event().await, ServerEvent::Message { text, .. } if text.len() == 1000));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_gets_errors_then_a_1008_close() {
+    let server = TestServer::start_with(Config {
+        msg_rate: 1.0,
+        msg_burst: 3.0,
+        ..Config::default()
+    })
+    .await;
+    let mut clients = server.join_many(2).await;
+    let (mut flooder, flooder_name) = clients.pop().unwrap();
+    let (mut other, _) = clients.pop().unwrap();
+
+    for i in 0..50 {
+        flooder.send_text(&format!("spam {i}")).await;
+    }
+    let mut accepted = 0;
+    let mut refused = 0;
+    let code = loop {
+        match flooder.frame().await {
+            Message::Text(text) => match serde_json::from_str(text.as_str()).unwrap() {
+                ServerEvent::Message { .. } => accepted += 1,
+                ServerEvent::Error { code, .. } => {
+                    assert_eq!(code, ErrorCode::RateLimited);
+                    refused += 1;
+                }
+                event => panic!("unexpected {event:?}"),
+            },
+            Message::Close(Some(frame)) => break frame.code,
+            frame => panic!("unexpected {frame:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Policy);
+    assert!(accepted >= 3, "the burst passes: {accepted}");
+    assert!(refused >= 3, "errors before the close: {refused}");
+
+    // The other client saw only the accepted messages, then the flooder leave, and is still served.
+    let seen = messages_until_leave_of(&mut other, &flooder_name).await;
+    assert_eq!(seen.len(), accepted);
+    other.send_text("calm again").await;
+    assert!(
+        matches!(other.event().await, ServerEvent::Message { text, .. } if text == "calm again")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pings_keep_a_live_client_and_drop_a_dead_one() {
+    let server = TestServer::start_with(Config {
+        ping_interval: Duration::from_millis(150),
+        ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let mut clients = server.join_many(2).await;
+    let (_dead, dead_name) = clients.pop().unwrap(); // never read again: never answers a ping
+    let (mut live, _) = clients.pop().unwrap();
+
+    // The live client reads, so tungstenite answers the pings it sees.
+    let mut pings = 0;
+    let left = loop {
+        let frame = tokio::time::timeout(PATIENCE, live.ws.next())
+            .await
+            .expect("frames keep coming")
+            .expect("still open")
+            .expect("readable");
+        match frame {
+            Message::Ping(_) => pings += 1,
+            Message::Text(text) => {
+                if let ServerEvent::Leave { name, .. } =
+                    serde_json::from_str(text.as_str()).unwrap()
+                {
+                    break name;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(left, dead_name, "the dead client was dropped");
+    assert!(pings >= 1, "the live client was pinged");
+
+    // Several ping periods on, the live client is still connected and served.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1), live.ws.next()).await;
+    }
+    live.send_text("still alive").await;
+    assert!(
+        matches!(live.event().await, ServerEvent::Message { text, .. } if text == "still alive")
+    );
+    assert_eq!(server.state.manager.connection_count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_origin_gets_403_and_the_own_origin_is_welcome() {
+    let server = TestServer::start_with(Config {
+        allowed_origins: vec!["https://chat.example.com".into()],
+        ..Config::default()
+    })
+    .await;
+    let connect = |origin: &str| {
+        let mut request = format!("ws://{}/ws", server.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    match connect("http://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let own = format!("http://{}", server.addr);
+    assert!(connect(&own).await.is_ok());
+    assert!(connect("https://chat.example.com").await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503() {
+    let server = TestServer::start_with(Config {
+        max_connections: 2,
+        ..Config::default()
+    })
+    .await;
+    let mut clients = server.join_many(2).await;
+    let url = format!("ws://{}/ws", server.addr);
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    // A place frees up when someone leaves.
+    clients.pop().unwrap().0.close().await;
+    server.wait_for_connections(1).await;
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if tokio_tungstenite::connect_async(&url).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "a connection is accepted again");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_metrics_endpoints() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.join("/ws").await;
+    client.send_text("count me").await;
+    client.event().await;
+
+    let health = http_get(&server, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains(r#""connections":1"#), "{health}");
+
+    let metrics = http_get(&server, "/metrics").await;
+    for name in [
+        "chat_connections",
+        "chat_messages_in_total",
+        "chat_deliveries_out_total",
+        "chat_queue_depth_frames",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
+    server.stop().await;
+}
+
+/// The real binary, listening on a free port.
+struct Binary {
+    child: Child,
+    addr: String,
+}
+
+impl Binary {
+    fn start() -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_groupchat"))
+            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+            .env("LEPTOS_OUTPUT_NAME", "groupchat")
+            .env("LEPTOS_SITE_ROOT", "target/site")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        // The binary logs "listening on http://ADDR" once bound.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server logs its address")
+                .expect("readable log");
+            if let Some((_, addr)) = line.split_once("listening on http://") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Binary { child, addr }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_socket_with_1001_and_exits() {
+    let mut server = Binary::start();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let url = format!("ws://{}/ws?name=c{i}", server.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut client = Client { ws };
+        assert!(matches!(client.event().await, ServerEvent::Welcome { .. }));
+        clients.push(client);
+    }
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+
+    for client in clients.iter_mut() {
+        assert_eq!(close_code(client).await, CloseCode::Away);
+    }
+    let exited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the server exits after SIGTERM");
+    assert!(exited.success(), "{exited:?}");
+}
