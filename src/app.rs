@@ -65,7 +65,7 @@ fn ChatPage() -> impl IntoView {
         let name = wanted_name.get();
         // Drop (and so close) the previous link before opening the next.
         outbox.set_value(None);
-        outbox.set_value(crate::socket::open(name.as_deref(), chat));
+        outbox.set_value(Some(crate::socket::open(name.as_deref(), chat)));
     });
     #[cfg(not(feature = "hydrate"))]
     let _ = wanted_name;

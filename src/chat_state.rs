@@ -17,16 +17,19 @@ pub enum LinkStatus {
     Connecting,
     /// Welcomed: messages go out and come in.
     Open,
-    /// The socket is closed; `reason` says why, for people.
+    /// The link dropped and the page is about to reconnect; `reason` says why it dropped.
+    Reconnecting { reason: String },
+    /// The socket is closed for good (e.g. the name was refused); `reason` says why, for people.
     Closed { reason: String },
 }
 
 impl LinkStatus {
-    /// A stable word for CSS and tests: `connecting`, `open` or `closed`.
+    /// A stable word for CSS and tests: `connecting`, `open`, `reconnecting` or `closed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             LinkStatus::Connecting => "connecting",
             LinkStatus::Open => "open",
+            LinkStatus::Reconnecting { .. } => "reconnecting",
             LinkStatus::Closed { .. } => "closed",
         }
     }
@@ -36,6 +39,7 @@ impl LinkStatus {
         match self {
             LinkStatus::Connecting => "connecting…".into(),
             LinkStatus::Open => "connected".into(),
+            LinkStatus::Reconnecting { reason } => format!("reconnecting… ({reason})"),
             LinkStatus::Closed { reason } => format!("disconnected: {reason}"),
         }
     }
@@ -127,12 +131,21 @@ impl ChatState {
                 self.push(LineKind::Left { name });
             }
             ServerEvent::Error { message, .. } => self.push(LineKind::Error { text: message }),
+            ServerEvent::Pong => {}
         }
     }
 
-    /// The socket closed: show why, and forget who was online (we can no longer tell).
+    /// The socket closed for good: show why, and forget who was online (we can no longer tell).
     pub fn closed(&self, reason: impl Into<String>) {
         self.link.set(LinkStatus::Closed {
+            reason: reason.into(),
+        });
+        self.online.set(Vec::new());
+    }
+
+    /// The link dropped and a reconnect is coming: show it, and forget who was online.
+    pub fn reconnecting(&self, reason: impl Into<String>) {
+        self.link.set(LinkStatus::Reconnecting {
             reason: reason.into(),
         });
         self.online.set(Vec::new());

@@ -16,6 +16,9 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub enum ClientFrame {
     /// Say something to everyone in the chat.
     Message { text: String },
+    /// Are you there? The server answers [`ServerEvent::Pong`]. Browsers cannot see WebSocket pings, so
+    /// the page uses this to notice a dead link.
+    Ping,
 }
 
 /// Why a client frame could not be understood; each maps to an [`ErrorCode`].
@@ -69,6 +72,8 @@ pub enum ServerEvent {
     Leave { id: u64, name: String, ts: u64 },
     /// Something the client sent was refused; unless followed by a close frame the connection is fine.
     Error { code: ErrorCode, message: String },
+    /// The answer to [`ClientFrame::Ping`].
+    Pong,
 }
 
 /// Machine-readable reason carried by [`ServerEvent::Error`].
@@ -146,6 +151,10 @@ mod tests {
             ClientFrame::parse("{not json"),
             Err(FrameError::BadJson(_))
         ));
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        );
         assert!(matches!(
             ClientFrame::parse(r#"{"type":"dance"}"#),
             Err(FrameError::UnknownType(_))

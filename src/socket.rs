@@ -1,35 +1,39 @@
 //! The browser's end of `/ws` (feature `hydrate` only): opens the WebSocket with gloo-net and runs one
-//! local task that moves frames both ways: outgoing [`ClientFrame`]s from the page, incoming
-//! [`ServerEvent`]s into the [`ChatState`].
+//! local task that moves frames both ways (outgoing [`ClientFrame`]s from the page, incoming
+//! [`ServerEvent`]s into the [`ChatState`]), watches the link's health and reconnects after a drop.
+//!
+//! Browsers answer the server's WebSocket pings without telling the page, so the page cannot see them;
+//! to notice a dead link it sends its own `ping` after a quiet spell and gives up on the socket when no
+//! frame at all comes back in time. After any drop it reconnects with capped exponential backoff and
+//! jitter, so a restarted server is not hit by every client in the same millisecond.
 
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
-use futures::future::{select, Either};
-use futures::{SinkExt, StreamExt};
+use futures::{pin_mut, select_biased, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
+use gloo_timers::future::TimeoutFuture;
 
-use leptos::prelude::Set;
-
-use crate::chat_state::{ChatState, LinkStatus};
+use crate::chat_state::ChatState;
 use crate::protocol::{ClientFrame, ServerEvent};
 
-/// The page's handle on an open link: frames sent here go out on the socket. Dropping the last one closes
-/// the socket (that is how the page closes it on cleanup or before reconnecting).
+/// The page's handle on its link: frames sent here go out on the socket. Dropping it closes the socket
+/// for good (that is how the page closes it on cleanup or before connecting under another name).
 pub type Outbox = UnboundedSender<ClientFrame>;
 
-/// Opens `/ws` on the page's own host, as `name` if given, and starts the task that drives it.
-pub fn open(name: Option<&str>, chat: ChatState) -> Option<Outbox> {
-    chat.link.set(LinkStatus::Connecting);
-    let url = socket_url(name);
-    let ws = match WebSocket::open(&url) {
-        Ok(ws) => ws,
-        Err(error) => {
-            chat.closed(format!("cannot open {url}: {error}"));
-            return None;
-        }
-    };
+/// Quiet time after which the page pings the server, in ms.
+const QUIET_MS: f64 = 20_000.0;
+/// Time the server has to answer anything after a ping, in ms.
+const ANSWER_MS: f64 = 10_000.0;
+/// Reconnection delays: the first, and the cap, in ms.
+const BACKOFF_FIRST_MS: f64 = 500.0;
+const BACKOFF_CAP_MS: f64 = 30_000.0;
+/// Close code the server uses when it refuses who we are (bad or taken name): retrying won't help.
+const CLOSE_POLICY: u16 = 1008;
+
+/// Opens `/ws` on the page's own host, as `name` if given, and starts the task that keeps it open.
+pub fn open(name: Option<&str>, chat: ChatState) -> Outbox {
     let (outbox, outgoing) = unbounded();
-    leptos::task::spawn_local(drive(ws, outgoing, chat));
-    Some(outbox)
+    leptos::task::spawn_local(keep_open(socket_url(name), outgoing, chat));
+    outbox
 }
 
 /// `ws://host/ws` (or `wss://` on an https page), with `?name=` when one was chosen.
@@ -49,56 +53,139 @@ fn socket_url(name: Option<&str>) -> String {
     }
 }
 
-/// One step of the link: something the page wants to send, or something the socket received.
-type Step = Either<Option<ClientFrame>, Option<Result<Message, WebSocketError>>>;
+/// How one socket's life ended.
+enum End {
+    /// The page dropped its outbox: stop for good.
+    PageGone,
+    /// The server refused us for who we are: retrying won't help.
+    Refused(String),
+    /// The link dropped; `welcomed` says whether it had worked (which resets the backoff).
+    Lost { reason: String, welcomed: bool },
+}
 
-async fn drive(mut ws: WebSocket, mut outgoing: UnboundedReceiver<ClientFrame>, chat: ChatState) {
+/// Connects, and reconnects after every drop, until the page goes or the server refuses us.
+async fn keep_open(url: String, mut outgoing: UnboundedReceiver<ClientFrame>, chat: ChatState) {
+    let mut failures: u32 = 0;
     loop {
-        // The page's side is polled first, so once the page has dropped its outbox this link stops at
-        // once and never touches the state again (a newer link may own it by then).
-        let step: Step = match select(outgoing.next(), ws.next()).await {
-            Either::Left((frame, _)) => Either::Left(frame),
-            Either::Right((received, _)) => Either::Right(received),
+        let end = match WebSocket::open(&url) {
+            Ok(ws) => drive(ws, &mut outgoing, chat).await,
+            Err(error) => End::Lost {
+                reason: error.to_string(),
+                welcomed: false,
+            },
+        };
+        match end {
+            End::PageGone => return,
+            End::Refused(reason) => return chat.closed(reason),
+            End::Lost { reason, welcomed } => {
+                failures = if welcomed { 1 } else { failures + 1 };
+                chat.reconnecting(reason);
+            }
+        }
+        // Wait out the backoff; the page may go meanwhile. Anything it sends now cannot be delivered (its
+        // Send button is disabled while not connected), so it is dropped.
+        let delay = TimeoutFuture::new(backoff_ms(failures) as u32).fuse();
+        pin_mut!(delay);
+        loop {
+            select_biased! {
+                frame = outgoing.next() => if frame.is_none() { return },
+                () = delay => break,
+            }
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s, … up to 30 s, each scaled by a random
+/// factor in [0.5, 1.5).
+fn backoff_ms(failures: u32) -> f64 {
+    let exponential = BACKOFF_FIRST_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32);
+    exponential.min(BACKOFF_CAP_MS) * (0.5 + js_sys::Math::random())
+}
+
+/// Runs one socket until it ends.
+async fn drive(
+    mut ws: WebSocket,
+    outgoing: &mut UnboundedReceiver<ClientFrame>,
+    chat: ChatState,
+) -> End {
+    let mut welcomed = false;
+    let mut last_heard = js_sys::Date::now();
+    let mut pinged_at: Option<f64> = None;
+    let lost = |reason: String, welcomed: bool| End::Lost { reason, welcomed };
+    loop {
+        let now = js_sys::Date::now();
+        let wake_in = match pinged_at {
+            Some(at) => at + ANSWER_MS - now,
+            None => last_heard + QUIET_MS - now,
+        };
+        let send = outgoing.next().fuse();
+        let receive = ws.next().fuse();
+        let timer = TimeoutFuture::new(wake_in.max(0.0) as u32).fuse();
+        pin_mut!(send, receive, timer);
+        // The page's side first: once it has dropped its outbox, this link must not touch the state
+        // again (a newer link may own it by then).
+        let step = select_biased! {
+            frame = send => Step::Send(frame),
+            received = receive => Step::Received(received),
+            () = timer => Step::Timer,
         };
         match step {
-            Either::Left(Some(frame)) => {
+            Step::Send(Some(frame)) => {
                 let json = serde_json::to_string(&frame).expect("client frames always serialize");
                 if let Err(error) = ws.send(Message::Text(json)).await {
-                    chat.closed(format!("send failed: {error}"));
-                    return;
+                    return lost(format!("send failed: {error}"), welcomed);
                 }
             }
-            Either::Left(None) => {
+            Step::Send(None) => {
                 let _ = ws.close(Some(1000), Some("page closed"));
-                return;
+                return End::PageGone;
             }
-            Either::Right(Some(Ok(Message::Text(text)))) => {
+            Step::Received(Some(Ok(Message::Text(text)))) => {
+                last_heard = js_sys::Date::now();
+                pinged_at = None;
                 match serde_json::from_str::<ServerEvent>(&text) {
-                    Ok(event) => chat.apply(event),
+                    Ok(event) => {
+                        welcomed |= matches!(event, ServerEvent::Welcome { .. });
+                        chat.apply(event);
+                    }
                     Err(error) => leptos::logging::warn!("unreadable event {text:?}: {error}"),
                 }
             }
             // The server sends text only; anything else is ignored.
-            Either::Right(Some(Ok(Message::Bytes(_)))) => {}
+            Step::Received(Some(Ok(Message::Bytes(_)))) => {}
             // An error event is always followed by the close event, which says more.
-            Either::Right(Some(Err(WebSocketError::ConnectionError))) => {}
-            Either::Right(Some(Err(WebSocketError::ConnectionClose(close)))) => {
+            Step::Received(Some(Err(WebSocketError::ConnectionError))) => {}
+            Step::Received(Some(Err(WebSocketError::ConnectionClose(close)))) => {
                 let reason = if close.reason.is_empty() {
                     format!("connection closed (code {})", close.code)
                 } else {
                     close.reason
                 };
-                chat.closed(reason);
-                return;
+                return if close.code == CLOSE_POLICY && !welcomed {
+                    End::Refused(reason)
+                } else {
+                    lost(reason, welcomed)
+                };
             }
-            Either::Right(Some(Err(error))) => {
-                chat.closed(error.to_string());
-                return;
+            Step::Received(Some(Err(error))) => return lost(error.to_string(), welcomed),
+            Step::Received(None) => return lost("connection closed".into(), welcomed),
+            Step::Timer if pinged_at.is_some() => {
+                // Dropping the socket closes it; the server will notice on its side.
+                return lost("no answer from the server".into(), welcomed);
             }
-            Either::Right(None) => {
-                chat.closed("connection closed");
-                return;
+            Step::Timer => {
+                let ping = serde_json::to_string(&ClientFrame::Ping).expect("ping serializes");
+                if let Err(error) = ws.send(Message::Text(ping)).await {
+                    return lost(format!("send failed: {error}"), welcomed);
+                }
+                pinged_at = Some(js_sys::Date::now());
             }
         }
     }
+}
+
+enum Step {
+    Send(Option<ClientFrame>),
+    Received(Option<Result<Message, WebSocketError>>),
+    Timer,
 }

@@ -270,3 +270,18 @@ async fn the_page_is_rendered_on_the_server() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_application_ping_gets_a_pong_for_that_client_only() {
+    let server = TestServer::start().await;
+    let (mut asker, _) = server.join("/ws").await;
+    let (mut other, _) = server.join("/ws").await;
+    assert!(matches!(asker.event().await, ServerEvent::Join { .. }));
+
+    asker.send_text(r#"{"type":"ping"}"#).await;
+    assert_eq!(asker.event().await, ServerEvent::Pong);
+    // The other client got nothing from it: its next event is the next message.
+    asker.send_text("after the ping").await;
+    assert_eq!(message_text(&other.event().await).1, "after the ping");
+    server.stop().await;
+}

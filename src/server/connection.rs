@@ -29,7 +29,7 @@ use super::metrics as m;
 use super::names::NameRequest;
 use super::outbox::OutboxReceiver;
 use super::rate_limit::{RateLimiter, Verdict};
-use crate::protocol::ClientFrame;
+use crate::protocol::{ClientFrame, ServerEvent};
 
 /// Most frames taken from the queue per flush.
 pub const WRITE_BATCH: usize = 64;
@@ -228,6 +228,10 @@ impl<'a> Connection<'a> {
         let outcome = match frame {
             Message::Text(text) => match ClientFrame::parse(text.as_str()) {
                 Ok(ClientFrame::Message { text }) => self.manager.say(self.id, text),
+                Ok(ClientFrame::Ping) => {
+                    self.manager.send_to(self.id, &ServerEvent::Pong);
+                    Ok(())
+                }
                 Err(error) => Err(error.into()),
             },
             Message::Binary(_) => Err(ChatError::BinaryFrame),

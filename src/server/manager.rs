@@ -19,7 +19,7 @@ use super::config::Config;
 use super::error::{close, ChatError};
 use super::metrics as m;
 use super::names::{self, name_key, NameRequest};
-use super::outbox::{outbox, OutboxReceiver, OutboxSender};
+use super::outbox::{outbox, OutboxReceiver, OutboxSender, Refused};
 use crate::protocol::{validate_name, ServerEvent};
 
 /// Identifies one WebSocket connection for as long as it lasts.
@@ -196,15 +196,22 @@ impl ConnectionManager {
 
     /// Tells connection `to` (only) why its last frame was refused.
     pub fn reject(&self, to: ConnId, error: &ChatError) {
-        let frame = encode(&error.event());
-        let mut reg = self.registry();
         counter!(m::REJECTED, "reason" => error.label()).increment(1);
-        let full = match reg.peers.get(&to) {
-            Some(peer) => peer.outbox.offer(&frame).is_err(),
-            None => false,
+        self.send_to(to, &error.event());
+    }
+
+    /// Queues `event` for connection `to` only, in its place among the broadcasts.
+    pub fn send_to(&self, to: ConnId, event: &ServerEvent) {
+        let frame = encode(event);
+        let mut reg = self.registry();
+        let refused = match reg.peers.get(&to) {
+            Some(peer) => peer.outbox.offer(&frame).err(),
+            None => None,
         };
-        if full {
-            reg.remove(to, Some(Kick::TOO_SLOW));
+        match refused {
+            Some(Refused::Full) => reg.remove(to, Some(Kick::TOO_SLOW)),
+            Some(Refused::Gone) => reg.remove(to, None),
+            None => {}
         }
     }
 
@@ -273,15 +280,16 @@ impl Registry {
     /// disconnected.
     fn publish(&mut self, event: &ServerEvent, except: Option<ConnId>) {
         let frame = encode(event);
-        for id in self.offer(&frame, except) {
-            self.remove(id, Some(Kick::TOO_SLOW));
+        let refused = self.offer(&frame, except);
+        for (id, kick) in refused {
+            self.remove(id, kick);
         }
     }
 
-    /// Offers `frame` to every peer but `except`, without waiting; returns those whose queue is full (or
-    /// whose writer has already gone).
-    fn offer(&self, frame: &Frame, except: Option<ConnId>) -> Vec<ConnId> {
-        let mut full = Vec::new();
+    /// Offers `frame` to every peer but `except`, without waiting. Returns the peers that could not take
+    /// it, each with its kick: too slow if its queue is full, none if its task has already ended.
+    fn offer(&self, frame: &Frame, except: Option<ConnId>) -> Vec<(ConnId, Option<Kick>)> {
+        let mut refused = Vec::new();
         let mut delivered = 0u64;
         for (id, peer) in &self.peers {
             if Some(*id) == except {
@@ -289,11 +297,12 @@ impl Registry {
             }
             match peer.outbox.offer(frame) {
                 Ok(()) => delivered += 1,
-                Err(_) => full.push(*id),
+                Err(Refused::Full) => refused.push((*id, Some(Kick::TOO_SLOW))),
+                Err(Refused::Gone) => refused.push((*id, None)),
             }
         }
         counter!(m::DELIVERIES_OUT).increment(delivered);
-        full
+        refused
     }
 
     /// Removes a peer, kicks it if `kick` says why, and announces its leave to the others. Announcing can
@@ -318,11 +327,7 @@ impl Registry {
                 name: peer.name,
                 ts: now_ms(),
             });
-            pending.extend(
-                self.offer(&leave, None)
-                    .into_iter()
-                    .map(|slow| (slow, Some(Kick::TOO_SLOW))),
-            );
+            pending.extend(self.offer(&leave, None));
         }
     }
 }

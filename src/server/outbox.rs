@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::manager::Frame;
 
@@ -26,9 +27,14 @@ pub struct OutboxReceiver {
     queued_bytes: Arc<AtomicUsize>,
 }
 
-/// The queue is full (or its receiver is gone): the client has fallen too far behind.
+/// Why a frame was not queued.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full;
+pub enum Refused {
+    /// The queue is full: the client has fallen too far behind.
+    Full,
+    /// The connection task has ended (it is about to leave the manager).
+    Gone,
+}
 
 /// A queue for at most `max_frames` frames and `max_bytes` bytes (each at least one frame's worth, so a
 /// new queue always takes the welcome).
@@ -53,19 +59,24 @@ pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxRecei
 impl OutboxSender {
     /// Queues `frame` if it fits, never waiting. An empty queue takes any one frame, however large: the
     /// byte bound is about backlog, and a message the server accepted must be deliverable.
-    pub fn offer(&self, frame: &Frame) -> Result<(), Full> {
+    pub fn offer(&self, frame: &Frame) -> Result<(), Refused> {
+        if self.frames.is_closed() {
+            return Err(Refused::Gone);
+        }
         let len = frame.as_str().len();
         // Reserve the bytes first, so the writer never subtracts bytes not yet added.
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(Full);
-        }
-        if self.frames.try_send(frame.clone()).is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(Full);
-        }
-        Ok(())
+        let refused = if before > 0 && before + len > self.max_bytes {
+            Refused::Full
+        } else {
+            match self.frames.try_send(frame.clone()) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(_)) => Refused::Full,
+                Err(TrySendError::Closed(_)) => Refused::Gone,
+            }
+        };
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        Err(refused)
     }
 
     /// Frames waiting now.
@@ -102,21 +113,23 @@ mod tests {
         assert_eq!(tx.offer(&frame(10)), Ok(()));
         assert_eq!(tx.offer(&frame(10)), Ok(()));
         assert_eq!(tx.offer(&frame(10)), Ok(()));
-        assert_eq!(tx.offer(&frame(10)), Err(Full), "frame bound");
+        assert_eq!(tx.offer(&frame(10)), Err(Refused::Full), "frame bound");
         assert_eq!(tx.depth(), 3);
 
         let mut batch = Vec::new();
         assert_eq!(rx.recv_many(&mut batch, 10).await, 3);
         assert_eq!(tx.depth(), 0);
         assert_eq!(tx.offer(&frame(60)), Ok(()));
-        assert_eq!(tx.offer(&frame(60)), Err(Full), "byte bound");
+        assert_eq!(tx.offer(&frame(60)), Err(Refused::Full), "byte bound");
         assert_eq!(tx.offer(&frame(40)), Ok(()));
     }
 
     #[tokio::test]
     async fn an_empty_queue_takes_one_large_frame() {
-        let (tx, _rx) = outbox(3, 100);
+        let (tx, rx) = outbox(3, 100);
         assert_eq!(tx.offer(&frame(500)), Ok(()));
-        assert_eq!(tx.offer(&frame(1)), Err(Full));
+        assert_eq!(tx.offer(&frame(1)), Err(Refused::Full));
+        drop(rx);
+        assert_eq!(tx.offer(&frame(1)), Err(Refused::Gone));
     }
 }
