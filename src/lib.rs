@@ -6,16 +6,19 @@
 //!
 //! ## Layout
 //! - [`protocol`]: every frame on the wire, shared by both sides. Start here.
-//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), one connection's reader and writer
-//!   tasks (`connection.rs`), the connection manager that names connections and fans events out
-//!   (`manager.rs`), name rules (`names.rs`), the error type (`error.rs`), settings (`config.rs`).
+//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), the `/ws` handshake checks
+//!   (`upgrade.rs`), one connection's task (`connection.rs`), the connection manager that names
+//!   connections and fans events out (`manager.rs`) into each connection's bounded queue (`outbox.rs`),
+//!   flood control (`rate_limit.rs`), name rules (`names.rs`), the error type (`error.rs`), settings
+//!   (`config.rs`), metric names (`metrics.rs`).
 //! - [`app`]: the page, rendered on the server and hydrated in the browser.
 //! - [`chat_state`]: the page's reactive state, and how each server event changes it.
-//! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state.
+//! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state,
+//!   watching the link and reconnecting.
 //!
-//! The path of one message: browser input → `socket` → `/ws` → `connection` (reader) → `protocol` →
-//! `manager` (fan-out) → `connection` (writer, one per recipient) → each browser's `socket` →
-//! `chat_state` → the message list in `app`.
+//! The path of one message: browser input → `socket` → `/ws` (`upgrade`) → `connection` (read) →
+//! `protocol` → `manager` (fan-out into each recipient's `outbox`) → `connection` (batched write, one
+//! per recipient) → each browser's `socket` → `chat_state` → the message list in `app`.
 
 pub mod app;
 pub mod chat_state;

@@ -4,7 +4,7 @@
 //! The reference FastAPI chat awaits each peer's `send_text` in turn, so one slow peer stalls the room.
 //! Here a broadcast never waits on a socket: the event is serialized once, and the resulting frame (a
 //! reference-counted [`Utf8Bytes`]) is offered with `try_send` to each connection's bounded queue, which
-//! that connection's writer task drains (see `connection.rs`). A peer whose queue is full has fallen too far
+//! that connection's own task drains (see `connection.rs`). A peer whose queue is full has fallen too far
 //! behind: it is disconnected with close code 1013 and everyone else carries on at full speed.
 
 use std::collections::{BTreeMap, HashSet};

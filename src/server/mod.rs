@@ -1,9 +1,9 @@
 //! The server (feature `ssr`): the axum router that renders the Leptos pages and hosts the `/ws` endpoint.
 //!
 //! The path of one message, top to bottom:
-//! `routes` (here: HTTP upgrade) → [`connection`] (reader task: socket → [`crate::protocol`]) →
-//! [`manager`] (names, order, fan-out into each connection's queue) → [`connection`] (writer task:
-//! queue → socket).
+//! [`upgrade`] (HTTP handshake checks) → [`connection`] (its task reads: socket → [`crate::protocol`]) →
+//! [`manager`] (names, order, fan-out into each connection's [`outbox`]) → [`connection`] (each
+//! recipient's task writes: queue → socket).
 
 pub mod config;
 pub mod connection;

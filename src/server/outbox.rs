@@ -15,7 +15,7 @@ use super::manager::Frame;
 
 pub struct OutboxSender {
     frames: mpsc::Sender<Frame>,
-    /// Bytes offered and not yet taken by the writer. Shared with the receiver, which subtracts what it
+    /// Bytes offered and not yet taken by the connection task. Shared with the receiver, which subtracts what it
     /// takes. Relaxed ordering is enough: it is a budget, not a synchronization point.
     queued_bytes: Arc<AtomicUsize>,
     max_frames: usize,
@@ -64,7 +64,7 @@ impl OutboxSender {
             return Err(Refused::Gone);
         }
         let len = frame.as_str().len();
-        // Reserve the bytes first, so the writer never subtracts bytes not yet added.
+        // Reserve the bytes first, so the receiver never subtracts bytes not yet added.
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         let refused = if before > 0 && before + len > self.max_bytes {
             Refused::Full
