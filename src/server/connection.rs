@@ -1,25 +1,24 @@
 //! One WebSocket connection, from upgrade to goodbye, as a single task.
 //!
-//! The task waits on four things at once (`tokio::select!`):
-//! - its **outbound queue**: it takes every frame waiting (up to [`WRITE_BATCH`]), feeds them all to the
-//!   socket and flushes once, so a burst costs one write, not one per frame;
+//! The task waits on several things at once (`tokio::select!`):
+//! - **new frames**: in the shared fan-out log past its cursor, or personal ones in its [`Outbox`]; it
+//!   takes every frame waiting (up to [`WRITE_BATCH`] at a time), feeds them all to the socket and
+//!   flushes once, so a burst costs one write, not one per frame;
 //! - the **socket**: each client frame is rate-limited, parsed and handed to the [`ConnectionManager`];
-//! - its **kick** signal: the manager disconnecting it (too slow, shutdown);
+//! - a **kick**: the manager disconnecting it (too slow, shutdown);
 //! - its **heartbeat** timer: a ping after a quiet spell, and a drop if the ping goes unanswered.
 //!
 //! One task rather than a reader and a writer: half the tasks, wake-ups and memory per connection. The
 //! price is that while a write is blocked on a client that doesn't read, that client's frames aren't read
 //! either, which only slows down that client. A blocked write still gives way to a kick, so a stalled
-//! client can always be dropped. Replies to this client (errors) go through the same queue as broadcasts,
-//! so they keep their place in the order of events.
+//! client can always be dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use metrics::counter;
-use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant};
 
 use super::config::Config;
@@ -27,7 +26,7 @@ use super::error::{close, ChatError};
 use super::manager::{encode, ConnId, ConnectionManager, Frame, Joined, Kick};
 use super::metrics as m;
 use super::names::NameRequest;
-use super::outbox::OutboxReceiver;
+use super::outbox::Outbox;
 use super::rate_limit::{RateLimiter, Verdict};
 use crate::protocol::{ClientFrame, ServerEvent};
 
@@ -85,8 +84,7 @@ enum Goodbye {
 struct Connection<'a> {
     socket: WebSocket,
     id: ConnId,
-    outbox: OutboxReceiver,
-    kicked: oneshot::Receiver<Kick>,
+    outbox: Arc<Outbox>,
     manager: &'a ConnectionManager,
     config: &'a Config,
     limiter: RateLimiter,
@@ -108,7 +106,6 @@ impl<'a> Connection<'a> {
             socket,
             id: joined.id,
             outbox: joined.outbox,
-            kicked: joined.kicked,
             manager,
             config,
             limiter: RateLimiter::new(config.msg_rate, config.msg_burst, now.into_std()),
@@ -125,43 +122,71 @@ impl<'a> Connection<'a> {
         goodbye
     }
 
-    /// Sends what is still queued for this client (e.g. the error that explains the close), unless it is
-    /// being dropped for not reading, then the close frame.
+    /// Sends what is still waiting for this client (e.g. the error that explains the close), unless it
+    /// is being dropped for not reading, then the close frame.
     async fn say_goodbye(&mut self, kick: Kick) -> Result<(), axum::Error> {
         if kick != Kick::TOO_SLOW {
             let mut rest = Vec::new();
-            while let Some(n) = self.outbox.recv_many(&mut rest, WRITE_BATCH).now_or_never() {
-                if n == 0 {
-                    break;
+            while self.take_waiting(&mut rest) && !rest.is_empty() {
+                for frame in rest.drain(..) {
+                    self.socket.feed(Message::Text(frame)).await?;
                 }
-            }
-            for frame in rest {
-                self.socket.feed(Message::Text(frame)).await?;
             }
         }
         self.socket.send(close_frame(kick.code, kick.reason)).await
     }
 
+    /// Moves the frames waiting for this client (its personal ones first, then the log's past its
+    /// cursor, up to [`WRITE_BATCH`]) into `batch`. False if it fell behind the log: too slow.
+    fn take_waiting(&self, batch: &mut Vec<Frame>) -> bool {
+        self.outbox.take_personal(batch);
+        let mut cursor = self.outbox.cursor();
+        let kept_up = self
+            .manager
+            .log()
+            .read(&mut cursor, self.outbox.log_end(), batch, WRITE_BATCH)
+            .is_ok();
+        self.outbox.set_cursor(cursor);
+        kept_up
+    }
+
     /// Moves frames both ways until one side ends the connection.
     async fn exchange(&mut self) -> Goodbye {
+        let manager = self.manager;
+        let outbox = self.outbox.clone();
         let mut batch: Vec<Frame> = Vec::new();
         let heartbeat = sleep_until(self.last_heard + self.config.ping_interval);
         tokio::pin!(heartbeat);
         loop {
-            // `biased`: a kick wins over everything; then our queue, so that replies and broadcasts keep
-            // flowing even while a client floods us.
+            // Enabled before looking for frames, so a frame that arrives after the look still wakes us.
+            let appended = manager.log().changed();
+            let mail = outbox.mail();
+            tokio::pin!(appended, mail);
+            appended.as_mut().enable();
+
+            loop {
+                if let Some(kick) = outbox.kick_ordered() {
+                    return Goodbye::Close(kick);
+                }
+                if !self.take_waiting(&mut batch) {
+                    manager.kick(self.id, Kick::TOO_SLOW);
+                    return Goodbye::Close(Kick::TOO_SLOW);
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                if let Some(goodbye) = self.write(&mut batch).await {
+                    return goodbye;
+                }
+            }
+
+            // `biased`: a kick wins over everything; then frames to send, so that replies and broadcasts
+            // keep flowing even while a client floods us.
             tokio::select! {
                 biased;
-                kick = &mut self.kicked => return kicked(kick),
-                n = self.outbox.recv_many(&mut batch, WRITE_BATCH) => {
-                    if n == 0 {
-                        // The manager dropped our queue: we were removed.
-                        return Goodbye::Close(Kick { code: close::NORMAL, reason: "bye" });
-                    }
-                    if let Some(goodbye) = self.write(&mut batch).await {
-                        return goodbye;
-                    }
-                }
+                kick = outbox.wait_for_kick() => return Goodbye::Close(kick),
+                () = &mut mail => {}
+                () = &mut appended => {}
                 received = self.socket.next() => match received {
                     Some(Ok(message)) => if let Some(goodbye) = self.read(message) {
                         return goodbye;
@@ -193,6 +218,7 @@ impl<'a> Connection<'a> {
     /// Sends a batch of frames with one flush. A kick interrupts it: a client that stopped reading can
     /// block this write for ever.
     async fn write(&mut self, batch: &mut Vec<Frame>) -> Option<Goodbye> {
+        let outbox = self.outbox.clone();
         let socket = &mut self.socket;
         let write = async {
             for frame in batch.drain(..) {
@@ -202,7 +228,7 @@ impl<'a> Connection<'a> {
         };
         tokio::select! {
             biased;
-            kick = &mut self.kicked => Some(kicked(kick)),
+            kick = outbox.wait_for_kick() => Some(Goodbye::Close(kick)),
             written = write => written.err().map(|_| Goodbye::Gone),
         }
     }
@@ -261,10 +287,11 @@ impl<'a> Connection<'a> {
             return None; // heard from it since the timer was set
         }
         self.pinged = true;
+        let outbox = self.outbox.clone();
         let ping = self.socket.send(Message::Ping(Default::default()));
         tokio::select! {
             biased;
-            kick = &mut self.kicked => Some(kicked(kick)),
+            kick = outbox.wait_for_kick() => Some(Goodbye::Close(kick)),
             sent = ping => sent.err().map(|_| Goodbye::Gone),
         }
     }
@@ -291,14 +318,6 @@ fn is_too_big(error: &axum::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|source| source.downcast_ref::<tungstenite::Error>())
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
-}
-
-/// What the kick signal said: a kick, or (its sender dropped) that we were removed.
-fn kicked(kick: Result<Kick, oneshot::error::RecvError>) -> Goodbye {
-    Goodbye::Close(kick.unwrap_or(Kick {
-        code: close::NORMAL,
-        reason: "bye",
-    }))
 }
 
 fn close_frame(code: u16, reason: &str) -> Message {

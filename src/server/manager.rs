@@ -3,9 +3,9 @@
 //!
 //! The reference FastAPI chat awaits each peer's `send_text` in turn, so one slow peer stalls the room.
 //! Here a broadcast never waits on a socket: the event is serialized once, and the resulting frame (a
-//! reference-counted [`Utf8Bytes`]) is offered with `try_send` to each connection's bounded queue, which
-//! that connection's own task drains (see `connection.rs`). A peer whose queue is full has fallen too far
-//! behind: it is disconnected with close code 1013 and everyone else carries on at full speed.
+//! reference-counted [`Utf8Bytes`]) is appended to the [`FanoutLog`], which wakes every connection's
+//! task to take it at its own pace (see `connection.rs`). A peer that falls further behind than the log
+//! keeps is disconnected with close code 1013, and everyone else carries on at full speed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,13 +13,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use metrics::{counter, gauge};
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
 use super::config::Config;
 use super::error::{close, ChatError};
+use super::fanout::FanoutLog;
 use super::metrics as m;
 use super::names::{self, name_key, NameRequest};
-use super::outbox::{outbox, OutboxReceiver, OutboxSender, Refused};
+use super::outbox::Outbox;
 use crate::protocol::{validate_name, ServerEvent};
 
 /// Identifies one WebSocket connection for as long as it lasts.
@@ -48,16 +49,13 @@ impl Kick {
     };
 }
 
-/// What a connection gets back from [`ConnectionManager::join`]: its identity and the receiving ends of
-/// its outbound queue and of its kick signal.
+/// What a connection gets back from [`ConnectionManager::join`]: its identity and its outbox, which
+/// holds its cursor into the fan-out log (at the head: it sees every event after its welcome), its
+/// personal frames (the welcome first) and any order to disconnect.
 pub struct Joined {
     pub id: ConnId,
     pub name: String,
-    /// Every frame for this connection, in the order the manager accepted the events. The welcome is first.
-    pub outbox: OutboxReceiver,
-    /// Fires when the manager disconnects this connection (too slow, shutdown). Its sender is dropped,
-    /// without firing, when the connection leaves normally.
-    pub kicked: oneshot::Receiver<Kick>,
+    pub outbox: Arc<Outbox>,
 }
 
 pub struct ConnectionManager {
@@ -66,9 +64,9 @@ pub struct ConnectionManager {
     /// `await_holding_lock` is denied for the crate). Holding it while queueing an event is also what gives
     /// every connection the same order of events.
     registry: Mutex<Registry>,
-    /// Bounds of each connection's outbound queue.
-    queue_frames: usize,
-    queue_bytes: usize,
+    /// Every broadcast frame, once. Appended to only while holding `registry`, which is what gives every
+    /// connection the same order of events; read by the connections without it.
+    log: FanoutLog,
     max_name_chars: usize,
 }
 
@@ -86,8 +84,7 @@ struct Registry {
 
 struct Peer {
     name: String,
-    outbox: OutboxSender,
-    kick: oneshot::Sender<Kick>,
+    outbox: Arc<Outbox>,
 }
 
 impl ConnectionManager {
@@ -101,15 +98,14 @@ impl ConnectionManager {
                 next_event_id: 1,
                 closing: false,
             }),
-            queue_frames: config.queue_frames,
-            queue_bytes: config.queue_bytes,
+            log: FanoutLog::new(config.queue_frames, config.queue_bytes),
             max_name_chars: config.max_name_chars,
         }
     }
 
     /// Registers a new connection under the name it asked for (or a fresh one), queues its welcome and
-    /// tells everyone else it joined. The newcomer's queue exists before the announcement, so it misses
-    /// nothing sent after its welcome.
+    /// tells everyone else it joined. All under the registry lock, so the newcomer misses nothing sent
+    /// after its welcome.
     pub fn join(&self, request: NameRequest) -> Result<Joined, ChatError> {
         let mut reg = self.registry();
         if reg.closing {
@@ -126,8 +122,6 @@ impl ConnectionManager {
             }
         };
 
-        let (outbox_tx, outbox) = outbox(self.queue_frames, self.queue_bytes);
-        let (kick, kicked) = oneshot::channel();
         let id = reg.next_conn_id;
         reg.next_conn_id += 1;
 
@@ -141,34 +135,30 @@ impl ConnectionManager {
             name: name.clone(),
             online,
         });
-        outbox_tx
-            .offer(&welcome)
-            .expect("a new queue always takes one frame");
-
-        reg.names.insert(name_key(&name));
-        reg.peers.insert(
-            id,
-            Peer {
-                name: name.clone(),
-                outbox: outbox_tx,
-                kick,
-            },
-        );
+        // Everyone else hears of the newcomer first; then its cursor starts at the head, past its own
+        // join: it sees exactly the events after its welcome.
         let join = ServerEvent::Join {
             id: reg.take_event_id(),
             name: name.clone(),
             ts: now_ms(),
         };
-        reg.publish(&join, Some(id));
+        reg.publish(&self.log, &join);
+        let outbox = Arc::new(Outbox::new(self.log.head()));
+        outbox
+            .send(welcome)
+            .expect("a new outbox has room for its welcome");
+        reg.names.insert(name_key(&name));
+        reg.peers.insert(
+            id,
+            Peer {
+                name: name.clone(),
+                outbox: outbox.clone(),
+            },
+        );
         counter!(m::CONNECTIONS_ACCEPTED).increment(1);
         gauge!(m::CONNECTIONS).increment(1);
 
-        Ok(Joined {
-            id,
-            name,
-            outbox,
-            kicked,
-        })
+        Ok(Joined { id, name, outbox })
     }
 
     /// Broadcasts `text` from connection `from` to everyone, the sender included.
@@ -190,7 +180,7 @@ impl ConnectionManager {
             ts: now_ms(),
         };
         counter!(m::MESSAGES_IN).increment(1);
-        reg.publish(&message, None);
+        reg.publish(&self.log, &message);
         Ok(())
     }
 
@@ -200,30 +190,28 @@ impl ConnectionManager {
         self.send_to(to, &error.event());
     }
 
-    /// Queues `event` for connection `to` only, in its place among the broadcasts.
+    /// Queues `event` for connection `to` only.
     pub fn send_to(&self, to: ConnId, event: &ServerEvent) {
         let frame = encode(event);
         let mut reg = self.registry();
-        let refused = match reg.peers.get(&to) {
-            Some(peer) => peer.outbox.offer(&frame).err(),
-            None => None,
-        };
-        match refused {
-            Some(Refused::Full) => reg.remove(to, Some(Kick::TOO_SLOW)),
-            Some(Refused::Gone) => reg.remove(to, None),
-            None => {}
+        let full = reg
+            .peers
+            .get(&to)
+            .is_some_and(|peer| peer.outbox.send(frame).is_err());
+        if full {
+            reg.remove(&self.log, to, Some(Kick::TOO_SLOW));
         }
     }
 
     /// Forgets a connection that ended and tells everyone else it left. Idempotent: a connection already
     /// removed (kicked) is not announced twice.
     pub fn leave(&self, id: ConnId) {
-        self.registry().remove(id, None);
+        self.registry().remove(&self.log, id, None);
     }
 
     /// Disconnects one connection with `kick` (e.g. it sent a message too big) and tells the others.
     pub fn kick(&self, id: ConnId, kick: Kick) {
-        self.registry().remove(id, Some(kick));
+        self.registry().remove(&self.log, id, Some(kick));
     }
 
     /// Shutdown: refuses every later join and closes everyone with 1001. No leave events: everyone goes.
@@ -233,19 +221,24 @@ impl ConnectionManager {
         let peers = std::mem::take(&mut reg.peers);
         reg.names.clear();
         gauge!(m::CONNECTIONS).decrement(peers.len() as f64);
+        let end = self.log.head();
         for peer in peers.into_values() {
-            // The receiver is gone only if that connection already ended: nothing to tell it then.
-            let _ = peer.kick.send(Kick::SHUTDOWN);
+            peer.outbox.kick(Kick::SHUTDOWN, end);
         }
     }
 
-    /// Frames waiting in all outbound queues together (for the metrics).
-    pub fn queue_depth(&self) -> usize {
+    /// Frames waiting for all connections together (for the metrics).
+    pub fn queue_depth(&self) -> u64 {
         self.registry()
             .peers
             .values()
-            .map(|p| p.outbox.depth())
+            .map(|p| self.log.behind(p.outbox.cursor()) + p.outbox.personal_len() as u64)
             .sum()
+    }
+
+    /// The log every connection reads its broadcast frames from.
+    pub fn log(&self) -> &FanoutLog {
+        &self.log
     }
 
     /// How many connections are registered now.
@@ -276,59 +269,43 @@ impl Registry {
         id
     }
 
-    /// Serializes `event` once and queues it for every peer but `except`; peers that cannot take it are
-    /// disconnected.
-    fn publish(&mut self, event: &ServerEvent, except: Option<ConnId>) {
-        let frame = encode(event);
-        let refused = self.offer(&frame, except);
-        for (id, kick) in refused {
-            self.remove(id, kick);
+    /// Serializes `event` once and appends it to the log for everyone. Readers it left behind (their
+    /// cursor is now below the oldest frame kept) are disconnected as too slow.
+    fn publish(&mut self, log: &FanoutLog, event: &ServerEvent) {
+        let oldest_kept = log.append(encode(event));
+        counter!(m::DELIVERIES_OUT).increment(self.peers.len() as u64);
+        let lagging: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.outbox.cursor() < oldest_kept)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lagging {
+            self.remove(log, id, Some(Kick::TOO_SLOW));
         }
     }
 
-    /// Offers `frame` to every peer but `except`, without waiting. Returns the peers that could not take
-    /// it, each with its kick: too slow if its queue is full, none if its task has already ended.
-    fn offer(&self, frame: &Frame, except: Option<ConnId>) -> Vec<(ConnId, Option<Kick>)> {
-        let mut refused = Vec::new();
-        let mut delivered = 0u64;
-        for (id, peer) in &self.peers {
-            if Some(*id) == except {
-                continue;
+    /// Removes a peer, kicks it if `kick` says why, and announces its leave to the others.
+    fn remove(&mut self, log: &FanoutLog, id: ConnId, kick: Option<Kick>) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        self.names.remove(&name_key(&peer.name));
+        gauge!(m::CONNECTIONS).decrement(1);
+        if let Some(kick) = kick {
+            tracing::info!(conn = id, name = %peer.name, reason = kick.reason, "disconnecting");
+            if kick == Kick::TOO_SLOW {
+                counter!(m::SLOW_CONSUMERS).increment(1);
             }
-            match peer.outbox.offer(frame) {
-                Ok(()) => delivered += 1,
-                Err(Refused::Full) => refused.push((*id, Some(Kick::TOO_SLOW))),
-                Err(Refused::Gone) => refused.push((*id, None)),
-            }
+            peer.outbox.kick(kick, log.head());
         }
-        counter!(m::DELIVERIES_OUT).increment(delivered);
-        refused
-    }
-
-    /// Removes a peer, kicks it if `kick` says why, and announces its leave to the others. Announcing can
-    /// find more peers too slow to take it; those are removed in turn (a worklist, not recursion).
-    fn remove(&mut self, id: ConnId, kick: Option<Kick>) {
-        let mut pending = vec![(id, kick)];
-        while let Some((id, kick)) = pending.pop() {
-            let Some(peer) = self.peers.remove(&id) else {
-                continue;
-            };
-            self.names.remove(&name_key(&peer.name));
-            gauge!(m::CONNECTIONS).decrement(1);
-            if let Some(kick) = kick {
-                tracing::info!(conn = id, name = %peer.name, reason = kick.reason, "disconnecting");
-                if kick == Kick::TOO_SLOW {
-                    counter!(m::SLOW_CONSUMERS).increment(1);
-                }
-                let _ = peer.kick.send(kick);
-            }
-            let leave = encode(&ServerEvent::Leave {
-                id: self.take_event_id(),
-                name: peer.name,
-                ts: now_ms(),
-            });
-            pending.extend(self.offer(&leave, None));
-        }
+        let leave = ServerEvent::Leave {
+            id: self.take_event_id(),
+            name: peer.name,
+            ts: now_ms(),
+        };
+        // Recursion ends: each level removes a peer, and there are finitely many.
+        self.publish(log, &leave);
     }
 }
 
@@ -349,16 +326,17 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt;
 
-    fn drain(rx: &mut OutboxReceiver) -> Vec<ServerEvent> {
+    /// Takes everything waiting for `joined`: personal frames, then the log past its cursor.
+    fn drain(manager: &ConnectionManager, joined: &Joined) -> Vec<ServerEvent> {
         let mut batch = Vec::new();
-        // Every frame is queued synchronously, so whatever is there is ready now.
-        while let Some(n) = rx.recv_many(&mut batch, 1024).now_or_never() {
-            if n == 0 {
-                break;
-            }
-        }
+        joined.outbox.take_personal(&mut batch);
+        let mut cursor = joined.outbox.cursor();
+        manager
+            .log()
+            .read(&mut cursor, None, &mut batch, usize::MAX)
+            .expect("not lagging");
+        joined.outbox.set_cursor(cursor);
         batch
             .iter()
             .map(|frame| serde_json::from_str(frame.as_str()).unwrap())
@@ -373,21 +351,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_disconnects_only_that_peer() {
+    fn a_reader_left_behind_is_disconnected_alone() {
         let manager = manager(4);
-        let mut fast = manager.join(NameRequest::Chosen("fast".into())).unwrap();
-        let mut slow = manager.join(NameRequest::Chosen("slow".into())).unwrap();
+        let fast = manager.join(NameRequest::Chosen("fast".into())).unwrap();
+        let slow = manager.join(NameRequest::Chosen("slow".into())).unwrap();
         for i in 0..10 {
-            drain(&mut fast.outbox);
+            drain(&manager, &fast);
             manager.say(fast.id, format!("m{i}")).unwrap();
         }
-        assert_eq!(slow.kicked.try_recv(), Ok(Kick::TOO_SLOW));
+        assert_eq!(slow.outbox.kick_ordered(), Some(Kick::TOO_SLOW));
         assert_eq!(manager.online(), vec!["fast".to_string()]);
         // "fast" goes on receiving.
-        drain(&mut fast.outbox);
+        drain(&manager, &fast);
         manager.say(fast.id, "after".into()).unwrap();
-        let last = drain(&mut fast.outbox);
+        let last = drain(&manager, &fast);
         assert!(matches!(&last[..], [ServerEvent::Message { text, .. }] if text == "after"));
+    }
+
+    #[test]
+    fn the_welcome_comes_first_then_later_events_only() {
+        let manager = manager(16);
+        let ann = manager.join(NameRequest::Chosen("ann".into())).unwrap();
+        manager.say(ann.id, "before bob".into()).unwrap();
+        let bob = manager.join(NameRequest::Chosen("bob".into())).unwrap();
+        manager.say(ann.id, "after bob".into()).unwrap();
+        let events = drain(&manager, &bob);
+        assert!(
+            matches!(&events[0], ServerEvent::Welcome { name, online } if name == "bob" && online == &["ann", "bob"])
+        );
+        assert!(matches!(&events[1..], [ServerEvent::Message { text, .. }] if text == "after bob"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod fanout;
 pub mod manager;
 pub mod metrics;
 pub mod names;

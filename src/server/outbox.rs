@@ -1,101 +1,127 @@
-//! A connection's outbound queue, bounded twice: by frames and by bytes.
+//! What one connection has waiting besides the shared [`FanoutLog`](super::fanout::FanoutLog): its cursor
+//! into that log, the few frames meant for it alone (welcome, errors, pongs), and the manager's order to
+//! disconnect it.
 //!
-//! The manager holds the [`OutboxSender`] and offers frames without ever waiting; the connection task
-//! holds the [`OutboxReceiver`] and drains it into the socket. Bounding by frames alone would let a few
-//! 64 KiB messages pin megabytes per stalled client; bounding by bytes alone would let a flood of tiny
-//! frames grow the queue's bookkeeping. A full queue means the client is too slow: the manager drops it.
+//! Shared (`Arc`) between the manager, which writes, and the connection's task, which reads. It is small
+//! and allocates nothing until a personal frame arrives, because every idle connection has one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
-use super::manager::Frame;
+use super::manager::{Frame, Kick};
 
-pub struct OutboxSender {
-    frames: mpsc::Sender<Frame>,
-    /// Bytes offered and not yet taken by the connection task. Shared with the receiver, which subtracts what it
-    /// takes. Relaxed ordering is enough: it is a budget, not a synchronization point.
-    queued_bytes: Arc<AtomicUsize>,
-    max_frames: usize,
-    max_bytes: usize,
+/// Most personal frames a connection may have waiting before it counts as too slow. They answer the
+/// client's own frames, which are rate-limited, so a live client never comes near it.
+pub const MAX_PERSONAL_FRAMES: usize = 64;
+
+pub struct Outbox {
+    /// The connection's position in the fan-out log: the next sequence number it will take. Written by
+    /// the connection's task, read by the manager to find readers that fell behind. Relaxed ordering: a
+    /// slightly stale value only delays that decision to the next append.
+    cursor: AtomicU64,
+    /// A std `Mutex`: held for a push or a pop, never across an `.await`.
+    state: Mutex<State>,
+    /// Wakes the connection for a personal frame (`notify_one` keeps the wake-up if it is not waiting).
+    mail: Notify,
+    /// Wakes the connection to be kicked, even from the middle of a write.
+    kicked: Notify,
 }
 
-pub struct OutboxReceiver {
-    frames: mpsc::Receiver<Frame>,
-    queued_bytes: Arc<AtomicUsize>,
+#[derive(Default)]
+struct State {
+    personal: VecDeque<Frame>,
+    /// The order to disconnect, and the end of the log this connection may still be sent: the head when
+    /// it was kicked (so it is not sent, say, the news of its own departure).
+    kick: Option<(Kick, u64)>,
 }
 
-/// Why a frame was not queued.
+/// The personal queue is full: the client is not reading.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The queue is full: the client has fallen too far behind.
-    Full,
-    /// The connection task has ended (it is about to leave the manager).
-    Gone,
-}
+pub struct Full;
 
-/// A queue for at most `max_frames` frames and `max_bytes` bytes (each at least one frame's worth, so a
-/// new queue always takes the welcome).
-pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxReceiver) {
-    let max_frames = max_frames.max(1);
-    let (tx, rx) = mpsc::channel(max_frames);
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    (
-        OutboxSender {
-            frames: tx,
-            queued_bytes: queued_bytes.clone(),
-            max_frames,
-            max_bytes,
-        },
-        OutboxReceiver {
-            frames: rx,
-            queued_bytes,
-        },
-    )
-}
-
-impl OutboxSender {
-    /// Queues `frame` if it fits, never waiting. An empty queue takes any one frame, however large: the
-    /// byte bound is about backlog, and a message the server accepted must be deliverable.
-    pub fn offer(&self, frame: &Frame) -> Result<(), Refused> {
-        if self.frames.is_closed() {
-            return Err(Refused::Gone);
+impl Outbox {
+    pub fn new(cursor: u64) -> Self {
+        Outbox {
+            cursor: AtomicU64::new(cursor),
+            state: Mutex::new(State::default()),
+            mail: Notify::new(),
+            kicked: Notify::new(),
         }
-        let len = frame.as_str().len();
-        // Reserve the bytes first, so the receiver never subtracts bytes not yet added.
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let refused = if before > 0 && before + len > self.max_bytes {
-            Refused::Full
-        } else {
-            match self.frames.try_send(frame.clone()) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(_)) => Refused::Full,
-                Err(TrySendError::Closed(_)) => Refused::Gone,
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+
+    pub fn set_cursor(&self, cursor: u64) {
+        self.cursor.store(cursor, Ordering::Relaxed);
+    }
+
+    /// Queues a frame for this connection alone.
+    pub fn send(&self, frame: Frame) -> Result<(), Full> {
+        {
+            let mut state = self.state();
+            if state.personal.len() >= MAX_PERSONAL_FRAMES {
+                return Err(Full);
             }
-        };
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        Err(refused)
+            state.personal.push_back(frame);
+        }
+        self.mail.notify_one();
+        Ok(())
     }
 
-    /// Frames waiting now.
-    pub fn depth(&self) -> usize {
-        self.max_frames - self.frames.capacity()
+    /// Moves every personal frame waiting into `batch`.
+    pub fn take_personal(&self, batch: &mut Vec<Frame>) {
+        let mut state = self.state();
+        batch.extend(state.personal.drain(..));
+        if state.personal.capacity() > MAX_PERSONAL_FRAMES {
+            state.personal = VecDeque::new();
+        }
     }
-}
 
-impl OutboxReceiver {
-    /// Waits for at least one frame, then moves up to `limit` waiting frames into `batch`. Returns 0 once
-    /// the sender is gone and the queue is empty. Cancel-safe (it is `mpsc::Receiver::recv_many`).
-    pub async fn recv_many(&mut self, batch: &mut Vec<Frame>, limit: usize) -> usize {
-        let n = self.frames.recv_many(batch, limit).await;
-        let bytes: usize = batch[batch.len() - n..]
-            .iter()
-            .map(|f| f.as_str().len())
-            .sum();
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        n
+    /// Personal frames waiting.
+    pub fn personal_len(&self) -> usize {
+        self.state().personal.len()
+    }
+
+    /// Orders the connection closed with `kick`, sending it nothing of the log from `log_end` on; the
+    /// first order wins.
+    pub fn kick(&self, kick: Kick, log_end: u64) {
+        self.state().kick.get_or_insert((kick, log_end));
+        self.kicked.notify_one();
+    }
+
+    /// The kick ordered, if any.
+    pub fn kick_ordered(&self) -> Option<Kick> {
+        self.state().kick.map(|(kick, _)| kick)
+    }
+
+    /// Where in the log this connection must stop, once kicked.
+    pub fn log_end(&self) -> Option<u64> {
+        self.state().kick.map(|(_, end)| end)
+    }
+
+    /// Completes when a personal frame may be waiting.
+    pub fn mail(&self) -> Notified<'_> {
+        self.mail.notified()
+    }
+
+    /// Completes when a kick has been ordered.
+    pub async fn wait_for_kick(&self) -> Kick {
+        loop {
+            if let Some(kick) = self.kick_ordered() {
+                return kick;
+            }
+            self.kicked.notified().await;
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -103,33 +129,24 @@ impl OutboxReceiver {
 mod tests {
     use super::*;
 
-    fn frame(len: usize) -> Frame {
-        "x".repeat(len).into()
-    }
-
-    #[tokio::test]
-    async fn bounded_by_frames_and_by_bytes() {
-        let (tx, mut rx) = outbox(3, 100);
-        assert_eq!(tx.offer(&frame(10)), Ok(()));
-        assert_eq!(tx.offer(&frame(10)), Ok(()));
-        assert_eq!(tx.offer(&frame(10)), Ok(()));
-        assert_eq!(tx.offer(&frame(10)), Err(Refused::Full), "frame bound");
-        assert_eq!(tx.depth(), 3);
-
+    #[test]
+    fn personal_frames_are_bounded() {
+        let outbox = Outbox::new(0);
+        for _ in 0..MAX_PERSONAL_FRAMES {
+            assert_eq!(outbox.send("x".to_owned().into()), Ok(()));
+        }
+        assert_eq!(outbox.send("x".to_owned().into()), Err(Full));
         let mut batch = Vec::new();
-        assert_eq!(rx.recv_many(&mut batch, 10).await, 3);
-        assert_eq!(tx.depth(), 0);
-        assert_eq!(tx.offer(&frame(60)), Ok(()));
-        assert_eq!(tx.offer(&frame(60)), Err(Refused::Full), "byte bound");
-        assert_eq!(tx.offer(&frame(40)), Ok(()));
+        outbox.take_personal(&mut batch);
+        assert_eq!(batch.len(), MAX_PERSONAL_FRAMES);
+        assert_eq!(outbox.personal_len(), 0);
     }
 
     #[tokio::test]
-    async fn an_empty_queue_takes_one_large_frame() {
-        let (tx, rx) = outbox(3, 100);
-        assert_eq!(tx.offer(&frame(500)), Ok(()));
-        assert_eq!(tx.offer(&frame(1)), Err(Refused::Full));
-        drop(rx);
-        assert_eq!(tx.offer(&frame(1)), Err(Refused::Gone));
+    async fn the_first_kick_wins_and_wakes() {
+        let outbox = Outbox::new(0);
+        outbox.kick(Kick::TOO_SLOW, 0);
+        outbox.kick(Kick::SHUTDOWN, 0);
+        assert_eq!(outbox.wait_for_kick().await, Kick::TOO_SLOW);
     }
 }
