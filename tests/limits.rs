@@ -59,14 +59,21 @@ async fn http_get(server: &TestServer, path: &str) -> String {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
+    // The default 1 MiB bound: about 34 of the 30 KB messages below.
     let server = TestServer::start_with(Config {
         queue_frames: 64,
-        queue_bytes: 256 * 1024,
         ..unlimited_rate()
     })
     .await;
     let mut clients = server.join_many(3).await;
     let (mut stalled, stalled_name) = clients.pop().unwrap();
+    // The stalled client reads nothing until it has been dropped; then it catches up, as a client back
+    // from a freeze would, and finds how its connection ended.
+    let (wake, woken) = tokio::sync::oneshot::channel::<()>();
+    let stalled_end = tokio::spawn(async move {
+        let _ = woken.await;
+        close_code(&mut stalled).await
+    });
     let (mut reader, _) = clients.pop().unwrap();
     let (sender, _) = clients.pop().unwrap();
     // The sender reads its own echoes, as any live client does: otherwise it would be a slow reader too.
@@ -81,9 +88,15 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
     let padding = "x".repeat(30_000);
     let mut seen: Vec<usize> = Vec::new();
     let mut stalled_left = false;
+    let mut wake = Some(wake);
     let mut read_one = async |seen: &mut Vec<usize>| match reader.event().await {
         ServerEvent::Message { text, .. } => seen.push(text[..4].parse().unwrap()),
-        ServerEvent::Leave { name, .. } if name == stalled_name => stalled_left = true,
+        ServerEvent::Leave { name, .. } if name == stalled_name => {
+            stalled_left = true;
+            if let Some(wake) = wake.take() {
+                let _ = wake.send(());
+            }
+        }
         other => panic!("unexpected {other:?}"),
     };
     for i in 0..COUNT {
@@ -103,7 +116,10 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
     }
 
     // The stalled client, once it reads again, finds it was closed with 1013.
-    assert_eq!(close_code(&mut stalled).await, CloseCode::Again);
+    if let Some(wake) = wake.take() {
+        let _ = wake.send(());
+    }
+    assert_eq!(stalled_end.await.unwrap(), CloseCode::Again);
     let metrics = http_get(&server, "/metrics").await;
     assert!(
         metrics.contains("chat_slow_consumers_dropped_total"),

@@ -1,24 +1,31 @@
-//! One WebSocket connection, from upgrade to goodbye, as a single task.
+//! One chat connection, from handshake to goodbye, as a single task on the raw `TcpStream`.
 //!
 //! The task waits on several things at once (`tokio::select!`):
-//! - **new frames**: in the shared fan-out log past its cursor, or personal ones in its [`Outbox`]; it
-//!   takes every frame waiting (up to [`WRITE_BATCH`] at a time), feeds them all to the socket and
-//!   flushes once, so a burst costs one write, not one per frame;
-//! - the **socket**: each client frame is rate-limited, parsed and handed to the [`ConnectionManager`];
-//! - a **kick**: the manager disconnecting it (too slow, shutdown);
+//! - **new frames**: in the shared fan-out log past its cursor, or personal ones in its [`Outbox`]. It
+//!   takes every frame waiting (up to [`WRITE_BATCH`]) and writes them with one vectored write: a burst
+//!   costs one system call, not one per frame. The frames are already encoded (see `websocket.rs`), so
+//!   nothing is copied per recipient;
+//! - **the socket becoming writable** again, when a write could not take everything;
+//! - **the socket becoming readable**: each client message is rate-limited, parsed and handed to the
+//!   [`ConnectionManager`];
+//! - **a kick**: the manager disconnecting it (too slow, shutdown);
 //! - its **heartbeat** timer: a ping after a quiet spell, and a drop if the ping goes unanswered.
 //!
-//! One task rather than a reader and a writer: half the tasks, wake-ups and memory per connection. The
-//! price is that while a write is blocked on a client that doesn't read, that client's frames aren't read
-//! either, which only slows down that client. A blocked write still gives way to a kick, so a stalled
-//! client can always be dropped.
+//! Reading and writing never block each other: a client that stops reading still has its frames read,
+//! and while frames wait to be written the task takes no more from the log, so a client that stops
+//! reading falls behind in the log until the manager drops it (1013).
+//!
+//! Memory: an idle connection holds its socket, this task and its outbox, and no buffer at all: the read
+//! buffer is allocated for a read and freed when it is empty again.
 
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
 use metrics::counter;
+use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
 use super::config::Config;
@@ -28,48 +35,56 @@ use super::metrics as m;
 use super::names::NameRequest;
 use super::outbox::Outbox;
 use super::rate_limit::{RateLimiter, Verdict};
+use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
 use crate::protocol::{ClientFrame, ServerEvent};
 
-/// Most frames taken from the queue per flush.
+/// Most frames written with one system call.
 pub const WRITE_BATCH: usize = 64;
 
-/// How long a goodbye (close frame) may take to leave; a peer that is not reading never takes it.
+/// How long a goodbye (what is still queued, then the close frame) may take to leave; a peer that is not
+/// reading never takes it.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
 
 /// Runs one upgraded socket to its end.
 pub async fn serve(
-    socket: WebSocket,
+    upgraded: Upgraded,
     manager: Arc<ConnectionManager>,
     config: Arc<Config>,
     request: NameRequest,
 ) {
-    let joined = match manager.join(request) {
-        Ok(joined) => joined,
-        Err(error) => return refuse(socket, error).await,
+    let Upgraded {
+        stream,
+        already_read,
+    } = upgraded;
+    let mut conn = match manager.join(request) {
+        Ok(joined) => Connection::new(stream, joined, &manager, &config, already_read),
+        Err(error) => return refuse(stream, error).await,
     };
-    let id = joined.id;
-    tracing::debug!(conn = id, name = %joined.name, "connected");
-    let goodbye = Connection::new(socket, joined, &manager, &config)
-        .run()
-        .await;
+    let id = conn.id;
+    tracing::debug!(conn = id, "connected");
+    let goodbye = conn.exchange().await;
+    if let Goodbye::Close(kick) = goodbye {
+        let _ = tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick)).await;
+    }
     manager.leave(id);
     tracing::debug!(conn = id, ?goodbye, "disconnected");
 }
 
 /// Tells a client why it cannot join (an `error` event), then closes with the error's close code.
-async fn refuse(mut socket: WebSocket, error: ChatError) {
+async fn refuse(stream: TcpStream, error: ChatError) {
     tracing::debug!(%error, "connection refused");
     counter!(m::REJECTED, "reason" => error.label()).increment(1);
-    let goodbye = async {
-        socket.send(Message::Text(encode(&error.event()))).await?;
-        socket
-            .send(close_frame(
-                error.close_code().unwrap_or(close::POLICY),
-                &error.to_string(),
-            ))
-            .await
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+    let mut frames = VecDeque::from([
+        encode(&error.event()),
+        websocket::close_frame(
+            error.close_code().unwrap_or(close::POLICY),
+            &error.to_string(),
+        ),
+    ]);
+    let _ = tokio::time::timeout(CLOSE_GRACE, write_all(&stream, &mut frames)).await;
 }
 
 /// How a connection ended.
@@ -82,11 +97,16 @@ enum Goodbye {
 }
 
 struct Connection<'a> {
-    socket: WebSocket,
+    stream: TcpStream,
     id: ConnId,
     outbox: Arc<Outbox>,
     manager: &'a ConnectionManager,
     config: &'a Config,
+    /// Frames taken from the log or the outbox and not yet fully written; the first may be partly sent.
+    unsent: VecDeque<Frame>,
+    /// Bytes received and not yet decoded. Empty (and unallocated) between messages.
+    received: BytesMut,
+    decoder: Decoder,
     limiter: RateLimiter,
     /// When the client last sent anything (a pong counts).
     last_heard: Instant,
@@ -96,112 +116,86 @@ struct Connection<'a> {
 
 impl<'a> Connection<'a> {
     fn new(
-        socket: WebSocket,
+        stream: TcpStream,
         joined: Joined,
         manager: &'a ConnectionManager,
         config: &'a Config,
+        already_read: Bytes,
     ) -> Self {
         let now = Instant::now();
         Connection {
-            socket,
+            stream,
             id: joined.id,
             outbox: joined.outbox,
             manager,
             config,
+            unsent: VecDeque::new(),
+            received: BytesMut::from(&already_read[..]),
+            decoder: Decoder::new(config.max_message_bytes),
             limiter: RateLimiter::new(config.msg_rate, config.msg_burst, now.into_std()),
             last_heard: now,
             pinged: false,
         }
     }
 
-    async fn run(mut self) -> Goodbye {
-        let goodbye = self.exchange().await;
-        if let Goodbye::Close(kick) = goodbye {
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.say_goodbye(kick)).await;
-        }
-        goodbye
-    }
-
-    /// Sends what is still waiting for this client (e.g. the error that explains the close), unless it
-    /// is being dropped for not reading, then the close frame.
-    async fn say_goodbye(&mut self, kick: Kick) -> Result<(), axum::Error> {
-        if kick != Kick::TOO_SLOW {
-            let mut rest = Vec::new();
-            while self.take_waiting(&mut rest) && !rest.is_empty() {
-                for frame in rest.drain(..) {
-                    self.socket.feed(Message::Text(frame)).await?;
-                }
-            }
-        }
-        self.socket.send(close_frame(kick.code, kick.reason)).await
-    }
-
-    /// Moves the frames waiting for this client (its personal ones first, then the log's past its
-    /// cursor, up to [`WRITE_BATCH`]) into `batch`. False if it fell behind the log: too slow.
-    fn take_waiting(&self, batch: &mut Vec<Frame>) -> bool {
-        self.outbox.take_personal(batch);
-        let mut cursor = self.outbox.cursor();
-        let kept_up = self
-            .manager
-            .log()
-            .read(&mut cursor, self.outbox.log_end(), batch, WRITE_BATCH)
-            .is_ok();
-        self.outbox.set_cursor(cursor);
-        kept_up
-    }
-
     /// Moves frames both ways until one side ends the connection.
     async fn exchange(&mut self) -> Goodbye {
         let manager = self.manager;
         let outbox = self.outbox.clone();
-        let mut batch: Vec<Frame> = Vec::new();
         let heartbeat = sleep_until(self.last_heard + self.config.ping_interval);
         tokio::pin!(heartbeat);
+        // Bytes the HTTP server read past the handshake are the client's first frames.
+        if let Some(goodbye) = self.decode_received() {
+            return goodbye;
+        }
         loop {
-            // Enabled before looking for frames, so a frame that arrives after the look still wakes us.
+            // Enabled before looking for frames, so a frame appended after the look still wakes us.
             let appended = manager.log().changed();
             let mail = outbox.mail();
             tokio::pin!(appended, mail);
             appended.as_mut().enable();
 
-            loop {
-                if let Some(kick) = outbox.kick_ordered() {
-                    return Goodbye::Close(kick);
-                }
-                if !self.take_waiting(&mut batch) {
+            if let Some(kick) = outbox.kick_ordered() {
+                return Goodbye::Close(kick);
+            }
+            let took = self.unsent.is_empty() && {
+                if !self.take_waiting() {
                     manager.kick(self.id, Kick::TOO_SLOW);
                     return Goodbye::Close(Kick::TOO_SLOW);
                 }
-                if batch.is_empty() {
-                    break;
-                }
-                if let Some(goodbye) = self.write(&mut batch).await {
-                    return goodbye;
-                }
+                !self.unsent.is_empty()
+            };
+            if self.write_some().is_err() {
+                return Goodbye::Gone;
+            }
+            let idle = self.unsent.is_empty();
+            if took && idle {
+                // All written: there may be more than one batch waiting. Look again, after letting other
+                // tasks run if this one has had its share.
+                tokio::task::consume_budget().await;
+                continue;
             }
 
-            // `biased`: a kick wins over everything; then frames to send, so that replies and broadcasts
-            // keep flowing even while a client floods us.
+            // `biased`: a kick wins over everything; then frames to send, so that broadcasts keep
+            // flowing even while a client floods us.
             tokio::select! {
                 biased;
                 kick = outbox.wait_for_kick() => return Goodbye::Close(kick),
-                () = &mut mail => {}
-                () = &mut appended => {}
-                received = self.socket.next() => match received {
-                    Some(Ok(message)) => if let Some(goodbye) = self.read(message) {
-                        return goodbye;
-                    },
-                    Some(Err(error)) if is_too_big(&error) => {
-                        return self.refuse(ChatError::TooBig(self.config.max_message_bytes));
-                    }
-                    Some(Err(error)) => {
-                        tracing::debug!(conn = self.id, %error, "read failed");
+                ready = self.stream.writable(), if !idle => if ready.is_err() {
+                    return Goodbye::Gone;
+                },
+                () = &mut mail, if idle => {}
+                () = &mut appended, if idle => {}
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
                         return Goodbye::Gone;
                     }
-                    None => return Goodbye::Gone,
-                },
+                    if let Some(goodbye) = self.read_some() {
+                        return goodbye;
+                    }
+                }
                 () = &mut heartbeat => {
-                    if let Some(goodbye) = self.beat().await {
+                    if let Some(goodbye) = self.beat() {
                         return goodbye;
                     }
                     let next = if self.pinged {
@@ -215,34 +209,94 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Sends a batch of frames with one flush. A kick interrupts it: a client that stopped reading can
-    /// block this write for ever.
-    async fn write(&mut self, batch: &mut Vec<Frame>) -> Option<Goodbye> {
-        let outbox = self.outbox.clone();
-        let socket = &mut self.socket;
-        let write = async {
-            for frame in batch.drain(..) {
-                socket.feed(Message::Text(frame)).await?;
-            }
-            socket.flush().await
-        };
-        tokio::select! {
-            biased;
-            kick = outbox.wait_for_kick() => Some(Goodbye::Close(kick)),
-            written = write => written.err().map(|_| Goodbye::Gone),
+    /// Takes the frames waiting for this client into `unsent`: its personal ones first, then the log's
+    /// past its cursor, up to [`WRITE_BATCH`]. False if it fell behind the log: too slow.
+    fn take_waiting(&mut self) -> bool {
+        self.outbox.take_personal(&mut self.unsent);
+        let mut cursor = self.outbox.cursor();
+        let kept_up = self
+            .manager
+            .log()
+            .read(
+                &mut cursor,
+                self.outbox.log_end(),
+                &mut self.unsent,
+                WRITE_BATCH,
+            )
+            .is_ok();
+        self.outbox.set_cursor(cursor);
+        kept_up
+    }
+
+    /// Writes as much of `unsent` as the socket takes now, without waiting.
+    fn write_some(&mut self) -> io::Result<()> {
+        match try_write(&self.stream, &mut self.unsent) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
         }
     }
 
-    /// Handles one frame from the client.
-    fn read(&mut self, message: Message) -> Option<Goodbye> {
+    /// Reads what the socket has and handles every complete message in it.
+    fn read_some(&mut self) -> Option<Goodbye> {
+        self.received.reserve(READ_CHUNK);
+        match self.stream.try_read_buf(&mut self.received) {
+            Ok(0) => return Some(Goodbye::Gone),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => {
+                tracing::debug!(conn = self.id, %error, "read failed");
+                return Some(Goodbye::Gone);
+            }
+        }
+        let goodbye = self.decode_received();
+        if self.received.is_empty() {
+            // Nothing half-received: give the buffer back, so an idle connection holds none.
+            self.received = BytesMut::new();
+        }
+        goodbye
+    }
+
+    /// Handles every complete message in `received`.
+    fn decode_received(&mut self) -> Option<Goodbye> {
+        loop {
+            match self.decoder.decode(&mut self.received) {
+                Ok(Some(message)) => {
+                    if let Some(goodbye) = self.handle(message) {
+                        return Some(goodbye);
+                    }
+                }
+                Ok(None) => return None,
+                Err(WireError::TooBig) => {
+                    return Some(self.refuse(ChatError::TooBig(self.config.max_message_bytes)))
+                }
+                Err(error) => {
+                    tracing::debug!(conn = self.id, ?error, "protocol error");
+                    counter!(m::REJECTED, "reason" => "protocol").increment(1);
+                    return Some(Goodbye::Close(Kick {
+                        code: error.close_code(),
+                        reason: error.reason(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the client.
+    fn handle(&mut self, message: Incoming) -> Option<Goodbye> {
         self.last_heard = Instant::now();
         self.pinged = false;
-        let frame = match message {
-            Message::Close(_) => return Some(Goodbye::Gone),
-            // tungstenite answers pings itself; a pong only proves the client is alive.
-            Message::Pong(_) => return None,
-            frame => frame,
-        };
+        match &message {
+            Incoming::Close(_) => {
+                // Answer the close handshake, then go.
+                return Some(Goodbye::Close(Kick {
+                    code: close::NORMAL,
+                    reason: "bye",
+                }));
+            }
+            // A pong only proves the client is alive.
+            Incoming::Pong => return None,
+            _ => {}
+        }
         match self.limiter.check(self.last_heard.into_std()) {
             Verdict::Accept => {}
             Verdict::Refuse => {
@@ -251,8 +305,8 @@ impl<'a> Connection<'a> {
             }
             Verdict::Disconnect => return Some(self.refuse(ChatError::Flooding)),
         }
-        let outcome = match frame {
-            Message::Text(text) => match ClientFrame::parse(text.as_str()) {
+        let outcome = match message {
+            Incoming::Text(text) => match ClientFrame::parse(&text) {
                 Ok(ClientFrame::Message { text }) => self.manager.say(self.id, text),
                 Ok(ClientFrame::Ping) => {
                     self.manager.send_to(self.id, &ServerEvent::Pong);
@@ -260,8 +314,12 @@ impl<'a> Connection<'a> {
                 }
                 Err(error) => Err(error.into()),
             },
-            Message::Binary(_) => Err(ChatError::BinaryFrame),
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Ok(()),
+            Incoming::Binary(_) => Err(ChatError::BinaryFrame),
+            Incoming::Ping(payload) => {
+                self.unsent.push_back(websocket::pong_frame(&payload));
+                Ok(())
+            }
+            Incoming::Pong | Incoming::Close(_) => Ok(()),
         };
         if let Err(error) = outcome {
             self.manager.reject(self.id, &error);
@@ -270,7 +328,7 @@ impl<'a> Connection<'a> {
     }
 
     /// The heartbeat timer fired: ping a quiet client, or drop one that never answered.
-    async fn beat(&mut self) -> Option<Goodbye> {
+    fn beat(&mut self) -> Option<Goodbye> {
         if self.pinged {
             tracing::debug!(conn = self.id, "no answer to ping");
             counter!(m::PING_TIMEOUTS).increment(1);
@@ -283,17 +341,11 @@ impl<'a> Connection<'a> {
             );
             return Some(Goodbye::Gone);
         }
-        if self.last_heard.elapsed() < self.config.ping_interval {
-            return None; // heard from it since the timer was set
+        if self.last_heard.elapsed() >= self.config.ping_interval {
+            self.pinged = true;
+            self.unsent.push_back(websocket::ping_frame());
         }
-        self.pinged = true;
-        let outbox = self.outbox.clone();
-        let ping = self.socket.send(Message::Ping(Default::default()));
-        tokio::select! {
-            biased;
-            kick = outbox.wait_for_kick() => Some(Goodbye::Close(kick)),
-            sent = ping => sent.err().map(|_| Goodbye::Gone),
-        }
+        None
     }
 
     /// Ends the connection over something the client did: tells it why, removes it, closes with the code.
@@ -311,23 +363,57 @@ impl<'a> Connection<'a> {
         self.manager.kick(self.id, kick);
         Goodbye::Close(kick)
     }
-}
 
-/// Whether a read failed because the client's message was over the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
-}
-
-fn close_frame(code: u16, reason: &str) -> Message {
-    // A close frame's reason is limited to 123 bytes: cut at a character boundary.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
+    /// Sends what is still waiting for this client (e.g. the error that explains the close), unless it
+    /// is being dropped for not reading, then the close frame.
+    async fn say_goodbye(&mut self, kick: Kick) -> io::Result<()> {
+        if kick == Kick::TOO_SLOW {
+            // Only the frame under way, which may be half sent: the stream must stay well-formed for
+            // the close frame to mean anything.
+            self.unsent.truncate(1);
+        } else {
+            while self.take_waiting() && !self.unsent.is_empty() {
+                write_all(&self.stream, &mut self.unsent).await?;
+            }
+        }
+        self.unsent
+            .push_back(websocket::close_frame(kick.code, kick.reason));
+        write_all(&self.stream, &mut self.unsent).await
     }
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason[..end].into(),
-    }))
+}
+
+/// Writes the front of `frames` with one vectored write, dropping what was fully sent and advancing
+/// the first frame past what was partly sent.
+fn try_write(stream: &TcpStream, frames: &mut VecDeque<Frame>) -> io::Result<()> {
+    while !frames.is_empty() {
+        let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+        let count = frames.len().min(WRITE_BATCH);
+        for (slice, frame) in slices.iter_mut().zip(frames.iter()) {
+            *slice = IoSlice::new(frame);
+        }
+        let mut written = stream.try_write_vectored(&slices[..count])?;
+        while written > 0 {
+            let first = frames.front_mut().expect("written bytes came from a frame");
+            if written >= first.len() {
+                written -= first.len();
+                frames.pop_front();
+            } else {
+                first.advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `frames`, waiting for the socket as needed.
+async fn write_all(stream: &TcpStream, frames: &mut VecDeque<Frame>) -> io::Result<()> {
+    while !frames.is_empty() {
+        stream.writable().await?;
+        match try_write(stream, frames) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }

@@ -66,7 +66,7 @@ impl FanoutLog {
     pub fn append(&self, frame: Frame) -> u64 {
         let first_seq = {
             let mut ring = self.ring();
-            ring.bytes += frame.as_str().len();
+            ring.bytes += frame.len();
             ring.frames.push_back(frame);
             while ring.frames.len() > self.max_frames
                 || (ring.bytes > self.max_bytes && ring.frames.len() > 1)
@@ -75,7 +75,7 @@ impl FanoutLog {
                     .frames
                     .pop_front()
                     .expect("more than one frame is kept");
-                ring.bytes -= oldest.as_str().len();
+                ring.bytes -= oldest.len();
                 ring.first_seq += 1;
             }
             ring.first_seq
@@ -90,7 +90,7 @@ impl FanoutLog {
         &self,
         cursor: &mut u64,
         end: Option<u64>,
-        batch: &mut Vec<Frame>,
+        batch: &mut impl Extend<Frame>,
         limit: usize,
     ) -> Result<(), Lagged> {
         let ring = self.ring();
@@ -103,9 +103,9 @@ impl FanoutLog {
             None => limit,
         };
         let taken = ring.frames.range(start..).take(limit);
-        let before = batch.len();
+        let count = taken.len();
         batch.extend(taken.cloned());
-        *cursor += (batch.len() - before) as u64;
+        *cursor += count as u64;
         Ok(())
     }
 
@@ -130,11 +130,14 @@ mod tests {
     use super::*;
 
     fn frame(text: &str) -> Frame {
-        text.to_owned().into()
+        Frame::copy_from_slice(text.as_bytes())
     }
 
     fn texts(batch: &[Frame]) -> Vec<&str> {
-        batch.iter().map(|f| f.as_str()).collect()
+        batch
+            .iter()
+            .map(|f| std::str::from_utf8(f).unwrap())
+            .collect()
     }
 
     #[test]

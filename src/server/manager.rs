@@ -3,7 +3,7 @@
 //!
 //! The reference FastAPI chat awaits each peer's `send_text` in turn, so one slow peer stalls the room.
 //! Here a broadcast never waits on a socket: the event is serialized once, and the resulting frame (a
-//! reference-counted [`Utf8Bytes`]) is appended to the [`FanoutLog`], which wakes every connection's
+//! reference-counted [`Frame`]) is appended to the [`FanoutLog`], which wakes every connection's
 //! task to take it at its own pace (see `connection.rs`). A peer that falls further behind than the log
 //! keeps is disconnected with close code 1013, and everyone else carries on at full speed.
 
@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::Utf8Bytes;
 use metrics::{counter, gauge};
 use std::sync::Arc;
 
@@ -26,8 +25,9 @@ use crate::protocol::{validate_name, ServerEvent};
 /// Identifies one WebSocket connection for as long as it lasts.
 pub type ConnId = u64;
 
-/// One encoded event, shared by every recipient: cloning it bumps a reference count, it copies nothing.
-pub type Frame = Utf8Bytes;
+/// One event, encoded once as a complete WebSocket frame and shared by every recipient: cloning it bumps a
+/// reference count, it copies nothing.
+pub type Frame = bytes::Bytes;
 
 /// Why the server ends a connection on its own initiative: sent as the WebSocket close frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,11 +309,11 @@ impl Registry {
     }
 }
 
-/// Serializes an event into a frame.
+/// Serializes an event into a WebSocket text frame.
 pub fn encode(event: &ServerEvent) -> Frame {
-    serde_json::to_string(event)
-        .expect("ServerEvent has only string keys and plain data: it always serializes")
-        .into()
+    let json = serde_json::to_string(event)
+        .expect("ServerEvent has only string keys and plain data: it always serializes");
+    super::websocket::text_frame(&json)
 }
 
 /// Milliseconds since the Unix epoch: the `ts` of every event.
@@ -329,7 +329,7 @@ mod tests {
 
     /// Takes everything waiting for `joined`: personal frames, then the log past its cursor.
     fn drain(manager: &ConnectionManager, joined: &Joined) -> Vec<ServerEvent> {
-        let mut batch = Vec::new();
+        let mut batch: Vec<Frame> = Vec::new();
         joined.outbox.take_personal(&mut batch);
         let mut cursor = joined.outbox.cursor();
         manager
@@ -339,7 +339,9 @@ mod tests {
         joined.outbox.set_cursor(cursor);
         batch
             .iter()
-            .map(|frame| serde_json::from_str(frame.as_str()).unwrap())
+            .map(|frame| {
+                serde_json::from_slice(super::super::websocket::frame_payload(frame)).unwrap()
+            })
             .collect()
     }
 

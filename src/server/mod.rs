@@ -15,15 +15,19 @@ pub mod names;
 pub mod outbox;
 pub mod rate_limit;
 pub mod upgrade;
+pub mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
@@ -76,7 +80,12 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes. Then: stop accepting, close every chat socket
-/// with 1001 (after what was queued for it), and wait up to `--shutdown-grace` for them to finish.
+/// with 1001 (after what was queued for it), let HTTP requests in flight finish, and wait up to
+/// `--shutdown-grace` for all of it.
+///
+/// The accept loop is hyper's HTTP/1 server rather than `axum::serve`, for one reason: an upgraded
+/// connection must come out as the plain `TcpStream` (see `websocket.rs`), and `axum::serve` wraps it in
+/// a private type. Browsers speak HTTP/1.1 to a plain-text server anyway.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -87,35 +96,62 @@ pub async fn run(
     let manager = state.manager.clone();
     let sockets = state.sockets.clone();
     let grace = state.config.shutdown_grace;
-
+    let service = TowerToHyperService::new(app(state));
+    // Plain HTTP connections, so shutdown can ask each to finish its request in flight and close.
+    let http = TaskTracker::new();
     let stopping = CancellationToken::new();
-    tokio::spawn({
-        let stopping = stopping.clone();
-        let manager = manager.clone();
-        async move {
-            shutdown.await;
-            // Sockets first: axum's graceful shutdown only stops accepting and waits for plain HTTP.
-            manager.shut_down();
-            stopping.cancel();
-        }
-    });
 
-    // Chat frames are small and latency-sensitive: without TCP_NODELAY, Nagle's algorithm meeting the
-    // client's delayed ACK adds up to ~40 ms to a lone message.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Chat frames are small and latency-sensitive: without TCP_NODELAY, Nagle's algorithm meeting
+        // the client's delayed ACK adds up to ~40 ms to a lone message.
+        if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(stopping.cancelled_owned())
-        .await?;
+        let connection = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .with_upgrades();
+        let stopping = stopping.clone();
+        http.spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+        });
+    }
 
+    drop(listener);
+    manager.shut_down();
+    stopping.cancel();
+    http.close();
     sockets.close();
-    if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
+    let drained = tokio::time::timeout(grace, async {
+        tokio::join!(http.wait(), sockets.wait());
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
-            left = sockets.len(),
-            "sockets still open after the shutdown grace period"
+            sockets = sockets.len(),
+            "connections still open after the shutdown grace period"
         );
     }
     Ok(())

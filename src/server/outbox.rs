@@ -75,7 +75,7 @@ impl Outbox {
     }
 
     /// Moves every personal frame waiting into `batch`.
-    pub fn take_personal(&self, batch: &mut Vec<Frame>) {
+    pub fn take_personal(&self, batch: &mut impl Extend<Frame>) {
         let mut state = self.state();
         batch.extend(state.personal.drain(..));
         if state.personal.capacity() > MAX_PERSONAL_FRAMES {
@@ -133,10 +133,10 @@ mod tests {
     fn personal_frames_are_bounded() {
         let outbox = Outbox::new(0);
         for _ in 0..MAX_PERSONAL_FRAMES {
-            assert_eq!(outbox.send("x".to_owned().into()), Ok(()));
+            assert_eq!(outbox.send(Frame::from_static(b"x")), Ok(()));
         }
-        assert_eq!(outbox.send("x".to_owned().into()), Err(Full));
-        let mut batch = Vec::new();
+        assert_eq!(outbox.send(Frame::from_static(b"x")), Err(Full));
+        let mut batch: Vec<Frame> = Vec::new();
         outbox.take_personal(&mut batch);
         assert_eq!(batch.len(), MAX_PERSONAL_FRAMES);
         assert_eq!(outbox.personal_len(), 0);

@@ -7,7 +7,7 @@
 //! - **Capacity**: a connection holds a permit of a `Semaphore` sized `--max-connections` for its whole
 //!   life; with none left, 503.
 
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -18,12 +18,8 @@ use super::connection;
 use super::error::ChatError;
 use super::metrics as m;
 use super::names::NameRequest;
+use super::websocket::Handshake;
 use super::AppState;
-
-/// tungstenite reads into a buffer of this size, allocated per connection up front. Its default,
-/// 128 KiB, would make every idle connection cost 128 KiB; messages larger than this still arrive
-/// whole (the buffer grows for them, then the excess is freed with the message).
-const READ_BUFFER_BYTES: usize = 1024;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -32,7 +28,7 @@ pub struct WsQuery {
 
 /// `/ws` and `/ws?name=alice`.
 pub async fn chat_socket(
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     State(state): State<AppState>,
@@ -46,7 +42,7 @@ pub async fn chat_socket(
 
 /// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`.
 pub async fn legacy_chat_socket(
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
     Path(client_id): Path<String>,
     headers: HeaderMap,
     State(state): State<AppState>,
@@ -56,7 +52,7 @@ pub async fn legacy_chat_socket(
 }
 
 fn accept(
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
     headers: &HeaderMap,
     state: AppState,
     request: NameRequest,
@@ -71,16 +67,11 @@ fn accept(
         return error.into_response();
     };
     let tracked = state.sockets.token();
-    let limit = state.config.max_message_bytes;
-    upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            connection::serve(socket, state.manager, state.config, request).await;
-            // Held until here: the permit bounds live connections, the token lets shutdown wait for them.
-            drop((permit, tracked));
-        })
+    upgrade.accept(move |socket| async move {
+        connection::serve(socket, state.manager, state.config, request).await;
+        // Held until here: the permit bounds live connections, the token lets shutdown wait for them.
+        drop((permit, tracked));
+    })
 }
 
 /// Accepts a request without `Origin`, from the request's own host, or from a configured origin.
