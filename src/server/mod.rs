@@ -162,6 +162,7 @@ async fn healthz(State(manager): State<Arc<ConnectionManager>>) -> impl IntoResp
     Json(serde_json::json!({
         "status": "ok",
         "connections": manager.connection_count(),
+        "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
     }))
 }
 
