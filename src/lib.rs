@@ -6,19 +6,21 @@
 //!
 //! ## Layout
 //! - [`protocol`]: every frame on the wire, shared by both sides. Start here.
-//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), the `/ws` handshake checks
-//!   (`upgrade.rs`), one connection's task (`connection.rs`), the connection manager that names
-//!   connections and fans events out (`manager.rs`) into each connection's bounded queue (`outbox.rs`),
-//!   flood control (`rate_limit.rs`), name rules (`names.rs`), the error type (`error.rs`), settings
-//!   (`config.rs`), metric names (`metrics.rs`).
+//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), the `/ws` admission checks
+//!   (`upgrade.rs`), the WebSocket wire format (`websocket.rs`), one connection's task
+//!   (`connection.rs`), the connection manager that names connections and orders events (`manager.rs`),
+//!   the shared log broadcasts fan out through (`fanout.rs`), each connection's cursor and personal
+//!   frames (`outbox.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error type
+//!   (`error.rs`), settings (`config.rs`), metric names (`metrics.rs`).
 //! - [`app`]: the page, rendered on the server and hydrated in the browser.
 //! - [`chat_state`]: the page's reactive state, and how each server event changes it.
 //! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state,
 //!   watching the link and reconnecting.
 //!
-//! The path of one message: browser input → `socket` → `/ws` (`upgrade`) → `connection` (read) →
-//! `protocol` → `manager` (fan-out into each recipient's `outbox`) → `connection` (batched write, one
-//! per recipient) → each browser's `socket` → `chat_state` → the message list in `app`.
+//! The path of one message: browser input → `socket` → `/ws` (`upgrade`, `websocket`) → `connection`
+//! (read) → `protocol` → `manager` (encode once, append to the `fanout` log) → `connection` (each
+//! recipient's task takes it and writes a batch) → each browser's `socket` → `chat_state` → the
+//! message list in `app`.
 
 pub mod app;
 pub mod chat_state;

@@ -1,9 +1,9 @@
 //! The server (feature `ssr`): the axum router that renders the Leptos pages and hosts the `/ws` endpoint.
 //!
 //! The path of one message, top to bottom:
-//! [`upgrade`] (HTTP handshake checks) → [`connection`] (its task reads: socket → [`crate::protocol`]) →
-//! [`manager`] (names, order, fan-out into each connection's [`outbox`]) → [`connection`] (each
-//! recipient's task writes: queue → socket).
+//! [`upgrade`] (admission) and [`websocket`] (handshake, framing) → [`connection`] (its task reads:
+//! socket → [`crate::protocol`]) → [`manager`] (names, order; encodes once into the [`fanout`] log) →
+//! [`connection`] (each recipient's task takes from the log, and its [`outbox`], and writes).
 
 pub mod config;
 pub mod connection;
