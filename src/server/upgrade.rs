@@ -1,4 +1,4 @@
-//! The HTTP side of `/ws`: who may open a chat socket, and with which socket settings.
+//! The HTTP side of `/ws`: who may open a chat socket, under which name.
 //!
 //! Checks run before the upgrade, so a refused client gets a plain HTTP status:
 //! - **Origin** (cross-site WebSocket hijacking): a browser always sends `Origin`; only the site's own
