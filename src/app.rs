@@ -199,7 +199,7 @@ fn LineView(line: Line) -> impl IntoView {
 fn OnlineList(chat: ChatState) -> impl IntoView {
     view! {
         <aside class="online">
-            <h2>"Online " <span class="count">{move || chat.online.with(Vec::len)}</span></h2>
+            <h2>"Online " <span class="count">{move || chat.online_count.get()}</span></h2>
             <ul>
                 <For each=move || chat.online.get() key=|name| name.clone() let:name>
                     <li>{name}</li>

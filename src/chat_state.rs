@@ -80,8 +80,10 @@ pub struct ChatState {
     pub link: RwSignal<LinkStatus>,
     /// Our own name, once the server has welcomed us.
     pub me: RwSignal<Option<String>>,
-    /// Who is online, in join order.
+    /// Who is online, in join order (in a large room, only those the server listed).
     pub online: RwSignal<Vec<String>>,
+    /// How many are online.
+    pub online_count: RwSignal<usize>,
     pub lines: RwSignal<Vec<Line>>,
     next_key: StoredValue<u64>,
 }
@@ -98,6 +100,7 @@ impl ChatState {
             link: RwSignal::new(LinkStatus::Connecting),
             me: RwSignal::new(None),
             online: RwSignal::new(Vec::new()),
+            online_count: RwSignal::new(0),
             lines: RwSignal::new(Vec::new()),
             next_key: StoredValue::new(0),
         }
@@ -106,9 +109,14 @@ impl ChatState {
     /// Applies one event from the server.
     pub fn apply(&self, event: ServerEvent) {
         match event {
-            ServerEvent::Welcome { name, online } => {
+            ServerEvent::Welcome {
+                name,
+                online,
+                online_count,
+            } => {
                 self.me.set(Some(name));
                 self.online.set(online);
+                self.online_count.set(online_count);
                 self.link.set(LinkStatus::Open);
             }
             ServerEvent::Message { from, text, ts, .. } => {
@@ -124,10 +132,12 @@ impl ChatState {
             }
             ServerEvent::Join { name, .. } => {
                 self.online.update(|online| online.push(name.clone()));
+                self.online_count.update(|n| *n += 1);
                 self.push(LineKind::Joined { name });
             }
             ServerEvent::Leave { name, .. } => {
                 self.online.update(|online| online.retain(|n| *n != name));
+                self.online_count.update(|n| *n = n.saturating_sub(1));
                 self.push(LineKind::Left { name });
             }
             ServerEvent::Error { message, .. } => self.push(LineKind::Error { text: message }),
@@ -141,6 +151,7 @@ impl ChatState {
             reason: reason.into(),
         });
         self.online.set(Vec::new());
+        self.online_count.set(0);
     }
 
     /// The link dropped and a reconnect is coming: show it, and forget who was online.
@@ -149,6 +160,7 @@ impl ChatState {
             reason: reason.into(),
         });
         self.online.set(Vec::new());
+        self.online_count.set(0);
     }
 
     /// Shows a problem found on this side (e.g. a name refused before connecting).
@@ -190,6 +202,7 @@ mod tests {
         chat.apply(ServerEvent::Welcome {
             name: "bob".into(),
             online: vec!["ann".into(), "bob".into()],
+            online_count: 2,
         });
         chat.apply(ServerEvent::Join {
             id: 2,
@@ -206,6 +219,7 @@ mod tests {
 
         assert_eq!(chat.link.get_untracked(), LinkStatus::Open);
         assert_eq!(chat.online.get_untracked(), vec!["bob", "cy"]);
+        assert_eq!(chat.online_count.get_untracked(), 2);
         let lines = chat.lines.get_untracked();
         let keys: Vec<u64> = lines.iter().map(|l| l.key).collect();
         assert_eq!(keys, vec![0, 1, 2, 3]);

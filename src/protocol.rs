@@ -54,8 +54,11 @@ pub enum ServerEvent {
     Welcome {
         /// Your name for as long as this connection lasts.
         name: String,
-        /// Everyone connected now, you included, in the order they joined.
+        /// Everyone connected now, you included, in the order they joined; in a room larger than the
+        /// server's presence limit, only the first that many.
         online: Vec<String>,
+        /// How many are connected now, you included.
+        online_count: usize,
     },
     /// Someone said something. The sender receives its own message too: that is its confirmation.
     Message {
@@ -66,7 +69,8 @@ pub enum ServerEvent {
         /// Server time the message was accepted, in milliseconds since the Unix epoch.
         ts: u64,
     },
-    /// Someone connected (sent to everyone but the newcomer, who gets [`ServerEvent::Welcome`]).
+    /// Someone connected (sent to everyone but the newcomer, who gets [`ServerEvent::Welcome`]). Not sent
+    /// in rooms larger than the server's presence limit, where it would be noise (and quadratic work).
     Join { id: u64, name: String, ts: u64 },
     /// Someone disconnected.
     Leave { id: u64, name: String, ts: u64 },

@@ -101,9 +101,14 @@ async fn join_and_leave_are_announced_to_the_others() {
 
     let mut bob = server.connect("/ws?name=bob").await;
     match bob.event().await {
-        ServerEvent::Welcome { name, online } => {
+        ServerEvent::Welcome {
+            name,
+            online,
+            online_count,
+        } => {
             assert_eq!(name, "bob");
             assert_eq!(online, vec!["ann", "bob"]);
+            assert_eq!(online_count, 2);
         }
         other => panic!("expected welcome, got {other:?}"),
     }

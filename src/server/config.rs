@@ -40,6 +40,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Rooms up to this many people announce every join and leave and list everyone in the welcome;
+    /// larger rooms don't (each arrival would cost a message to everyone: quadratic work), and their
+    /// welcome lists this many names and the exact count.
+    #[arg(long, env = "CHAT_PRESENCE_LIMIT", default_value_t = 1000)]
+    pub presence_limit: usize,
+
     /// Longest name, in characters.
     #[arg(long, env = "CHAT_MAX_NAME_CHARS", default_value_t = crate::protocol::MAX_NAME_CHARS)]
     pub max_name_chars: usize,
@@ -73,6 +79,7 @@ impl Default for Config {
             msg_rate: 10.0,
             msg_burst: 20.0,
             max_connections: 10_000,
+            presence_limit: 1000,
             max_name_chars: crate::protocol::MAX_NAME_CHARS,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),

@@ -80,6 +80,8 @@ struct Registry {
     next_event_id: u64,
     /// Set on shutdown: no one joins any more.
     closing: bool,
+    /// Joins and leaves are announced only in rooms up to this size (see `Config::presence_limit`).
+    presence_limit: usize,
 }
 
 struct Peer {
@@ -97,6 +99,7 @@ impl ConnectionManager {
                 next_conn_id: 1,
                 next_event_id: 1,
                 closing: false,
+                presence_limit: config.presence_limit,
             }),
             log: FanoutLog::new(config.queue_frames, config.queue_bytes),
             max_name_chars: config.max_name_chars,
@@ -130,19 +133,23 @@ impl ConnectionManager {
             .values()
             .map(|p| p.name.clone())
             .chain([name.clone()])
+            .take(reg.presence_limit.max(1))
             .collect();
         let welcome = encode(&ServerEvent::Welcome {
             name: name.clone(),
             online,
+            online_count: reg.peers.len() + 1,
         });
         // Everyone else hears of the newcomer first; then its cursor starts at the head, past its own
         // join: it sees exactly the events after its welcome.
-        let join = ServerEvent::Join {
-            id: reg.take_event_id(),
-            name: name.clone(),
-            ts: now_ms(),
-        };
-        reg.publish(&self.log, &join);
+        if reg.peers.len() < reg.presence_limit {
+            let join = ServerEvent::Join {
+                id: reg.take_event_id(),
+                name: name.clone(),
+                ts: now_ms(),
+            };
+            reg.publish(&self.log, &join);
+        }
         let outbox = Arc::new(Outbox::new(self.log.head()));
         outbox
             .send(welcome)
@@ -299,13 +306,15 @@ impl Registry {
             }
             peer.outbox.kick(kick, log.head());
         }
-        let leave = ServerEvent::Leave {
-            id: self.take_event_id(),
-            name: peer.name,
-            ts: now_ms(),
-        };
-        // Recursion ends: each level removes a peer, and there are finitely many.
-        self.publish(log, &leave);
+        if self.peers.len() < self.presence_limit {
+            let leave = ServerEvent::Leave {
+                id: self.take_event_id(),
+                name: peer.name,
+                ts: now_ms(),
+            };
+            // Recursion ends: each level removes a peer, and there are finitely many.
+            self.publish(log, &leave);
+        }
     }
 }
 
@@ -379,9 +388,32 @@ mod tests {
         manager.say(ann.id, "after bob".into()).unwrap();
         let events = drain(&manager, &bob);
         assert!(
-            matches!(&events[0], ServerEvent::Welcome { name, online } if name == "bob" && online == &["ann", "bob"])
+            matches!(&events[0], ServerEvent::Welcome { name, online, online_count: 2 } if name == "bob" && online == &["ann", "bob"])
         );
         assert!(matches!(&events[1..], [ServerEvent::Message { text, .. }] if text == "after bob"));
+    }
+
+    #[test]
+    fn large_rooms_stop_announcing_presence() {
+        let manager = ConnectionManager::new(&Config {
+            presence_limit: 2,
+            ..Config::default()
+        });
+        let a = manager.join(NameRequest::Chosen("a".into())).unwrap();
+        let b = manager.join(NameRequest::Chosen("b".into())).unwrap();
+        let c = manager.join(NameRequest::Chosen("c".into())).unwrap();
+        assert!(
+            matches!(&drain(&manager, &a)[..], [ServerEvent::Welcome { .. }, ServerEvent::Join { name, .. }] if name == "b")
+        );
+        assert!(matches!(
+            &drain(&manager, &c)[..],
+            [ServerEvent::Welcome { online, online_count: 3, .. }] if online == &["a", "b"]
+        ));
+        manager.leave(c.id); // back to two: not announced
+        manager.leave(b.id); // one left, in a small room: announced
+        assert!(
+            matches!(&drain(&manager, &a)[..], [ServerEvent::Leave { name, .. }] if name == "b")
+        );
     }
 
     #[test]
