@@ -21,6 +21,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub queue_bytes: usize,
 
+    /// Kernel send buffer of each chat socket, in bytes. Linux would otherwise let it grow to 4 MiB per
+    /// socket for a client that stops reading; this bounds that memory, and with the queue bounds it
+    /// decides how soon a stalled client counts as too slow. 0 leaves the system's autotuning.
+    #[arg(long, env = "CHAT_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub send_buffer_bytes: usize,
+
     /// Largest WebSocket message a client may send, in bytes; a larger one closes the connection with
     /// code 1009.
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
@@ -75,6 +81,7 @@ impl Default for Config {
         Config {
             queue_frames: 1024,
             queue_bytes: 1024 * 1024,
+            send_buffer_bytes: 256 * 1024,
             max_message_bytes: 64 * 1024,
             msg_rate: 10.0,
             msg_burst: 20.0,

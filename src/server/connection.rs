@@ -59,6 +59,13 @@ pub async fn serve(
         stream,
         already_read,
     } = upgraded;
+    if config.send_buffer_bytes > 0 {
+        if let Err(error) =
+            socket2::SockRef::from(&stream).set_send_buffer_size(config.send_buffer_bytes)
+        {
+            tracing::warn!(%error, "cannot cap the socket's send buffer");
+        }
+    }
     let mut conn = match manager.join(request) {
         Ok(joined) => Connection::new(stream, joined, &manager, &config, already_read),
         Err(error) => return refuse(stream, error).await,

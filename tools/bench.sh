@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# `make bench`: the fan-out benchmark, this server side by side with the reference FastAPI chat of the
+# seed document (bench/reference/app.py), each pinned to core 0 with the load generator on core 1.
+#
+# Scenarios, for each server, each on a fresh server process:
+#   fanout-20k   1,000 clients in one room, 10 senders, 20 messages/s   (20,000 deliveries/s)
+#   fanout-100k  the same at 100 messages/s                            (100,000 deliveries/s)
+#   fanout-max   the same at 1,000 messages/s: more than the load generator can take in
+#   padded-100k  fanout-100k with 1 KB messages, over a window twice as long
+#   stalled      padded-100k plus one client that never reads (and has a small receive buffer), so its
+#                buffers fill within seconds: what does it do to everyone else?
+#   idle-5k      5,000 idle connections: server memory per connection
+#   held-10k     10,000 idle connections held
+# BENCH_QUICK=1 shrinks everything to a one-minute smoke run. Results: target/bench/results.jsonl
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  CLIENTS=200 WINDOW=3 WARMUP=1 IDLE=1000 HELD=2000
+else
+  CLIENTS=1000 WINDOW=10 WARMUP=2 IDLE=5000 HELD=10000
+fi
+OURS_PORT=3400
+REF_PORT=3401
+out=target/bench
+mkdir -p "$out"
+results="$out/results.jsonl"
+: > "$results"
+
+# Each side holds up to 10,000 sockets: raise the soft descriptor limit to the hard one (20,000 here).
+ulimit -n "$(ulimit -Hn)"
+
+step "reference: a venv with FastAPI and uvicorn from PyPI"
+venv=bench/reference/.venv
+if [ ! -x "$venv/bin/uvicorn" ] || [ bench/reference/requirements.txt -nt "$venv/bin/uvicorn" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/reference/requirements.txt
+fi
+
+step "building the server and the load generator (release)"
+cargo build --release --features ssr --bin groupchat
+cargo bench --features ssr --bench loadgen --no-run
+
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=""
+}
+trap stop_server EXIT
+
+start_server() { # $1 = ours | reference
+  stop_server
+  if [ "$1" = ours ]; then
+    # Rate limits off: the benchmark's senders are far faster than any person.
+    CHAT_MSG_RATE=1000000 CHAT_MSG_BURST=1000000 CHAT_MAX_CONNECTIONS=20000 \
+      LEPTOS_SITE_ADDR="127.0.0.1:$OURS_PORT" LEPTOS_OUTPUT_NAME=groupchat LEPTOS_SITE_ROOT=target/site \
+      RUST_LOG=warn taskset -c 0 target/release/groupchat >"$out/ours.log" 2>&1 &
+    server_pid=$!
+    port=$OURS_PORT
+  else
+    (cd bench/reference && exec taskset -c 0 .venv/bin/uvicorn app:app --host 127.0.0.1 \
+      --port "$REF_PORT" --log-level warning) >"$out/reference.log" 2>&1 &
+    server_pid=$!
+    port=$REF_PORT
+  fi
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "server $1 did not start" >&2
+  exit 1
+}
+
+loadgen() { # $1 = ours | reference, $2 = label, then loadgen flags
+  local side=$1 label=$2
+  shift 2
+  local target=groupchat port=$OURS_PORT
+  if [ "$side" = reference ]; then target=reference port=$REF_PORT; fi
+  step "$side: $label"
+  # Bounded: a scenario that hangs (the reference's stalled room) is cut off, and says so.
+  if ! timeout 300 taskset -c 1 cargo bench -q --features ssr --bench loadgen -- \
+    --target "$target" --addr "127.0.0.1:$port" --server-pid "$server_pid" --label "$side $label" "$@" \
+    2>"$out/loadgen.err" | grep '^RESULT ' | sed 's/^RESULT //' | tee -a "$results"; then
+    echo "{\"label\":\"$side $label\",\"failed\":$(tail -c 300 "$out/loadgen.err" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" | tee -a "$results"
+  fi
+}
+
+for side in ours reference; do
+  fan=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration "$WINDOW")
+  start_server "$side"; loadgen "$side" fanout-20k "${fan[@]}" --rate 20
+  start_server "$side"; loadgen "$side" fanout-100k "${fan[@]}" --rate 100
+  start_server "$side"; loadgen "$side" fanout-max "${fan[@]}" --rate 1000
+  long=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration $((WINDOW * 2)) --rate 100 --pad 1000)
+  start_server "$side"; loadgen "$side" padded-100k "${long[@]}"
+  start_server "$side"; loadgen "$side" stalled "${long[@]}" --stalled
+  start_server "$side"; loadgen "$side" idle-5k --mode idle --clients "$IDLE"
+  start_server "$side"; loadgen "$side" held-10k --mode idle --clients "$HELD"
+done
+stop_server
+
+step "results"
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def cell(r, k, fmt="{}"):
+    v = r.get(k)
+    return "-" if v is None else fmt.format(v)
+print(f"{'scenario':<24}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>10}{'dup':>6}{'ooo':>6}{'cpu us/deliv':>14}{'rss KiB':>10}  notes")
+for r in rows:
+    if "failed" in r:
+        print(f"{r['label']:<24} FAILED: {r['failed'][-120:]!r}")
+    elif "rss_kib_per_connection" in r:
+        print(f"{r['label']:<24}{'':>10}{'':>9}{'':>9}{'':>9}{'':>10}{'':>6}{'':>6}{'':>14}{r['rss_kib_after']:>10}  "
+              f"{r['held']} held, {r['rss_kib_per_connection']:.2f} KiB per connection")
+    else:
+        note = f"stalled client: {r['stalled']}" if r.get("stalled") else ""
+        print(f"{r['label']:<24}{cell(r,'deliveries_per_sec','{:.0f}'):>10}{cell(r,'p50_ms','{:.1f}'):>9}"
+              f"{cell(r,'p99_ms','{:.1f}'):>9}{cell(r,'max_ms','{:.1f}'):>9}{cell(r,'lost'):>10}"
+              f"{cell(r,'duplicated_or_late'):>6}{cell(r,'out_of_order'):>6}"
+              f"{cell(r,'cpu_us_per_delivery','{:.2f}'):>14}{cell(r,'rss_kib_end'):>10}  {note}")
+PY
