@@ -86,7 +86,7 @@ loadgen() { # $1 = ours | reference, $2 = label, then loadgen flags
   if ! timeout 300 taskset -c 1 cargo bench -q --features ssr --bench loadgen -- \
     --target "$target" --addr "127.0.0.1:$port" --server-pid "$server_pid" --label "$side $label" "$@" \
     2>"$out/loadgen.err" | grep '^RESULT ' | sed 's/^RESULT //' | tee -a "$results"; then
-    echo "{\"label\":\"$side $label\",\"failed\":$(tail -c 300 "$out/loadgen.err" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" | tee -a "$results"
+    echo "{\"label\":\"$side $label\",\"failed\":$( (grep -h '^loadgen:' "$out/loadgen.err" || echo timed out) | tail -1 | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}" | tee -a "$results"
   fi
 }
 

@@ -15,8 +15,9 @@
 //! and while frames wait to be written the task takes no more from the log, so a client that stops
 //! reading falls behind in the log until the manager drops it (1013).
 //!
-//! Memory: an idle connection holds its socket, this task and its outbox, and no buffer at all: the read
-//! buffer is allocated for a read and freed when it is empty again.
+//! Memory: an idle connection holds its socket, this task and its outbox, and no buffer or timer at all:
+//! the read buffer is allocated for a read and freed when it is empty again, and one sweep task (see
+//! `server::run`) keeps time for every connection's heartbeat.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -26,7 +27,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use metrics::counter;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::config::Config;
 use super::error::{close, ChatError};
@@ -117,8 +118,8 @@ struct Connection<'a> {
     limiter: RateLimiter,
     /// When the client last sent anything (a pong counts).
     last_heard: Instant,
-    /// Whether a ping is out and unanswered.
-    pinged: bool,
+    /// When the unanswered ping went out, if one is out.
+    pinged_at: Option<Instant>,
 }
 
 impl<'a> Connection<'a> {
@@ -141,7 +142,7 @@ impl<'a> Connection<'a> {
             decoder: Decoder::new(config.max_message_bytes),
             limiter: RateLimiter::new(config.msg_rate, config.msg_burst, now.into_std()),
             last_heard: now,
-            pinged: false,
+            pinged_at: None,
         }
     }
 
@@ -149,8 +150,6 @@ impl<'a> Connection<'a> {
     async fn exchange(&mut self) -> Goodbye {
         let manager = self.manager;
         let outbox = self.outbox.clone();
-        let heartbeat = sleep_until(self.last_heard + self.config.ping_interval);
-        tokio::pin!(heartbeat);
         // Bytes the HTTP server read past the handshake are the client's first frames.
         if let Some(goodbye) = self.decode_received() {
             return goodbye;
@@ -158,12 +157,17 @@ impl<'a> Connection<'a> {
         loop {
             // Enabled before looking for frames, so a frame appended after the look still wakes us.
             let appended = manager.log().changed();
-            let mail = outbox.mail();
-            tokio::pin!(appended, mail);
+            let woken = outbox.woken();
+            tokio::pin!(appended, woken);
             appended.as_mut().enable();
 
             if let Some(kick) = outbox.kick_ordered() {
                 return Goodbye::Close(kick);
+            }
+            if outbox.take_heartbeat_due() {
+                if let Some(goodbye) = self.beat() {
+                    return goodbye;
+                }
             }
             let took = self.unsent.is_empty() && {
                 if !self.take_waiting() {
@@ -176,6 +180,10 @@ impl<'a> Connection<'a> {
                 return Goodbye::Gone;
             }
             let idle = self.unsent.is_empty();
+            if idle && self.unsent.capacity() > 8 {
+                // A burst grew the queue: don't keep that memory for an idle connection.
+                self.unsent = VecDeque::new();
+            }
             if took && idle {
                 // All written: there may be more than one batch waiting. Look again, after letting other
                 // tasks run if this one has had its share.
@@ -183,15 +191,14 @@ impl<'a> Connection<'a> {
                 continue;
             }
 
-            // `biased`: a kick wins over everything; then frames to send, so that broadcasts keep
-            // flowing even while a client floods us.
+            // `biased`: a wake-up (a kick above all) first, even while a write is blocked; then frames
+            // to send, so that broadcasts keep flowing even while a client floods us.
             tokio::select! {
                 biased;
-                kick = outbox.wait_for_kick() => return Goodbye::Close(kick),
+                () = &mut woken => {}
                 ready = self.stream.writable(), if !idle => if ready.is_err() {
                     return Goodbye::Gone;
                 },
-                () = &mut mail, if idle => {}
                 () = &mut appended, if idle => {}
                 ready = self.stream.readable() => {
                     if ready.is_err() {
@@ -200,17 +207,6 @@ impl<'a> Connection<'a> {
                     if let Some(goodbye) = self.read_some() {
                         return goodbye;
                     }
-                }
-                () = &mut heartbeat => {
-                    if let Some(goodbye) = self.beat() {
-                        return goodbye;
-                    }
-                    let next = if self.pinged {
-                        Instant::now() + self.config.ping_timeout
-                    } else {
-                        self.last_heard + self.config.ping_interval
-                    };
-                    heartbeat.as_mut().reset(next);
                 }
             }
         }
@@ -291,7 +287,7 @@ impl<'a> Connection<'a> {
     /// Handles one message from the client.
     fn handle(&mut self, message: Incoming) -> Option<Goodbye> {
         self.last_heard = Instant::now();
-        self.pinged = false;
+        self.pinged_at = None;
         match &message {
             Incoming::Close(_) => {
                 // Answer the close handshake, then go.
@@ -334,25 +330,30 @@ impl<'a> Connection<'a> {
         None
     }
 
-    /// The heartbeat timer fired: ping a quiet client, or drop one that never answered.
+    /// The heartbeat sweep came by: ping a quiet client, or drop one that never answered.
     fn beat(&mut self) -> Option<Goodbye> {
-        if self.pinged {
-            tracing::debug!(conn = self.id, "no answer to ping");
-            counter!(m::PING_TIMEOUTS).increment(1);
-            self.manager.kick(
-                self.id,
-                Kick {
-                    code: close::GOING_AWAY,
-                    reason: "ping timeout",
-                },
-            );
-            return Some(Goodbye::Gone);
+        let now = Instant::now();
+        match self.pinged_at {
+            Some(at) if now.duration_since(at) >= self.config.ping_timeout => {
+                tracing::debug!(conn = self.id, "no answer to ping");
+                counter!(m::PING_TIMEOUTS).increment(1);
+                self.manager.kick(
+                    self.id,
+                    Kick {
+                        code: close::GOING_AWAY,
+                        reason: "ping timeout",
+                    },
+                );
+                Some(Goodbye::Gone)
+            }
+            Some(_) => None,
+            None if now.duration_since(self.last_heard) >= self.config.ping_interval => {
+                self.pinged_at = Some(now);
+                self.unsent.push_back(websocket::ping_frame());
+                None
+            }
+            None => None,
         }
-        if self.last_heard.elapsed() >= self.config.ping_interval {
-            self.pinged = true;
-            self.unsent.push_back(websocket::ping_frame());
-        }
-        None
     }
 
     /// Ends the connection over something the client did: tells it why, removes it, closes with the code.

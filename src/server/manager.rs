@@ -234,6 +234,13 @@ impl ConnectionManager {
         }
     }
 
+    /// Asks every connection to check on its client's heartbeat (see `server::run`).
+    pub fn nudge_all(&self) {
+        for peer in self.registry().peers.values() {
+            peer.outbox.nudge();
+        }
+    }
+
     /// Frames waiting for all connections together (for the metrics).
     pub fn queue_depth(&self) -> u64 {
         self.registry()

@@ -96,10 +96,27 @@ pub async fn run(
     let manager = state.manager.clone();
     let sockets = state.sockets.clone();
     let grace = state.config.shutdown_grace;
+    let manager_config = state.config.clone();
     let service = TowerToHyperService::new(app(state));
     // Plain HTTP connections, so shutdown can ask each to finish its request in flight and close.
     let http = TaskTracker::new();
     let stopping = CancellationToken::new();
+
+    // One timer for every connection's heartbeat, rather than one per connection: each sweep nudges
+    // every connection to ping a client quiet for `--ping-interval`, or drop one whose ping has gone
+    // unanswered for `--ping-timeout`. Both are met to within half the shorter of the two.
+    let sweep_every = ping_sweep_period(&manager_config);
+    let sweep = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            let mut ticks = tokio::time::interval(sweep_every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                manager.nudge_all();
+            }
+        }
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -140,6 +157,7 @@ pub async fn run(
     }
 
     drop(listener);
+    sweep.abort();
     manager.shut_down();
     stopping.cancel();
     http.close();
@@ -155,6 +173,11 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// How often the heartbeat sweep runs: half the shorter of the ping interval and timeout.
+fn ping_sweep_period(config: &Config) -> Duration {
+    (config.ping_interval.min(config.ping_timeout) / 2).max(Duration::from_millis(10))
 }
 
 /// `GET /healthz`: the process is up and serving.

@@ -6,7 +6,7 @@
 //! and allocates nothing until a personal frame arrives, because every idle connection has one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::futures::Notified;
@@ -25,10 +25,11 @@ pub struct Outbox {
     cursor: AtomicU64,
     /// A std `Mutex`: held for a push or a pop, never across an `.await`.
     state: Mutex<State>,
-    /// Wakes the connection for a personal frame (`notify_one` keeps the wake-up if it is not waiting).
-    mail: Notify,
-    /// Wakes the connection to be kicked, even from the middle of a write.
-    kicked: Notify,
+    /// Set by the heartbeat sweep: time for the connection to check on its client.
+    heartbeat_due: AtomicBool,
+    /// Wakes the connection for a personal frame, a kick or a heartbeat (`notify_one` keeps the wake-up
+    /// if it is not waiting). One `Notify` for all three keeps an idle connection small.
+    wake: Notify,
 }
 
 #[derive(Default)]
@@ -48,8 +49,8 @@ impl Outbox {
         Outbox {
             cursor: AtomicU64::new(cursor),
             state: Mutex::new(State::default()),
-            mail: Notify::new(),
-            kicked: Notify::new(),
+            heartbeat_due: AtomicBool::new(false),
+            wake: Notify::new(),
         }
     }
 
@@ -70,17 +71,15 @@ impl Outbox {
             }
             state.personal.push_back(frame);
         }
-        self.mail.notify_one();
+        self.wake.notify_one();
         Ok(())
     }
 
     /// Moves every personal frame waiting into `batch`.
     pub fn take_personal(&self, batch: &mut impl Extend<Frame>) {
         let mut state = self.state();
-        batch.extend(state.personal.drain(..));
-        if state.personal.capacity() > MAX_PERSONAL_FRAMES {
-            state.personal = VecDeque::new();
-        }
+        // Taking the queue leaves an unallocated one: personal frames are rare, idle connections many.
+        batch.extend(std::mem::take(&mut state.personal));
     }
 
     /// Personal frames waiting.
@@ -92,7 +91,7 @@ impl Outbox {
     /// first order wins.
     pub fn kick(&self, kick: Kick, log_end: u64) {
         self.state().kick.get_or_insert((kick, log_end));
-        self.kicked.notify_one();
+        self.wake.notify_one();
     }
 
     /// The kick ordered, if any.
@@ -105,19 +104,20 @@ impl Outbox {
         self.state().kick.map(|(_, end)| end)
     }
 
-    /// Completes when a personal frame may be waiting.
-    pub fn mail(&self) -> Notified<'_> {
-        self.mail.notified()
+    /// Asks the connection to check on its client (ping it, or give up on it).
+    pub fn nudge(&self) {
+        self.heartbeat_due.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
-    /// Completes when a kick has been ordered.
-    pub async fn wait_for_kick(&self) -> Kick {
-        loop {
-            if let Some(kick) = self.kick_ordered() {
-                return kick;
-            }
-            self.kicked.notified().await;
-        }
+    /// Whether a heartbeat check was asked for since the last call.
+    pub fn take_heartbeat_due(&self) -> bool {
+        self.heartbeat_due.swap(false, Ordering::Relaxed)
+    }
+
+    /// Completes when a personal frame, a kick or a heartbeat check may be waiting.
+    pub fn woken(&self) -> Notified<'_> {
+        self.wake.notified()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -147,6 +147,9 @@ mod tests {
         let outbox = Outbox::new(0);
         outbox.kick(Kick::TOO_SLOW, 0);
         outbox.kick(Kick::SHUTDOWN, 0);
-        assert_eq!(outbox.wait_for_kick().await, Kick::TOO_SLOW);
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.woken())
+            .await
+            .expect("woken");
+        assert_eq!(outbox.kick_ordered(), Some(Kick::TOO_SLOW));
     }
 }
