@@ -82,10 +82,19 @@ loadgen() { # $1 = ours | reference, $2 = label, then loadgen flags
   local target=groupchat port=$OURS_PORT
   if [ "$side" = reference ]; then target=reference port=$REF_PORT; fi
   step "$side: $label"
-  # Bounded: a scenario that hangs (the reference's stalled room) is cut off, and says so.
-  if ! timeout 300 taskset -c 1 cargo bench -q --features ssr --bench loadgen -- \
-    --target "$target" --addr "127.0.0.1:$port" --server-pid "$server_pid" --label "$side $label" "$@" \
-    2>"$out/loadgen.err" | grep '^RESULT ' | sed 's/^RESULT //' | tee -a "$results"; then
+  # Bounded: a scenario that hangs (the reference's stalled room) is cut off, and says so. A run that
+  # fails is tried once more on a fresh server (the reference has been seen refusing its first
+  # connections right after a restart).
+  local attempt
+  for attempt in 1 2; do
+    if timeout 300 taskset -c 1 cargo bench -q --features ssr --bench loadgen -- \
+      --target "$target" --addr "127.0.0.1:$port" --server-pid "$server_pid" --label "$side $label" "$@" \
+      2>"$out/loadgen.err" | grep '^RESULT ' | sed 's/^RESULT //' | tee -a "$results"; then
+      return
+    fi
+    [ "$attempt" = 1 ] && sleep 2 && start_server "$side"
+  done
+  if true; then
     echo "{\"label\":\"$side $label\",\"failed\":$( (grep -h '^loadgen:' "$out/loadgen.err" || echo timed out) | tail -1 | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}" | tee -a "$results"
   fi
 }
