@@ -60,6 +60,15 @@ pub async fn serve(
         stream,
         already_read,
     } = upgraded;
+    // The HTTP task that served the handshake left its waker in the socket's readiness slots; that
+    // waker keeps the finished task's memory (1.5 KB) alive for as long as the slots hold it. Polling
+    // readiness here puts this task's waker there instead.
+    std::future::poll_fn(|cx| {
+        let _ = stream.poll_read_ready(cx);
+        let _ = stream.poll_write_ready(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
     if config.send_buffer_bytes > 0 {
         if let Err(error) =
             socket2::SockRef::from(&stream).set_send_buffer_size(config.send_buffer_bytes)
