@@ -8,7 +8,6 @@ use common::{Client, TestServer};
 use futures::SinkExt;
 use groupchat::protocol::{ErrorCode, ServerEvent, MAX_NAME_CHARS};
 use groupchat::server::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -259,13 +258,7 @@ async fn shutdown_closes_every_socket_with_going_away() {
 #[tokio::test]
 async fn the_page_is_rendered_on_the_server() {
     let server = TestServer::start().await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = server.http_get("/").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("<title>Group chat</title>"), "{response}");
     assert!(response.contains(r#"class="messages""#), "{response}");

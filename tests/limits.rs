@@ -12,7 +12,6 @@ use common::{Client, TestServer, PATIENCE};
 use futures::{SinkExt, StreamExt};
 use groupchat::protocol::{ErrorCode, ServerEvent};
 use groupchat::server::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,15 +45,6 @@ async fn close_code(client: &mut Client) -> CloseCode {
             _ => {}
         }
     }
-}
-
-async fn http_get(server: &TestServer, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[tokio::test]
@@ -120,7 +110,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
         let _ = wake.send(());
     }
     assert_eq!(stalled_end.await.unwrap(), CloseCode::Again);
-    let metrics = http_get(&server, "/metrics").await;
+    let metrics = server.http_get("/metrics").await;
     assert!(
         metrics.contains("chat_slow_consumers_dropped_total"),
         "{metrics}"
@@ -314,11 +304,11 @@ async fn health_and_metrics_endpoints() {
     client.send_text("count me").await;
     client.event().await;
 
-    let health = http_get(&server, "/healthz").await;
+    let health = server.http_get("/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains(r#""connections":1"#), "{health}");
 
-    let metrics = http_get(&server, "/metrics").await;
+    let metrics = server.http_get("/metrics").await;
     for name in [
         "chat_connections",
         "chat_messages_in_total",

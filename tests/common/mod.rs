@@ -9,6 +9,7 @@ use futures::{SinkExt, StreamExt};
 use groupchat::protocol::ServerEvent;
 use groupchat::server::{run, AppState, Config};
 use leptos::prelude::LeptosOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -83,6 +84,17 @@ impl TestServer {
             clients.push((newcomer, name));
         }
         clients
+    }
+
+    /// A plain `GET path` over HTTP/1.1; the whole response, head and body.
+    pub async fn http_get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
     }
 
     /// Waits (bounded) until the manager holds exactly `n` connections.
