@@ -1,18 +1,22 @@
 //! The page: rendered on the server, then hydrated in the browser, where it opens the chat socket.
 //!
-//! Every piece of user text (names, messages) is rendered as a text node, which Leptos escapes: a message
-//! that looks like HTML shows as the characters typed and runs nothing.
+//! `/` is the `general` room and `/r/{room}` any room: the server renders the room's recent history
+//! into the page (so it reads, and can be shared as a link, before any script runs), and the browser
+//! then follows the room live over one socket for all rooms. Every piece of user text (names, messages)
+//! is rendered as a text node, which Leptos escapes: a message that looks like HTML shows as the
+//! characters typed and runs nothing.
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::{
-    components::{Route, Router, Routes},
-    hooks::use_query_map,
-    StaticSegment,
+    components::{Route, Router, Routes, A},
+    hooks::{use_navigate, use_params_map, use_query_map},
+    path, SsrMode,
 };
 
-use crate::chat_state::{ChatState, Line, LineKind, LinkStatus};
-use crate::protocol::{validate_name, ClientFrame, MAX_NAME_CHARS};
+use crate::api::{list_rooms, room_history, DEFAULT_PAGE};
+use crate::chat_state::{ChatState, Line, LineKind, LinkStatus, Pending};
+use crate::protocol::{validate_name, validate_room, ClientFrame, DEFAULT_ROOM, MAX_NAME_CHARS};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -41,46 +45,62 @@ pub fn App() -> impl IntoView {
         <Title text="Group chat"/>
         <Link rel="icon" type_="image/svg+xml" href="/favicon.svg"/>
         <Router>
-            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                <Route path=StaticSegment("") view=ChatPage/>
-            </Routes>
+            <ChatApp/>
         </Router>
     }
 }
 
-/// The frames the page sends; the browser's socket task holds the other end (see `socket.rs`).
-type Outbox = futures::channel::mpsc::UnboundedSender<ClientFrame>;
+/// Sends one frame on the socket; false if there is no open link.
+#[derive(Clone, Copy)]
+struct Sender(StoredValue<Option<futures::channel::mpsc::UnboundedSender<ClientFrame>>>);
 
-/// The chat: who you are, the link state, the message list, who is online, and the input.
+impl Sender {
+    fn send(&self, frame: ClientFrame) -> bool {
+        self.0.with_value(|outbox| {
+            outbox
+                .as_ref()
+                .is_some_and(|tx| tx.unbounded_send(frame).is_ok())
+        })
+    }
+}
+
+/// Everything around the room on screen: who you are, the link, the room list; one socket for all of it.
 #[component]
-fn ChatPage() -> impl IntoView {
-    let chat = ChatState::new();
-    // `/?name=alice` picks a name; otherwise the server assigns one. Changing it reconnects.
+fn ChatApp() -> impl IntoView {
+    let chat = ChatState::new(DEFAULT_ROOM.to_owned());
+    provide_context(chat);
+    // `?name=alice` picks a name; otherwise the session cookie's, or one the server assigns. Changing it
+    // reconnects.
     let wanted_name = RwSignal::new(use_query_map().read_untracked().get("name"));
-    let outbox: StoredValue<Option<Outbox>> = StoredValue::new(None);
+    let sender = Sender(StoredValue::new(None));
+    provide_context(sender);
 
     // Effects run only in the browser, after hydration: the socket is opened there and nowhere else.
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         let name = wanted_name.get();
         // Drop (and so close) the previous link before opening the next.
-        outbox.set_value(None);
-        outbox.set_value(Some(crate::socket::open(name.as_deref(), chat)));
+        sender.0.set_value(None);
+        sender
+            .0
+            .set_value(Some(crate::socket::open(name.as_deref(), chat)));
     });
-    #[cfg(not(feature = "hydrate"))]
-    let _ = wanted_name;
+    // The room on screen is followed as soon as the link is up (the socket also rejoins every
+    // followed room after each reconnect).
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let room = chat.current.get();
+        if chat.link.with(|l| *l == LinkStatus::Open) {
+            chat.follow(&room);
+            for (room, after) in chat.take_joins() {
+                sender.send(ClientFrame::Join { room, after });
+            }
+        }
+    });
     // Closing the socket when the page goes: dropping the outbox ends the link task, which closes it.
     on_cleanup(move || {
-        outbox.try_set_value(None);
+        sender.0.try_set_value(None);
     });
-
-    let send = move |frame: ClientFrame| -> bool {
-        outbox.with_value(|outbox| {
-            outbox
-                .as_ref()
-                .is_some_and(|tx| tx.unbounded_send(frame).is_ok())
-        })
-    };
 
     view! {
         <div class="chat">
@@ -91,11 +111,13 @@ fn ChatPage() -> impl IntoView {
                     {move || chat.link.with(LinkStatus::label)}
                 </span>
             </header>
-            <main class="room">
-                <MessageList chat/>
-                <OnlineList chat/>
-            </main>
-            <Composer chat send/>
+            <div class="layout">
+                <RoomList chat/>
+                <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                    <Route path=path!("/") view=RoomPage ssr=SsrMode::Async/>
+                    <Route path=path!("/r/:room") view=RoomPage ssr=SsrMode::Async/>
+                </Routes>
+            </div>
         </div>
     }
 }
@@ -140,21 +162,213 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
     }
 }
 
-/// The messages and notices, oldest first, kept scrolled to the newest.
+/// The rooms worth knowing about (with people or history), and a way to join or create one.
 #[component]
-fn MessageList(chat: ChatState) -> impl IntoView {
-    let list = NodeRef::<leptos::html::Ol>::new();
+fn RoomList(chat: ChatState) -> impl IntoView {
+    let refresh = RwSignal::new(0u32);
+    let rooms = Resource::new(move || refresh.get(), |_| list_rooms());
+    // The list is refreshed every few seconds, and whenever a room is followed or a link opens.
     #[cfg(feature = "hydrate")]
-    Effect::new(move |_| {
-        chat.lines.track();
-        if let Some(list) = list.get() {
-            list.set_scroll_top(list.scroll_height());
+    {
+        let tick = move || refresh.update(|n| *n = n.wrapping_add(1));
+        Effect::new(move |_| {
+            chat.rooms.with(|r| r.len());
+            chat.link.track();
+            tick();
+        });
+        if let Ok(handle) =
+            set_interval_with_handle(tick, std::time::Duration::from_secs(5))
+        {
+            on_cleanup(move || handle.clear());
         }
-    });
+    }
+    let draft = RwSignal::new(String::new());
+    let navigate = use_navigate();
+    let open_room = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let room = draft.get_untracked().trim().to_lowercase();
+        match validate_room(&room) {
+            Err(why) => chat.local_error(format!("That room name won't do: {why}.")),
+            Ok(()) => {
+                draft.set(String::new());
+                navigate(&format!("/r/{room}"), Default::default());
+            }
+        }
+    };
     view! {
-        <ol class="messages" node_ref=list aria-live="polite">
-            <For each=move || chat.lines.get() key=|line| line.key let:line>
+        <nav class="rooms" aria-label="Rooms">
+            <h2>"Rooms"</h2>
+            <Transition fallback=|| ()>
+                <ul>
+                    {move || Suspend::new(async move {
+                        let mut listed = rooms.await.unwrap_or_default();
+                        let current = chat.current.get();
+                        if !listed.iter().any(|r| r.name == current) {
+                            listed.insert(0, crate::api::RoomSummary { name: current, online: 0, messages: 0 });
+                        }
+                        listed
+                            .into_iter()
+                            .map(|room| {
+                                let name = room.name.clone();
+                                let is_current = move || chat.current.get() == name;
+                                let href = format!("/r/{}", room.name);
+                                let label = room.name.clone();
+                                view! {
+                                    <li class:current=is_current data-room=room.name>
+                                        <A href=href>"#" {label}</A>
+                                        <span class="count" title="online">{room.online}</span>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    })}
+                </ul>
+            </Transition>
+            <form class="new-room" on:submit=open_room>
+                <input
+                    type="text"
+                    name="room"
+                    placeholder="join or create a room"
+                    maxlength="40"
+                    aria-label="Room name"
+                    bind:value=draft
+                />
+                <button type="submit">"Go"</button>
+            </form>
+        </nav>
+    }
+}
+
+/// One room: its history (rendered on the server), the live list, who is here and typing, the input.
+#[component]
+fn RoomPage() -> impl IntoView {
+    let chat = expect_context::<ChatState>();
+    let params = use_params_map();
+    let room = Memo::new(move |_| {
+        params
+            .read()
+            .get("room")
+            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
+    });
+    Effect::new_isomorphic(move |_| chat.current.set(room.get()));
+    chat.current.set(room.get_untracked());
+    let history = Resource::new(
+        move || room.get(),
+        |room| room_history(room, None, Some(DEFAULT_PAGE)),
+    );
+    view! {
+        <Suspense fallback=|| view! { <main class="room"><p class="loading">"Loading…"</p></main> }>
+            {move || Suspend::new(async move {
+                let room = room.get();
+                if let Err(why) = validate_room(&room) {
+                    return view! {
+                        <main class="room"><p class="error">"No such room: " {why}</p></main>
+                    }.into_any();
+                }
+                match history.await {
+                    Ok(page) => chat.seed(&room, page.messages, page.oldest_seq),
+                    Err(error) => chat.local_error(format!("History is unavailable: {error}")),
+                }
+                view! {
+                    <main class="room" data-room=room.clone()>
+                        <h2 class="room-name">"#" {room.clone()}</h2>
+                        <MessageList chat room=room.clone()/>
+                        <TypingLine chat room=room.clone()/>
+                        <Composer chat room=room.clone()/>
+                    </main>
+                    <OnlineList chat room/>
+                }.into_any()
+            })}
+        </Suspense>
+    }
+}
+
+/// The room's messages and notices, oldest first, kept scrolled to the newest; older ones page in at the
+/// top.
+#[component]
+fn MessageList(chat: ChatState, room: String) -> impl IntoView {
+    let list = NodeRef::<leptos::html::Ol>::new();
+    let view_of = {
+        let room = room.clone();
+        move || chat.rooms.with(|rooms| rooms.get(&room).cloned().unwrap_or_default())
+    };
+    let lines = {
+        let view_of = view_of.clone();
+        move || view_of().lines
+    };
+    let pending = {
+        let room = room.clone();
+        move || {
+            chat.pending
+                .with(|p| p.iter().filter(|p| p.room == room).cloned().collect::<Vec<_>>())
+        }
+    };
+    let has_older = {
+        let view_of = view_of.clone();
+        move || view_of().has_older()
+    };
+    let loading = RwSignal::new(false);
+    let load_older = {
+        let room = room.clone();
+        move || {
+            if loading.get_untracked() {
+                return;
+            }
+            let Some(before) = chat.rooms.with_untracked(|r| {
+                r.get(&room).filter(|v| v.has_older()).map(|v| v.first_seq)
+            }) else {
+                return;
+            };
+            loading.set(true);
+            let room = room.clone();
+            leptos::task::spawn_local(async move {
+                match room_history(room.clone(), Some(before), Some(DEFAULT_PAGE)).await {
+                    Ok(page) => chat.prepend(&room, page.messages, page.oldest_seq),
+                    Err(error) => chat.local_error(format!("Could not load older messages: {error}")),
+                }
+                loading.set(false);
+            });
+        }
+    };
+    // Keep the newest in view as messages arrive (not when older ones are paged in above).
+    #[cfg(feature = "hydrate")]
+    {
+        let room = room.clone();
+        Effect::new(move |_| {
+            chat.rooms.with(|r| r.get(&room).map(|v| (v.last_seq, v.lines.len())));
+            chat.pending.track();
+            if let Some(list) = list.get() {
+                list.set_scroll_top(list.scroll_height());
+            }
+        });
+    }
+    let on_scroll = {
+        let load_older = load_older.clone();
+        move |_| {
+            if list.get_untracked().is_some_and(|l| l.scroll_top() == 0) {
+                load_older();
+            }
+        }
+    };
+    view! {
+        <ol class="messages" node_ref=list aria-live="polite" on:scroll=on_scroll>
+            <Show when=has_older>
+                <li class="older">
+                    <button type="button" on:click={
+                        let load_older = load_older.clone();
+                        move |_| load_older()
+                    }>"Load older messages"</button>
+                </li>
+            </Show>
+            <For each=lines key=|line| line.key let:line>
                 <LineView line/>
+            </For>
+            <For each=pending key=|p| p.client_id.clone() let:pending>
+                <li class="line message mine pending">
+                    <strong class="from">{move || chat.me.get().unwrap_or_default()}</strong>
+                    <span class="text">{pending.text}</span>
+                    <span class="ts">"sending…"</span>
+                </li>
             </For>
         </ol>
     }
@@ -164,12 +378,13 @@ fn MessageList(chat: ChatState) -> impl IntoView {
 fn LineView(line: Line) -> impl IntoView {
     match line.kind {
         LineKind::Message {
+            seq,
             from,
             text,
             ts,
             mine,
         } => view! {
-            <li class="line message" class:mine=mine>
+            <li class="line message" class:mine=mine data-seq=seq>
                 <strong class="from">{from}</strong>
                 <span class="text">{text}</span>
                 <time class="ts">{clock(ts)}</time>
@@ -179,14 +394,14 @@ fn LineView(line: Line) -> impl IntoView {
         LineKind::Joined { name } => view! {
             <li class="line notice join">
                 <strong>{name}</strong>
-                " joined the chat"
+                " joined the room"
             </li>
         }
         .into_any(),
         LineKind::Left { name } => view! {
             <li class="line notice leave">
                 <strong>{name}</strong>
-                " left the chat"
+                " left the room"
             </li>
         }
         .into_any(),
@@ -194,14 +409,44 @@ fn LineView(line: Line) -> impl IntoView {
     }
 }
 
-/// Who is online now.
+/// "ann is typing…", for everyone but you.
 #[component]
-fn OnlineList(chat: ChatState) -> impl IntoView {
+fn TypingLine(chat: ChatState, room: String) -> impl IntoView {
+    let text = move || {
+        let me = chat.me.get();
+        let names: Vec<String> = chat.rooms.with(|rooms| {
+            rooms
+                .get(&room)
+                .map(|v| v.typing.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| Some(n) != me.as_ref())
+                .collect()
+        });
+        match names.as_slice() {
+            [] => String::new(),
+            [one] => format!("{one} is typing…"),
+            [one, two] => format!("{one} and {two} are typing…"),
+            [one, two, rest @ ..] => format!("{one}, {two} and {} more are typing…", rest.len()),
+        }
+    };
+    view! { <p class="typing" aria-live="polite">{text}</p> }
+}
+
+/// Who is in the room now.
+#[component]
+fn OnlineList(chat: ChatState, room: String) -> impl IntoView {
+    let view_of =
+        move || chat.rooms.with(|rooms| rooms.get(&room).cloned().unwrap_or_default());
+    let count = {
+        let view_of = view_of.clone();
+        move || view_of().online_count
+    };
     view! {
         <aside class="online">
-            <h2>"Online " <span class="count">{move || chat.online_count.get()}</span></h2>
+            <h2>"Online " <span class="count">{count}</span></h2>
             <ul>
-                <For each=move || chat.online.get() key=|name| name.clone() let:name>
+                <For each=move || view_of().online key=|name| name.clone() let:name>
                     <li>{name}</li>
                 </For>
             </ul>
@@ -209,23 +454,55 @@ fn OnlineList(chat: ChatState) -> impl IntoView {
     }
 }
 
-/// The input: sends on Enter or on the button, then clears. Disabled until the server has welcomed us.
+/// The input: sends on Enter or on the button, then clears. A message is kept (shown as "sending…")
+/// until the server acknowledges it, and sent again after a reconnect, so none is lost.
 #[component]
-fn Composer(
-    chat: ChatState,
-    send: impl Fn(ClientFrame) -> bool + Send + Sync + 'static,
-) -> impl IntoView {
+fn Composer(chat: ChatState, room: String) -> impl IntoView {
+    let sender = expect_context::<Sender>();
     let draft = RwSignal::new(String::new());
-    let closed = move || chat.link.with(|l| *l != LinkStatus::Open);
-    let submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        let text = draft.get_untracked();
-        if text.trim().is_empty() {
-            return;
-        }
-        if send(ClientFrame::Message { text }) {
+    let closed = move || chat.link.with(|l| matches!(l, LinkStatus::Closed { .. }));
+    let submit = {
+        let room = room.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let text = draft.get_untracked();
+            if text.trim().is_empty() {
+                return;
+            }
+            let client_id = new_client_id();
+            chat.add_pending(Pending {
+                client_id: client_id.clone(),
+                room: room.clone(),
+                text: text.clone(),
+            });
+            // Not joined (yet): the socket sends it once the room is joined.
+            if chat.is_joined(&room) {
+                sender.send(ClientFrame::Message {
+                    room: room.clone(),
+                    text,
+                    client_id: Some(client_id),
+                });
+            }
             draft.set(String::new());
         }
+    };
+    // Tells the room we are typing: at most every 3 s while the text changes (the server forgets it
+    // after a few seconds without one).
+    let last_typing = StoredValue::new(0.0f64);
+    let on_input = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let now = js_sys::Date::now();
+            if now - last_typing.get_value() >= 3_000.0
+                && !draft.get_untracked().trim().is_empty()
+                && chat.is_joined(&room)
+            {
+                last_typing.set_value(now);
+                sender.send(ClientFrame::Typing { room: room.clone() });
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (last_typing, &room);
     };
     view! {
         <form class="composer" on:submit=submit>
@@ -236,9 +513,23 @@ fn Composer(
                 autocomplete="off"
                 aria-label="Message"
                 bind:value=draft
+                on:input=on_input
             />
             <button type="submit" disabled=closed>"Send"</button>
         </form>
+    }
+}
+
+/// A fresh id for a message this page sends: random enough that one person's ids never collide.
+fn new_client_id() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let part = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        format!("{:08x}{:08x}{:08x}", part(), part(), part())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        String::new()
     }
 }
 

@@ -1,14 +1,23 @@
 //! The chat page's reactive state, and how each [`ServerEvent`] changes it.
 //!
-//! Compiled on both sides: the server renders it empty, the browser fills it from the socket. Keeping the
-//! event handling here (not in the socket code) lets it be unit-tested on the host.
+//! Compiled on both sides: the server renders the room it was asked for from its stored history, the
+//! browser then keeps every followed room up to date from the socket. Keeping the event handling here
+//! (not in the socket code) lets it be unit-tested on the host.
+//!
+//! Nothing shows twice and nothing goes missing across reconnects: each room remembers the last
+//! sequence number it has shown (`last_seq`), the socket rejoins with it, and a message is shown only if
+//! its number is past it. Messages this page sent wait in `pending` (shown as "sending…") until the
+//! server acknowledges them, and are sent again, under the same `client_id`, after a reconnect.
+
+use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::protocol::ServerEvent;
+use crate::protocol::{ChatMessage, ErrorCode, ServerEvent};
 
-/// The most lines the page keeps; older ones scroll away, so a long session does not grow without bound.
-pub const MAX_LINES: usize = 500;
+/// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
+/// without bound (they can be paged in again).
+pub const MAX_LINES: usize = 1000;
 
 /// The state of the link to the server, shown by the connection indicator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +54,7 @@ impl LinkStatus {
     }
 }
 
-/// One entry of the message list.
+/// One entry of a room's message list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
     /// Unique on this page, assigned on arrival: the key of the keyed list.
@@ -56,10 +65,11 @@ pub struct Line {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LineKind {
     Message {
+        seq: u64,
         from: String,
         text: String,
         ts: u64,
-        /// Sent by this page's own name.
+        /// Sent under this page's own name.
         mine: bool,
     },
     Joined {
@@ -74,75 +84,238 @@ pub enum LineKind {
     },
 }
 
+/// What the page knows of one room it follows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomView {
+    pub lines: Vec<Line>,
+    /// The highest sequence number shown: what the page asks the server to continue from.
+    pub last_seq: u64,
+    /// The lowest sequence number shown (0: none), where paging back continues from.
+    pub first_seq: u64,
+    /// The room's oldest stored message, as the server last said (0: none).
+    pub oldest_seq: u64,
+    /// Who is here, in the order they came (in a large room, only those the server listed).
+    pub online: Vec<String>,
+    pub online_count: usize,
+    /// Who is typing now.
+    pub typing: Vec<String>,
+    /// The server has confirmed this link follows the room.
+    pub joined: bool,
+    /// This link has asked to join the room.
+    pub join_sent: bool,
+}
+
+impl RoomView {
+    /// Older messages can be paged in.
+    pub fn has_older(&self) -> bool {
+        self.first_seq > self.oldest_seq && self.oldest_seq > 0
+    }
+}
+
+/// A message this page sent that the server has not acknowledged yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub client_id: String,
+    pub room: String,
+    pub text: String,
+}
+
 /// Every signal the chat page renders from. `Copy`, so closures can each take it.
 #[derive(Clone, Copy)]
 pub struct ChatState {
     pub link: RwSignal<LinkStatus>,
     /// Our own name, once the server has welcomed us.
     pub me: RwSignal<Option<String>>,
-    /// Who is online, in join order (in a large room, only those the server listed).
-    pub online: RwSignal<Vec<String>>,
-    /// How many are online.
-    pub online_count: RwSignal<usize>,
-    pub lines: RwSignal<Vec<Line>>,
+    /// The room on screen.
+    pub current: RwSignal<String>,
+    /// Every room this page follows, by name.
+    pub rooms: RwSignal<BTreeMap<String, RoomView>>,
+    /// Sent, not yet acknowledged, oldest first.
+    pub pending: RwSignal<Vec<Pending>>,
     next_key: StoredValue<u64>,
 }
 
-impl Default for ChatState {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ChatState {
-    pub fn new() -> Self {
+    pub fn new(current: String) -> Self {
         ChatState {
             link: RwSignal::new(LinkStatus::Connecting),
             me: RwSignal::new(None),
-            online: RwSignal::new(Vec::new()),
-            online_count: RwSignal::new(0),
-            lines: RwSignal::new(Vec::new()),
+            current: RwSignal::new(current),
+            rooms: RwSignal::new(BTreeMap::new()),
+            pending: RwSignal::new(Vec::new()),
             next_key: StoredValue::new(0),
         }
+    }
+
+    /// Follows `room` from the history the page was rendered with, unless it is followed already.
+    pub fn seed(&self, room: &str, messages: Vec<ChatMessage>, oldest_seq: u64) {
+        if self.rooms.with_untracked(|rooms| rooms.contains_key(room)) {
+            return;
+        }
+        let mut view = RoomView {
+            oldest_seq,
+            ..RoomView::default()
+        };
+        self.fill(&mut view, messages);
+        self.rooms.update(|rooms| {
+            rooms.insert(room.to_owned(), view);
+        });
+    }
+
+    /// Starts following `room` (its history comes with the server's `joined`). False if it is
+    /// followed already.
+    pub fn follow(&self, room: &str) -> bool {
+        let mut added = false;
+        self.rooms.update(|rooms| {
+            if !rooms.contains_key(room) {
+                rooms.insert(room.to_owned(), RoomView::default());
+                added = true;
+            }
+        });
+        added
+    }
+
+    /// Stops following `room`.
+    pub fn unfollow(&self, room: &str) {
+        self.rooms.update(|rooms| {
+            rooms.remove(room);
+        });
+    }
+
+    /// The rooms this link has yet to ask to join, each with the last sequence number the page has of
+    /// it (`None`: nothing yet); marks them asked.
+    pub fn take_joins(&self) -> Vec<(String, Option<u64>)> {
+        let mut joins = Vec::new();
+        self.rooms.update(|rooms| {
+            for (name, view) in rooms.iter_mut() {
+                if !view.joined && !view.join_sent {
+                    view.join_sent = true;
+                    joins.push((name.clone(), Some(view.last_seq).filter(|&s| s > 0)));
+                }
+            }
+        });
+        joins
+    }
+
+    /// Whether this link follows `room` (the server said so).
+    pub fn is_joined(&self, room: &str) -> bool {
+        self.rooms
+            .with_untracked(|rooms| rooms.get(room).is_some_and(|v| v.joined))
+    }
+
+    /// Messages waiting for an acknowledgement in `room`, oldest first.
+    pub fn pending_in(&self, room: &str) -> Vec<Pending> {
+        self.pending.with_untracked(|pending| {
+            pending.iter().filter(|p| p.room == room).cloned().collect()
+        })
+    }
+
+    /// Remembers a message being sent, until it is acknowledged.
+    pub fn add_pending(&self, pending: Pending) {
+        self.pending.update(|p| p.push(pending));
     }
 
     /// Applies one event from the server.
     pub fn apply(&self, event: ServerEvent) {
         match event {
-            ServerEvent::Welcome {
-                name,
+            ServerEvent::Welcome { name, .. } => {
+                self.me.set(Some(name));
+                self.rooms.update(|rooms| {
+                    for view in rooms.values_mut() {
+                        view.joined = false;
+                        view.join_sent = false;
+                    }
+                });
+                self.link.set(LinkStatus::Open);
+            }
+            ServerEvent::Joined {
+                room,
+                recovered,
+                messages,
+                oldest_seq,
                 online,
                 online_count,
             } => {
-                self.me.set(Some(name));
-                self.online.set(online);
-                self.online_count.set(online_count);
-                self.link.set(LinkStatus::Open);
+                self.settle(messages.iter().filter_map(|m| m.client_id.as_deref()));
+                self.with_room(&room, |state, view| {
+                    if !recovered {
+                        // The server could not continue from what we had: start the room afresh.
+                        view.lines.clear();
+                        view.last_seq = 0;
+                        view.first_seq = 0;
+                    }
+                    state.fill(view, messages);
+                    view.oldest_seq = oldest_seq;
+                    view.online = online;
+                    view.online_count = online_count;
+                    view.typing.clear();
+                    view.joined = true;
+                });
             }
-            ServerEvent::Message { from, text, ts, .. } => {
-                let mine = self
-                    .me
-                    .with_untracked(|me| me.as_deref() == Some(from.as_str()));
-                self.push(LineKind::Message {
+            ServerEvent::Message {
+                room,
+                seq,
+                from,
+                text,
+                ts,
+                client_id,
+            } => {
+                self.settle(client_id.as_deref());
+                let message = ChatMessage {
+                    seq,
                     from,
                     text,
                     ts,
-                    mine,
-                });
+                    client_id,
+                };
+                self.with_room(&room, |state, view| state.fill(view, vec![message]));
             }
-            ServerEvent::Join { name, .. } => {
-                self.online.update(|online| online.push(name.clone()));
-                self.online_count.update(|n| *n += 1);
-                self.push(LineKind::Joined { name });
+            ServerEvent::Ack { client_id, .. } => self.settle(client_id.as_deref()),
+            ServerEvent::Join { room, name, .. } => self.with_room(&room, |state, view| {
+                if !view.online.contains(&name) {
+                    view.online.push(name.clone());
+                    view.online_count += 1;
+                }
+                state.push(view, LineKind::Joined { name });
+            }),
+            ServerEvent::Leave { room, name, .. } => self.with_room(&room, |state, view| {
+                if view.online.contains(&name) {
+                    view.online.retain(|n| *n != name);
+                }
+                view.online_count = view.online_count.saturating_sub(1);
+                state.push(view, LineKind::Left { name });
+            }),
+            ServerEvent::Typing { room, names } => {
+                self.with_room(&room, |_, view| view.typing = names);
             }
-            ServerEvent::Leave { name, .. } => {
-                self.online.update(|online| online.retain(|n| *n != name));
-                self.online_count.update(|n| *n = n.saturating_sub(1));
-                self.push(LineKind::Left { name });
-            }
-            ServerEvent::Error { message, .. } => self.push(LineKind::Error { text: message }),
+            // Two paths may ask to join the same room around a reconnect; the second is harmless.
+            ServerEvent::Error {
+                code: ErrorCode::AlreadyJoined,
+                ..
+            } => {}
+            ServerEvent::Error { message, .. } => self.local_error(message),
             ServerEvent::Pong => {}
         }
+    }
+
+    /// Older messages of `room` fetched by paging: shown above what is there.
+    pub fn prepend(&self, room: &str, messages: Vec<ChatMessage>, oldest_seq: u64) {
+        self.with_room(room, |state, view| {
+            let older: Vec<Line> = messages
+                .into_iter()
+                .filter(|m| view.first_seq == 0 || m.seq < view.first_seq)
+                .map(|m| state.message_line(m))
+                .collect();
+            if let Some(Line {
+                kind: LineKind::Message { seq, .. },
+                ..
+            }) = older.first()
+            {
+                view.first_seq = *seq;
+            }
+            view.oldest_seq = oldest_seq;
+            view.lines.splice(0..0, older);
+        });
     }
 
     /// The socket closed for good: show why, and forget who was online (we can no longer tell).
@@ -150,8 +323,7 @@ impl ChatState {
         self.link.set(LinkStatus::Closed {
             reason: reason.into(),
         });
-        self.online.set(Vec::new());
-        self.online_count.set(0);
+        self.forget_presence();
     }
 
     /// The link dropped and a reconnect is coming: show it, and forget who was online.
@@ -159,24 +331,104 @@ impl ChatState {
         self.link.set(LinkStatus::Reconnecting {
             reason: reason.into(),
         });
-        self.online.set(Vec::new());
-        self.online_count.set(0);
+        self.forget_presence();
     }
 
-    /// Shows a problem found on this side (e.g. a name refused before connecting).
+    /// Shows a problem in the room on screen (e.g. a name refused before connecting).
     pub fn local_error(&self, text: impl Into<String>) {
-        self.push(LineKind::Error { text: text.into() });
+        let room = self.current.get_untracked();
+        self.follow(&room);
+        self.with_room(&room, |state, view| {
+            state.push(view, LineKind::Error { text: text.into() })
+        });
     }
 
-    fn push(&self, kind: LineKind) {
+    fn forget_presence(&self) {
+        self.rooms.update(|rooms| {
+            for view in rooms.values_mut() {
+                view.online.clear();
+                view.online_count = 0;
+                view.typing.clear();
+                view.joined = false;
+                view.join_sent = false;
+            }
+        });
+    }
+
+    /// Drops acknowledged (or seen) messages from `pending`.
+    fn settle<'a>(&self, client_ids: impl IntoIterator<Item = &'a str>) {
+        let ids: Vec<&str> = client_ids.into_iter().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let any = self
+            .pending
+            .with_untracked(|p| p.iter().any(|p| ids.contains(&p.client_id.as_str())));
+        if any {
+            self.pending
+                .update(|p| p.retain(|p| !ids.contains(&p.client_id.as_str())));
+        }
+    }
+
+    fn with_room(&self, room: &str, change: impl FnOnce(&Self, &mut RoomView)) {
+        self.rooms.update(|rooms| {
+            if let Some(view) = rooms.get_mut(room) {
+                change(self, view);
+            }
+        });
+    }
+
+    /// Appends the messages past what `view` has shown; the rest it has already.
+    fn fill(&self, view: &mut RoomView, messages: Vec<ChatMessage>) {
+        for message in messages {
+            if message.seq <= view.last_seq {
+                continue;
+            }
+            view.last_seq = message.seq;
+            if view.first_seq == 0 {
+                view.first_seq = message.seq;
+            }
+            let line = self.message_line(message);
+            self.push(view, line.kind);
+        }
+    }
+
+    fn message_line(&self, message: ChatMessage) -> Line {
+        let mine = self
+            .me
+            .with_untracked(|me| me.as_deref() == Some(message.from.as_str()));
+        Line {
+            key: self.take_key(),
+            kind: LineKind::Message {
+                seq: message.seq,
+                from: message.from,
+                text: message.text,
+                ts: message.ts,
+                mine,
+            },
+        }
+    }
+
+    fn push(&self, view: &mut RoomView, kind: LineKind) {
+        let key = self.take_key();
+        if view.lines.len() >= MAX_LINES {
+            view.lines.drain(..=view.lines.len() - MAX_LINES);
+            view.first_seq = view
+                .lines
+                .iter()
+                .find_map(|l| match l.kind {
+                    LineKind::Message { seq, .. } => Some(seq),
+                    _ => None,
+                })
+                .unwrap_or(view.last_seq);
+        }
+        view.lines.push(Line { key, kind });
+    }
+
+    fn take_key(&self) -> u64 {
         let key = self.next_key.get_value();
         self.next_key.set_value(key + 1);
-        self.lines.update(|lines| {
-            if lines.len() >= MAX_LINES {
-                lines.drain(..=lines.len() - MAX_LINES);
-            }
-            lines.push(Line { key, kind });
-        });
+        key
     }
 }
 
@@ -185,65 +437,147 @@ mod tests {
     use super::*;
     use leptos::prelude::Owner;
 
-    fn message(from: &str, text: &str) -> ServerEvent {
+    fn message(room: &str, seq: u64, from: &str, text: &str) -> ServerEvent {
         ServerEvent::Message {
-            id: 1,
+            room: room.into(),
+            seq,
             from: from.into(),
             text: text.into(),
             ts: 0,
+            client_id: None,
         }
     }
 
-    #[test]
-    fn events_build_the_list_and_presence() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new();
-        chat.apply(ServerEvent::Welcome {
-            name: "bob".into(),
+    fn stored(seq: u64, text: &str) -> ChatMessage {
+        ChatMessage {
+            seq,
+            from: "ann".into(),
+            text: text.into(),
+            ts: 0,
+            client_id: None,
+        }
+    }
+
+    fn joined(room: &str, recovered: bool, messages: Vec<ChatMessage>) -> ServerEvent {
+        ServerEvent::Joined {
+            room: room.into(),
+            recovered,
+            messages,
+            oldest_seq: 1,
             online: vec!["ann".into(), "bob".into()],
             online_count: 2,
+        }
+    }
+
+    fn texts(chat: &ChatState, room: &str) -> Vec<String> {
+        chat.rooms.with_untracked(|rooms| {
+            rooms[room]
+                .lines
+                .iter()
+                .map(|l| match &l.kind {
+                    LineKind::Message { text, .. } => text.clone(),
+                    LineKind::Joined { name } => format!("+{name}"),
+                    LineKind::Left { name } => format!("-{name}"),
+                    LineKind::Error { text } => format!("!{text}"),
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn events_build_each_rooms_list_and_presence() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        chat.follow("dev");
+        chat.apply(ServerEvent::Welcome {
+            name: "bob".into(),
+            session: "t".into(),
         });
+        chat.apply(joined("general", false, vec![stored(1, "old")]));
         chat.apply(ServerEvent::Join {
-            id: 2,
+            room: "general".into(),
             name: "cy".into(),
             ts: 0,
         });
-        chat.apply(message("bob", "hi"));
-        chat.apply(message("ann", "hello"));
+        chat.apply(message("general", 2, "bob", "hi"));
+        chat.apply(message("dev", 1, "ann", "elsewhere"));
+        chat.apply(message("unfollowed", 1, "ann", "ignored"));
         chat.apply(ServerEvent::Leave {
-            id: 3,
+            room: "general".into(),
             name: "ann".into(),
             ts: 0,
         });
-
         assert_eq!(chat.link.get_untracked(), LinkStatus::Open);
-        assert_eq!(chat.online.get_untracked(), vec!["bob", "cy"]);
-        assert_eq!(chat.online_count.get_untracked(), 2);
-        let lines = chat.lines.get_untracked();
-        let keys: Vec<u64> = lines.iter().map(|l| l.key).collect();
-        assert_eq!(keys, vec![0, 1, 2, 3]);
+        assert_eq!(texts(&chat, "general"), ["old", "+cy", "hi", "-ann"]);
+        assert_eq!(texts(&chat, "dev"), ["elsewhere"]);
+        let general = chat.rooms.with_untracked(|r| r["general"].clone());
+        assert_eq!(general.online, ["bob", "cy"]);
+        assert_eq!(general.online_count, 2);
+        assert_eq!(general.last_seq, 2);
         assert!(matches!(
-            &lines[1].kind,
+            &general.lines[2].kind,
             LineKind::Message { mine: true, .. }
         ));
-        assert!(matches!(
-            &lines[2].kind,
-            LineKind::Message { mine: false, .. }
-        ));
-        assert_eq!(lines[3].kind, LineKind::Left { name: "ann".into() });
+        chat.follow("new");
+        assert_eq!(chat.take_joins(), [("dev".into(), Some(1)), ("new".into(), None)]);
+        assert_eq!(chat.take_joins(), [], "asked once per link");
+    }
+
+    #[test]
+    fn nothing_shows_twice_and_a_reset_starts_afresh() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.seed("general", vec![stored(1, "a"), stored(2, "b")], 1);
+        // The replay overlaps what the page was rendered with, and a live message repeats it.
+        chat.apply(joined("general", true, vec![stored(2, "b"), stored(3, "c")]));
+        chat.apply(message("general", 3, "ann", "c"));
+        chat.apply(message("general", 4, "ann", "d"));
+        assert_eq!(texts(&chat, "general"), ["a", "b", "c", "d"]);
+        chat.apply(joined("general", false, vec![stored(9, "x")]));
+        assert_eq!(texts(&chat, "general"), ["x"]);
+        chat.prepend("general", vec![stored(7, "v"), stored(8, "w")], 1);
+        assert_eq!(texts(&chat, "general"), ["v", "w", "x"]);
+        assert!(chat.rooms.with_untracked(|r| r["general"].has_older()));
+    }
+
+    #[test]
+    fn pending_messages_settle_on_ack_or_sight() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        for id in ["a", "b"] {
+            chat.add_pending(Pending {
+                client_id: id.into(),
+                room: "general".into(),
+                text: id.into(),
+            });
+        }
+        chat.apply(ServerEvent::Ack {
+            room: "general".into(),
+            seq: 1,
+            client_id: Some("a".into()),
+        });
+        let mut seen = stored(2, "b");
+        seen.client_id = Some("b".into());
+        chat.apply(joined("general", true, vec![seen]));
+        assert!(chat.pending.get_untracked().is_empty());
     }
 
     #[test]
     fn the_list_is_capped() {
         let owner = Owner::new();
         owner.set();
-        let chat = ChatState::new();
-        for i in 0..MAX_LINES + 10 {
-            chat.apply(message("x", &i.to_string()));
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        for i in 0..MAX_LINES as u64 + 10 {
+            chat.apply(message("general", i + 1, "x", &i.to_string()));
         }
-        let lines = chat.lines.get_untracked();
-        assert_eq!(lines.len(), MAX_LINES);
-        assert_eq!(lines[0].key, 10);
+        let view = chat.rooms.with_untracked(|r| r["general"].clone());
+        assert_eq!(view.lines.len(), MAX_LINES);
+        assert_eq!(view.first_seq, 11);
     }
 }

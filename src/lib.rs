@@ -22,6 +22,7 @@
 //! recipient's task takes it and writes a batch) → each browser's `socket` → `chat_state` → the
 //! message list in `app`.
 
+pub mod api;
 pub mod app;
 pub mod chat_state;
 pub mod protocol;

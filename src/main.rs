@@ -27,7 +27,9 @@ async fn main() -> anyhow::Result<()> {
 
     run(
         listener,
-        AppState::new(leptos.leptos_options, config),
+        AppState::new(leptos.leptos_options, config)
+            .await
+            .context("opening the data directory")?,
         shutdown_signal(),
     )
     .await

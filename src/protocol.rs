@@ -10,12 +10,46 @@ use serde::{Deserialize, Serialize};
 /// Longest name a person may choose or be given, in characters (not bytes).
 pub const MAX_NAME_CHARS: usize = 32;
 
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 40;
+
+/// Longest client-chosen message id, in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 64;
+
+/// The room every connection follows unless it asks otherwise, and the page's first room.
+pub const DEFAULT_ROOM: &str = "general";
+
+fn default_room() -> String {
+    DEFAULT_ROOM.to_owned()
+}
+
 /// A frame the client sends to the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    /// Say something to everyone in the chat.
-    Message { text: String },
+    /// Say something in a room this connection follows (`general` if not given). With a `client_id`
+    /// (unique per sender, up to 64 bytes) the message is stored once however often it is sent: resending
+    /// after a reconnect is safe, and the [`ServerEvent::Ack`] carries the sequence number it got.
+    Message {
+        #[serde(default = "default_room")]
+        room: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    /// Follow a room, creating it if it is new. `after`: the last sequence number this client has of it;
+    /// the server then replays exactly the messages after it (see [`ServerEvent::Joined`]). Without it,
+    /// the room's latest messages.
+    Join {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+    },
+    /// Stop following a room.
+    Leave { room: String },
+    /// The person is typing in `room`. Pages send it at most every few seconds while typing; the server
+    /// forgets it after a few seconds without one.
+    Typing { room: String },
     /// Are you there? The server answers [`ServerEvent::Pong`]. Browsers cannot see WebSocket pings, so
     /// the page uses this to notice a dead link.
     Ping,
@@ -31,11 +65,14 @@ pub enum FrameError {
 }
 
 impl ClientFrame {
-    /// Reads one text frame. JSON objects are parsed strictly; anything else is plain message text.
+    /// Reads one text frame. JSON objects are parsed strictly; anything else is plain message text for
+    /// the default room.
     pub fn parse(raw: &str) -> Result<ClientFrame, FrameError> {
         if !raw.trim_start().starts_with('{') {
             return Ok(ClientFrame::Message {
+                room: default_room(),
                 text: raw.to_owned(),
+                client_id: None,
             });
         }
         // Two steps, so that "this is not JSON" and "this is JSON we don't understand" get distinct
@@ -46,34 +83,73 @@ impl ClientFrame {
     }
 }
 
+/// One stored message, as history pages and replays carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The room's sequence number: 1, 2, 3… with no gaps, in the order the server stored them.
+    pub seq: u64,
+    pub from: String,
+    pub text: String,
+    /// Server time the message was stored, in milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The sender's own id for it, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
 /// A frame the server sends to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {
-    /// First frame on every accepted connection: who you are and who else is here.
+    /// First frame on every accepted connection: who you are.
     Welcome {
         /// Your name for as long as this connection lasts.
         name: String,
-        /// Everyone connected now, you included, in the order they joined; in a room larger than the
+        /// A signed token for this person and name. Presented again (the `chat_session` cookie) it
+        /// reclaims the same name, and all connections with it count as one person.
+        session: String,
+    },
+    /// You now follow `room`. Followed by the room's live events, starting right after `messages`.
+    Joined {
+        room: String,
+        /// True: `messages` are exactly those after the `after` you asked for. False: your `after` was
+        /// missing, too old (pruned, or too far behind) or unknown to the server, and `messages` are the
+        /// room's latest: start the room afresh from them.
+        recovered: bool,
+        messages: Vec<ChatMessage>,
+        /// The room's oldest stored sequence number (older pages can be fetched down to it), or 0 if
+        /// it has no history.
+        oldest_seq: u64,
+        /// Who follows the room now, you included, in the order they came; in a room larger than the
         /// server's presence limit, only the first that many.
         online: Vec<String>,
-        /// How many are connected now, you included.
         online_count: usize,
     },
-    /// Someone said something. The sender receives its own message too: that is its confirmation.
+    /// Someone said something in `room`. The sender receives its own message too.
     Message {
-        /// Server-assigned, increasing in the order the server accepted events.
-        id: u64,
+        room: String,
+        seq: u64,
         from: String,
         text: String,
-        /// Server time the message was accepted, in milliseconds since the Unix epoch.
         ts: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
     },
-    /// Someone connected (sent to everyone but the newcomer, who gets [`ServerEvent::Welcome`]). Not sent
-    /// in rooms larger than the server's presence limit, where it would be noise (and quadratic work).
-    Join { id: u64, name: String, ts: u64 },
-    /// Someone disconnected.
-    Leave { id: u64, name: String, ts: u64 },
+    /// Your message is stored (durably) as `seq` in `room`. Sent once per `message` frame, also for a
+    /// resend of one already stored.
+    Ack {
+        room: String,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    /// Someone came online in `room` (their first connection following it). Not sent in rooms larger
+    /// than the server's presence limit, where it would be noise (and quadratic work).
+    Join { room: String, name: String, ts: u64 },
+    /// Someone went offline in `room` (their last connection following it left).
+    Leave { room: String, name: String, ts: u64 },
+    /// Who is typing in `room` now (sent whenever that changes; empty when no one is).
+    Typing { room: String, names: Vec<String> },
     /// Something the client sent was refused; unless followed by a close frame the connection is fine.
     Error { code: ErrorCode, message: String },
     /// The answer to [`ClientFrame::Ping`].
@@ -96,14 +172,41 @@ pub enum ErrorCode {
     BadName,
     /// Someone connected already uses that name. The connection is then closed.
     NameTaken,
+    /// A room name that is not 1–40 lowercase letters, digits or `-`.
+    BadRoom,
+    /// A message or typing notice for a room this connection does not follow (join it first).
+    NotJoined,
+    /// A join of a room this connection already follows.
+    AlreadyJoined,
+    /// A join past the number of rooms one connection may follow.
+    TooManyRooms,
+    /// A `client_id` longer than 64 bytes.
+    BadClientId,
     /// Too many frames too fast: this one was dropped. If it goes on, the connection is closed (1008).
     RateLimited,
     /// A message over the size limit. The connection is then closed (1009).
     TooBig,
-    /// The server cannot take this connection now (shutting down, or full).
+    /// The server cannot take this now (shutting down, full, or its store failed): try again.
     Unavailable,
     /// The page's origin may not open a socket on this server.
     ForbiddenOrigin,
+}
+
+/// Checks a room name: 1–[`MAX_ROOM_CHARS`] characters, each a lowercase ASCII letter, a digit or `-`.
+/// Used by the server to accept a room and by the page to refuse one before asking.
+pub fn validate_room(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > MAX_ROOM_CHARS {
+        return Err(format!(
+            "a room name has 1 to {MAX_ROOM_CHARS} characters"
+        ));
+    }
+    if !room
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("a room name may only have lowercase letters, digits and '-'".into());
+    }
+    Ok(())
 }
 
 /// Checks a requested name and returns it trimmed: 1–`max_chars` characters (the server's setting,
@@ -135,21 +238,34 @@ mod tests {
         assert_eq!(
             ClientFrame::parse("hello there"),
             Ok(ClientFrame::Message {
-                text: "hello there".into()
+                room: "general".into(),
+                text: "hello there".into(),
+                client_id: None,
             })
         );
         // JSON that is not an object is still someone's text, e.g. a quoted word or a number.
-        assert_eq!(
+        assert!(matches!(
             ClientFrame::parse("42"),
-            Ok(ClientFrame::Message { text: "42".into() })
-        );
+            Ok(ClientFrame::Message { text, .. }) if text == "42"
+        ));
     }
 
     #[test]
     fn json_frames_parse_strictly() {
         assert_eq!(
             ClientFrame::parse(r#" {"type":"message","text":"hi"}"#),
-            Ok(ClientFrame::Message { text: "hi".into() })
+            Ok(ClientFrame::Message {
+                room: "general".into(),
+                text: "hi".into(),
+                client_id: None,
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"join","room":"dev","after":7}"#),
+            Ok(ClientFrame::Join {
+                room: "dev".into(),
+                after: Some(7),
+            })
         );
         assert!(matches!(
             ClientFrame::parse("{not json"),
@@ -184,6 +300,18 @@ mod tests {
             json,
             r#"{"type":"error","code":"name_taken","message":"taken"}"#
         );
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(validate_room("general").is_ok());
+        assert!(validate_room("rust-2026").is_ok());
+        assert!(validate_room(&"a".repeat(MAX_ROOM_CHARS)).is_ok());
+        assert!(validate_room("").is_err());
+        assert!(validate_room(&"a".repeat(MAX_ROOM_CHARS + 1)).is_err());
+        assert!(validate_room("General").is_err());
+        assert!(validate_room("a b").is_err());
+        assert!(validate_room("é").is_err());
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! to notice a dead link it sends its own `ping` after a quiet spell and gives up on the socket when no
 //! frame at all comes back in time. After any drop it reconnects with capped exponential backoff and
 //! jitter, so a restarted server is not hit by every client in the same millisecond.
+//!
+//! On every new link: the welcome's session token goes into the `chat_session` cookie (so the next
+//! link, and other tabs, are the same person under the same name); every followed room is rejoined with
+//! the last sequence number the page has of it, so the server replays exactly what was missed; and once
+//! a room is joined, the messages still waiting for an acknowledgement are sent again (under their
+//! `client_id`, so the server stores each once).
 
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{pin_mut, select_biased, FutureExt, SinkExt, StreamExt};
@@ -36,7 +42,8 @@ pub fn open(name: Option<&str>, chat: ChatState) -> Outbox {
     outbox
 }
 
-/// `ws://host/ws` (or `wss://` on an https page), with `?name=` when one was chosen.
+/// `ws://host/ws?room=` (or `wss://` on an https page: the page joins its rooms itself), with `&name=`
+/// when one was chosen.
 fn socket_url(name: Option<&str>) -> String {
     let location = leptos::prelude::window().location();
     let scheme = match location.protocol().ok().as_deref() {
@@ -46,10 +53,10 @@ fn socket_url(name: Option<&str>) -> String {
     let host = location.host().unwrap_or_default();
     match name {
         Some(name) => format!(
-            "{scheme}://{host}/ws?name={}",
+            "{scheme}://{host}/ws?room=&name={}",
             String::from(js_sys::encode_uri_component(name))
         ),
-        None => format!("{scheme}://{host}/ws"),
+        None => format!("{scheme}://{host}/ws?room="),
     }
 }
 
@@ -109,6 +116,7 @@ async fn drive(
     chat: ChatState,
 ) -> End {
     let mut welcomed = false;
+    let mut joined_room: Option<String> = None;
     let mut last_heard = js_sys::Date::now();
     let mut pinged_at: Option<f64> = None;
     let lost = |reason: String, welcomed: bool| End::Lost { reason, welcomed };
@@ -145,8 +153,38 @@ async fn drive(
                 pinged_at = None;
                 match serde_json::from_str::<ServerEvent>(&text) {
                     Ok(event) => {
-                        welcomed |= matches!(event, ServerEvent::Welcome { .. });
+                        let mut replies = Vec::new();
+                        match &event {
+                            ServerEvent::Welcome { session, .. } => {
+                                welcomed = true;
+                                remember_session(session);
+                            }
+                            ServerEvent::Joined { room, .. } => joined_room = Some(room.clone()),
+                            _ => {}
+                        }
+                        let is_welcome = matches!(event, ServerEvent::Welcome { .. });
                         chat.apply(event);
+                        if is_welcome {
+                            for (room, after) in chat.take_joins() {
+                                replies.push(ClientFrame::Join { room, after });
+                            }
+                        }
+                        if let Some(room) = joined_room.take() {
+                            for pending in chat.pending_in(&room) {
+                                replies.push(ClientFrame::Message {
+                                    room: pending.room,
+                                    text: pending.text,
+                                    client_id: Some(pending.client_id),
+                                });
+                            }
+                        }
+                        for frame in replies {
+                            let json = serde_json::to_string(&frame)
+                                .expect("client frames always serialize");
+                            if let Err(error) = ws.send(Message::Text(json)).await {
+                                return lost(format!("send failed: {error}"), welcomed);
+                            }
+                        }
                     }
                     Err(error) => leptos::logging::warn!("unreadable event {text:?}: {error}"),
                 }
@@ -181,6 +219,19 @@ async fn drive(
                 pinged_at = Some(js_sys::Date::now());
             }
         }
+    }
+}
+
+/// Keeps the session token in the `chat_session` cookie for a year: the browser sends it with every
+/// later `/ws` handshake on this site, from every tab.
+fn remember_session(token: &str) {
+    use wasm_bindgen::JsCast;
+    let Some(document) = leptos::prelude::document().dyn_into::<web_sys::HtmlDocument>().ok() else {
+        return;
+    };
+    let cookie = format!("chat_session={token}; path=/; max-age=31536000; samesite=strict");
+    if document.set_cookie(&cookie).is_err() {
+        leptos::logging::warn!("cannot keep the session cookie");
     }
 }
 

@@ -4,6 +4,7 @@
 //! `LEPTOS_SITE_ROOT`, … or `[package.metadata.leptos]` in Cargo.toml); this covers the rest.
 //! The limits' defaults follow Centrifugo's: 64 KiB per message, 1 MiB queued per client.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -73,6 +74,39 @@ pub struct Config {
     /// Seconds to wait on shutdown for sockets to take their close frame.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5", value_parser = seconds)]
     pub shutdown_grace: Duration,
+
+    /// Where the history (`chat.db`, SQLite) and the session signing key live; created on first start.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Newest messages kept per room; older ones are deleted (every minute). 0 keeps all.
+    #[arg(long, env = "CHAT_RETAIN_MESSAGES", default_value_t = 100_000)]
+    pub retain_messages: u64,
+
+    /// Days a message is kept (fractions allowed); 0 keeps messages forever.
+    #[arg(long, env = "CHAT_RETAIN_DAYS", default_value = "0", value_parser = days)]
+    pub retain_days: Duration,
+
+    /// Messages a client gets when it joins a room afresh; older ones page in from `/api/history`.
+    #[arg(long, env = "CHAT_HISTORY_ON_JOIN", default_value_t = 50)]
+    pub history_on_join: usize,
+
+    /// Most missed messages replayed to a client rejoining with `after`; one further behind is told
+    /// `recovered: false` and starts the room afresh.
+    #[arg(long, env = "CHAT_REPLAY_LIMIT", default_value_t = 1000)]
+    pub replay_limit: u64,
+
+    /// Rooms one connection may follow at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = 50)]
+    pub max_rooms_per_connection: usize,
+
+    /// Seconds a typing notice lasts unless renewed (pages renew it every few seconds while typing).
+    #[arg(long, env = "CHAT_TYPING_TTL", default_value = "6", value_parser = seconds)]
+    pub typing_ttl: Duration,
+
+    /// Messages waiting to be stored before new ones are refused as "busy".
+    #[arg(long, env = "CHAT_STORE_QUEUE", default_value_t = 10_000)]
+    pub store_queue: usize,
 }
 
 impl Default for Config {
@@ -92,6 +126,14 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(20),
             allowed_origins: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
+            data_dir: PathBuf::from("./data"),
+            retain_messages: 100_000,
+            retain_days: Duration::ZERO,
+            history_on_join: 50,
+            replay_limit: 1000,
+            max_rooms_per_connection: 50,
+            typing_ttl: Duration::from_secs(6),
+            store_queue: 10_000,
         }
     }
 }
@@ -102,6 +144,14 @@ fn seconds(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Parses a number of days, fractions allowed.
+fn days(text: &str) -> Result<Duration, String> {
+    let days: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of days"))?;
+    Duration::try_from_secs_f64(days * 86_400.0).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[cfg(test)]

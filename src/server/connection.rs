@@ -1,12 +1,15 @@
 //! One chat connection, from handshake to goodbye, as a single task on the raw `TcpStream`.
 //!
 //! The task waits on several things at once (`tokio::select!`):
-//! - **new frames**: in the shared fan-out log past its cursor, or personal ones in its [`Outbox`]. It
-//!   takes every frame waiting (up to [`WRITE_BATCH`]) and writes them with one vectored write: a burst
+//! - **new frames**: in the fan-out logs of the rooms it follows, past its cursor in each, or personal
+//!   ones in its [`Outbox`]. It takes every frame waiting (up to [`WRITE_BATCH`]) and writes them with
+//!   one vectored write: a burst
 //!   costs one system call, not one per frame. The frames are already encoded (see `websocket.rs`), so
 //!   nothing is copied per recipient;
 //! - **the socket becoming writable** again, when a write could not take everything;
-//! - **the socket becoming readable**: each client message is rate-limited, parsed and handed to the
+//! - **the socket becoming readable**: each client message is rate-limited, parsed and handled: a chat
+//!   message goes to the history writer (which stores it, then has the manager publish it), a join
+//!   starts a task that reads the room's history for the replay, the rest goes to the
 //!   [`ConnectionManager`];
 //! - **a kick**: the manager disconnecting it (too slow, shutdown);
 //! - its **heartbeat** timer: a ping after a quiet spell, and a drop if the ping goes unanswered.
@@ -31,12 +34,13 @@ use tokio::time::Instant;
 
 use super::config::Config;
 use super::error::{close, ChatError};
-use super::manager::{encode, ConnId, ConnectionManager, Frame, Joined, Kick};
+use super::history::{self, ReplayLimits, Submission};
+use super::manager::{encode, ConnId, Connected, ConnectionManager, Frame, Identity, Kick};
 use super::metrics as m;
-use super::names::NameRequest;
 use super::outbox::Outbox;
 use super::rate_limit::{RateLimiter, Verdict};
 use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
+use super::Chat;
 use crate::protocol::{ClientFrame, ServerEvent};
 
 /// Most frames written with one system call.
@@ -49,12 +53,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
 
-/// Runs one upgraded socket to its end.
+/// Runs one upgraded socket to its end: welcomes it as `identity`, has it follow `first_room` (if any),
+/// and serves it.
 pub async fn serve(
     upgraded: Upgraded,
-    manager: Arc<ConnectionManager>,
-    config: Arc<Config>,
-    request: NameRequest,
+    chat: Arc<Chat>,
+    identity: Identity,
+    first_room: Option<String>,
 ) {
     let Upgraded {
         stream,
@@ -69,6 +74,7 @@ pub async fn serve(
         std::task::Poll::Ready(())
     })
     .await;
+    let (manager, config) = (&chat.manager, &chat.config);
     if config.send_buffer_bytes > 0 {
         if let Err(error) =
             socket2::SockRef::from(&stream).set_send_buffer_size(config.send_buffer_bytes)
@@ -76,12 +82,15 @@ pub async fn serve(
             tracing::warn!(%error, "cannot cap the socket's send buffer");
         }
     }
-    let mut conn = match manager.join(request) {
-        Ok(joined) => Connection::new(stream, joined, &manager, &config, already_read),
+    let mut conn = match manager.connect(identity) {
+        Ok(connected) => Connection::new(stream, connected, &chat, already_read),
         Err(error) => return refuse(stream, error).await,
     };
     let id = conn.id;
     tracing::debug!(conn = id, "connected");
+    if let Some(room) = first_room {
+        conn.join(room, None);
+    }
     let goodbye = conn.exchange().await;
     if let Goodbye::Close(kick) = goodbye {
         let _ = tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick)).await;
@@ -117,6 +126,7 @@ struct Connection<'a> {
     stream: TcpStream,
     id: ConnId,
     outbox: Arc<Outbox>,
+    chat: &'a Arc<Chat>,
     manager: &'a ConnectionManager,
     config: &'a Config,
     /// Frames taken from the log or the outbox and not yet fully written; the first may be partly sent.
@@ -132,19 +142,15 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(
-        stream: TcpStream,
-        joined: Joined,
-        manager: &'a ConnectionManager,
-        config: &'a Config,
-        already_read: Bytes,
-    ) -> Self {
+    fn new(stream: TcpStream, connected: Connected, chat: &'a Arc<Chat>, already_read: Bytes) -> Self {
         let now = Instant::now();
+        let config = &chat.config;
         Connection {
             stream,
-            id: joined.id,
-            outbox: joined.outbox,
-            manager,
+            id: connected.id,
+            outbox: connected.outbox,
+            chat,
+            manager: &chat.manager,
             config,
             unsent: VecDeque::new(),
             received: BytesMut::from(&already_read[..]),
@@ -164,11 +170,10 @@ impl<'a> Connection<'a> {
             return goodbye;
         }
         loop {
-            // Enabled before looking for frames, so a frame appended after the look still wakes us.
-            let appended = manager.log().changed();
+            // Any wake-up while this pass runs is kept by the `Notify` (see `outbox.rs`), so the wait
+            // below cannot miss a frame that arrives after the look.
             let woken = outbox.woken();
-            tokio::pin!(appended, woken);
-            appended.as_mut().enable();
+            tokio::pin!(woken);
 
             if let Some(kick) = outbox.kick_ordered() {
                 return Goodbye::Close(kick);
@@ -200,15 +205,14 @@ impl<'a> Connection<'a> {
                 continue;
             }
 
-            // `biased`: a wake-up (a kick above all) first, even while a write is blocked; then frames
-            // to send, so that broadcasts keep flowing even while a client floods us.
+            // `biased`: a wake-up (a kick above all) first, even while a write is blocked; then the
+            // socket taking more, so that broadcasts keep flowing even while a client floods us.
             tokio::select! {
                 biased;
                 () = &mut woken => {}
                 ready = self.stream.writable(), if !idle => if ready.is_err() {
                     return Goodbye::Gone;
                 },
-                () = &mut appended, if idle => {}
                 ready = self.stream.readable() => {
                     if ready.is_err() {
                         return Goodbye::Gone;
@@ -221,23 +225,10 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Takes the frames waiting for this client into `unsent`: its personal ones first, then the log's
-    /// past its cursor, up to [`WRITE_BATCH`]. False if it fell behind the log: too slow.
+    /// Takes the frames waiting for this client into `unsent`: its personal ones first, then its rooms'
+    /// past its cursors, up to [`WRITE_BATCH`]. False if it fell behind a room's log: too slow.
     fn take_waiting(&mut self) -> bool {
-        self.outbox.take_personal(&mut self.unsent);
-        let mut cursor = self.outbox.cursor();
-        let kept_up = self
-            .manager
-            .log()
-            .read(
-                &mut cursor,
-                self.outbox.log_end(),
-                &mut self.unsent,
-                WRITE_BATCH,
-            )
-            .is_ok();
-        self.outbox.set_cursor(cursor);
-        kept_up
+        self.outbox.take(&mut self.unsent, WRITE_BATCH).is_ok()
     }
 
     /// Writes as much of `unsent` as the socket takes now, without waiting.
@@ -319,7 +310,17 @@ impl<'a> Connection<'a> {
         }
         let outcome = match message {
             Incoming::Text(text) => match ClientFrame::parse(&text) {
-                Ok(ClientFrame::Message { text }) => self.manager.say(self.id, text),
+                Ok(ClientFrame::Message {
+                    room,
+                    text,
+                    client_id,
+                }) => self.say(room, text, client_id),
+                Ok(ClientFrame::Join { room, after }) => {
+                    self.join(room, after);
+                    Ok(())
+                }
+                Ok(ClientFrame::Leave { room }) => self.manager.leave_room(self.id, &room),
+                Ok(ClientFrame::Typing { room }) => self.manager.typing(self.id, &room),
                 Ok(ClientFrame::Ping) => {
                     self.manager.send_to(self.id, &ServerEvent::Pong);
                     Ok(())
@@ -337,6 +338,41 @@ impl<'a> Connection<'a> {
             self.manager.reject(self.id, &error);
         }
         None
+    }
+
+    /// Hands a chat message to the history writer, which stores it, then acknowledges and publishes it.
+    fn say(&self, room: String, text: String, client_id: Option<String>) -> Result<(), ChatError> {
+        let message = self
+            .manager
+            .prepare_message(self.id, room, text, client_id)?;
+        self.chat.writer.submit(Submission {
+            sender: self.id,
+            message,
+        })
+    }
+
+    /// Starts following `room`: the room's history is read by a task of its own (this one goes on
+    /// serving the socket meanwhile), which then has the manager send the `joined` snapshot and subscribe
+    /// this connection (see `ConnectionManager::begin_join` for why nothing is missed in between).
+    fn join(&self, room: String, after: Option<u64>) {
+        let ticket = match self.manager.begin_join(self.id, &room) {
+            Ok(ticket) => ticket,
+            Err(error) => return self.manager.reject(self.id, &error),
+        };
+        let chat = self.chat.clone();
+        let limits = ReplayLimits {
+            fresh: chat.config.history_on_join,
+            max_missed: chat.config.replay_limit,
+        };
+        tokio::spawn(async move {
+            match history::replay(&chat.store, &ticket.room, after, limits).await {
+                Ok(replay) => chat.manager.finish_join(ticket, replay),
+                Err(error) => {
+                    tracing::error!(%error, room = %ticket.room, "reading history failed");
+                    chat.manager.abort_join(ticket, &ChatError::StoreFailed);
+                }
+            }
+        });
     }
 
     /// The heartbeat sweep came by: ping a quiet client, or drop one that never answered.

@@ -13,6 +13,20 @@ pub enum ChatError {
     BadName(String),
     #[error("the name {0:?} is already in use")]
     NameTaken(String),
+    #[error("bad room name: {0}")]
+    BadRoom(String),
+    #[error("you are not in room {0:?}: join it first")]
+    NotJoined(String),
+    #[error("you are already in room {0:?}")]
+    AlreadyJoined(String),
+    #[error("too many rooms: one connection may follow at most {0}")]
+    TooManyRooms(usize),
+    #[error("a client_id has 1 to {} bytes", crate::protocol::MAX_CLIENT_ID_BYTES)]
+    BadClientId,
+    #[error("the server is busy: send that again in a moment")]
+    Busy,
+    #[error("the server could not store or read history: try again in a moment")]
+    StoreFailed,
     #[error("malformed JSON: {0}")]
     BadJson(String),
     #[error("unknown frame: {0}")]
@@ -60,7 +74,15 @@ impl ChatError {
             ChatError::EmptyMessage => ErrorCode::EmptyMessage,
             ChatError::RateLimited | ChatError::Flooding => ErrorCode::RateLimited,
             ChatError::TooBig(_) => ErrorCode::TooBig,
-            ChatError::ShuttingDown | ChatError::TooManyConnections => ErrorCode::Unavailable,
+            ChatError::BadRoom(_) => ErrorCode::BadRoom,
+            ChatError::NotJoined(_) => ErrorCode::NotJoined,
+            ChatError::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
+            ChatError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            ChatError::BadClientId => ErrorCode::BadClientId,
+            ChatError::ShuttingDown
+            | ChatError::TooManyConnections
+            | ChatError::Busy
+            | ChatError::StoreFailed => ErrorCode::Unavailable,
             ChatError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
         }
     }
@@ -74,9 +96,16 @@ impl ChatError {
             ErrorCode::EmptyMessage => "empty_message",
             ErrorCode::BadName => "bad_name",
             ErrorCode::NameTaken => "name_taken",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::BadClientId => "bad_client_id",
             ErrorCode::RateLimited if *self == ChatError::Flooding => "flooding",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooBig => "too_big",
+            ErrorCode::Unavailable if *self == ChatError::Busy => "busy",
+            ErrorCode::Unavailable if *self == ChatError::StoreFailed => "store_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
         }

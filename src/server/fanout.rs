@@ -1,21 +1,21 @@
 //! The fan-out log: one copy of every broadcast frame, read by every connection at its own pace.
 //!
 //! Instead of copying each frame into one queue per connection, the manager appends it once here; each
-//! connection keeps only a cursor (a sequence number) and, when woken, takes the frames past its cursor.
+//! connection keeps only a cursor (a position in the log) and, when woken, takes the frames past its cursor.
 //! The log keeps the newest frames within two bounds, `--queue-frames` and `--queue-bytes`. A connection
 //! whose cursor falls behind the oldest frame kept has fallen further behind than either bound allows:
 //! it is too slow, and is disconnected (1013). So one stalled client costs the server no memory at all
 //! beyond its cursor, and the log's size is fixed whatever the number of connections.
 //!
-//! Waking: [`FanoutLog::append`] wakes every connection waiting on [`FanoutLog::changed`] at once
-//! (`Notify::notify_waiters`). A connection must *enable* its `Notified` before it checks the log, so an
-//! append between the check and the wait is not missed.
+//! There is one log per room. Each entry carries the room's sequence number when it is a chat message
+//! (0 for presence and typing events), so a connection that has just been replayed a room's history can
+//! skip what the replay already gave it (see `outbox.rs`).
+//!
+//! Waking is not the log's business: whoever appends wakes the room's members (see `manager.rs`), each
+//! through its own outbox, so a connection following several rooms has one thing to wait on.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use tokio::sync::futures::Notified;
-use tokio::sync::Notify;
 
 use super::manager::Frame;
 
@@ -23,15 +23,15 @@ pub struct FanoutLog {
     /// A std `Mutex`: held only to push or to clone a few `Frame`s (reference counts), never across an
     /// `.await`.
     ring: Mutex<Ring>,
-    appended: Notify,
     max_frames: usize,
     max_bytes: usize,
 }
 
 struct Ring {
-    frames: VecDeque<Frame>,
-    /// Sequence number of `frames[0]`.
-    first_seq: u64,
+    /// Each frame, with its message sequence number (0 for other events).
+    frames: VecDeque<(Frame, u64)>,
+    /// Position of `frames[0]` (positions count every frame ever appended).
+    first_position: u64,
     /// Bytes of all frames kept.
     bytes: usize,
 }
@@ -46,28 +46,27 @@ impl FanoutLog {
         FanoutLog {
             ring: Mutex::new(Ring {
                 frames: VecDeque::new(),
-                first_seq: 0,
+                first_position: 0,
                 bytes: 0,
             }),
-            appended: Notify::new(),
             max_frames: max_frames.max(1),
             max_bytes,
         }
     }
 
-    /// The sequence number the next appended frame will get: a new reader starts here.
+    /// The position the next appended frame will get: a new reader starts here.
     pub fn head(&self) -> u64 {
         let ring = self.ring();
-        ring.first_seq + ring.frames.len() as u64
+        ring.first_position + ring.frames.len() as u64
     }
 
-    /// Appends `frame` and wakes every waiting reader. Returns the oldest sequence number still kept:
-    /// readers whose cursor is below it have lost frames.
-    pub fn append(&self, frame: Frame) -> u64 {
-        let first_seq = {
+    /// Appends `frame` (a chat message numbered `message_seq`, or 0 for any other event). Returns the
+    /// oldest position still kept: readers whose cursor is below it have lost frames.
+    pub fn append(&self, frame: Frame, message_seq: u64) -> u64 {
+        let first_position = {
             let mut ring = self.ring();
             ring.bytes += frame.len();
-            ring.frames.push_back(frame);
+            ring.frames.push_back((frame, message_seq));
             while ring.frames.len() > self.max_frames
                 || (ring.bytes > self.max_bytes && ring.frames.len() > 1)
             {
@@ -75,48 +74,46 @@ impl FanoutLog {
                     .frames
                     .pop_front()
                     .expect("more than one frame is kept");
-                ring.bytes -= oldest.len();
-                ring.first_seq += 1;
+                ring.bytes -= oldest.0.len();
+                ring.first_position += 1;
             }
-            ring.first_seq
+            ring.first_position
         };
-        self.appended.notify_waiters();
-        first_seq
+        first_position
     }
 
-    /// Moves up to `limit` frames past `cursor` (and before `end`, if given) into `batch`, and advances
-    /// `cursor` over them.
+    /// Moves frames past `cursor` (and before `end`, if given) into `batch`, up to `limit` of them, and
+    /// advances `cursor` over them. `keep(position, message_seq)` may skip a frame (the cursor still
+    /// passes it). Returns how many frames went into `batch`.
     pub fn read(
         &self,
         cursor: &mut u64,
         end: Option<u64>,
         batch: &mut impl Extend<Frame>,
         limit: usize,
-    ) -> Result<(), Lagged> {
+        mut keep: impl FnMut(u64, u64) -> bool,
+    ) -> Result<usize, Lagged> {
         let ring = self.ring();
-        if *cursor < ring.first_seq {
+        if *cursor < ring.first_position {
             return Err(Lagged);
         }
-        let start = (*cursor - ring.first_seq) as usize;
-        let limit = match end {
-            Some(end) => limit.min(end.saturating_sub(*cursor) as usize),
-            None => limit,
-        };
-        let taken = ring.frames.range(start..).take(limit);
-        let count = taken.len();
-        batch.extend(taken.cloned());
-        *cursor += count as u64;
-        Ok(())
+        let head = ring.first_position + ring.frames.len() as u64;
+        let end = end.unwrap_or(u64::MAX).min(head);
+        let mut taken = 0;
+        while *cursor < end && taken < limit {
+            let (frame, message_seq) = &ring.frames[(*cursor - ring.first_position) as usize];
+            if keep(*cursor, *message_seq) {
+                batch.extend([frame.clone()]);
+                taken += 1;
+            }
+            *cursor += 1;
+        }
+        Ok(taken)
     }
 
     /// Frames between `cursor` and the head.
     pub fn behind(&self, cursor: u64) -> u64 {
         self.head().saturating_sub(cursor)
-    }
-
-    /// A future that completes at the next [`FanoutLog::append`]. Enable it before checking the log.
-    pub fn changed(&self) -> Notified<'_> {
-        self.appended.notified()
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {
@@ -143,26 +140,34 @@ mod tests {
     #[test]
     fn readers_take_what_is_past_their_cursor() {
         let log = FanoutLog::new(8, 1024);
+        let all = |_, _| true;
         let mut early = log.head();
-        log.append(frame("a"));
+        log.append(frame("a"), 1);
         let mut late = log.head();
-        log.append(frame("b"));
-        log.append(frame("c"));
+        log.append(frame("b"), 0);
+        log.append(frame("c"), 2);
 
         let mut batch = Vec::new();
-        log.read(&mut early, None, &mut batch, 2).unwrap();
+        log.read(&mut early, None, &mut batch, 2, all).unwrap();
         assert_eq!(texts(&batch), ["a", "b"]);
         batch.clear();
-        log.read(&mut early, None, &mut batch, 10).unwrap();
+        log.read(&mut early, None, &mut batch, 10, all).unwrap();
         assert_eq!(texts(&batch), ["c"]);
         batch.clear();
-        log.read(&mut late, Some(3), &mut batch, 10).unwrap();
+        log.read(&mut late, Some(3), &mut batch, 10, all).unwrap();
         assert_eq!(texts(&batch), ["b", "c"]);
         batch.clear();
         let mut capped = 1;
-        log.read(&mut capped, Some(2), &mut batch, 10).unwrap();
+        log.read(&mut capped, Some(2), &mut batch, 10, all).unwrap();
         assert_eq!(texts(&batch), ["b"], "nothing from the end on");
         assert_eq!(log.behind(late), 0);
+        batch.clear();
+        let mut skipping = 0;
+        let taken = log
+            .read(&mut skipping, None, &mut batch, 10, |_, seq| seq != 1)
+            .unwrap();
+        assert_eq!((taken, skipping), (2, 3), "skipped frames are passed");
+        assert_eq!(texts(&batch), ["b", "c"]);
     }
 
     #[test]
@@ -170,39 +175,27 @@ mod tests {
         let log = FanoutLog::new(3, 1000);
         let mut reader = log.head();
         for text in ["1", "2", "3"] {
-            assert_eq!(log.append(frame(text)), 0);
+            assert_eq!(log.append(frame(text), 0), 0);
         }
         assert_eq!(
-            log.append(frame("4")),
+            log.append(frame("4"), 0),
             1,
             "the frame bound evicts the oldest"
         );
         assert_eq!(
-            log.read(&mut reader, None, &mut Vec::new(), 10),
+            log.read(&mut reader, None, &mut Vec::new(), 10, |_, _| true),
             Err(Lagged)
         );
 
         let log = FanoutLog::new(100, 10);
-        log.append(frame("aaaa"));
-        log.append(frame("bbbb"));
+        log.append(frame("aaaa"), 0);
+        log.append(frame("bbbb"), 0);
         assert_eq!(
-            log.append(frame("cccc")),
+            log.append(frame("cccc"), 0),
             1,
             "the byte bound evicts the oldest"
         );
         // The newest frame is always kept, however large.
-        assert_eq!(log.append(frame(&"x".repeat(50))), 3);
-    }
-
-    #[tokio::test]
-    async fn an_enabled_waiter_sees_an_append_made_before_it_waits() {
-        let log = FanoutLog::new(8, 1024);
-        let changed = log.changed();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        log.append(frame("a"));
-        tokio::time::timeout(std::time::Duration::from_secs(1), changed)
-            .await
-            .expect("woken");
+        assert_eq!(log.append(frame(&"x".repeat(50)), 0), 3);
     }
 }

@@ -1,26 +1,35 @@
-//! The connection manager: who is connected under which name, and the fan-out of every event into every
-//! connection's own outbound queue.
+//! The connection manager: who is connected under which name, who follows which room, and the fan-out
+//! of every room event into that room's log.
 //!
 //! The reference FastAPI chat awaits each peer's `send_text` in turn, so one slow peer stalls the room.
 //! Here a broadcast never waits on a socket: the event is serialized once, and the resulting frame (a
-//! reference-counted [`Frame`]) is appended to the [`FanoutLog`], which wakes every connection's
-//! task to take it at its own pace (see `connection.rs`). A peer that falls further behind than the log
-//! keeps is disconnected with close code 1013, and everyone else carries on at full speed.
+//! reference-counted [`Frame`]) is appended to the room's [`FanoutLog`]; every member's task is woken to
+//! take it at its own pace (see `connection.rs`). A member that falls further behind than the log keeps
+//! is disconnected with close code 1013, and everyone else carries on at full speed.
+//!
+//! People: a person is a session (see `session.rs`); all of one person's connections share one name
+//! and count once in a room's presence: `join` is announced on their first connection following the room,
+//! `leave` when their last one goes.
+//!
+//! Messages do not pass through here on the way in: the history writer (`writer.rs`) stores them first
+//! and then hands them to [`ConnectionManager::stored`], which acknowledges and publishes them. So every
+//! message anyone sees is already durable, in sequence-number order.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge};
-use std::sync::Arc;
 
 use super::config::Config;
 use super::error::{close, ChatError};
 use super::fanout::FanoutLog;
 use super::metrics as m;
-use super::names::{self, name_key, NameRequest};
-use super::outbox::Outbox;
-use crate::protocol::{validate_name, ServerEvent};
+use super::names::{self, name_key};
+use super::outbox::{Outbox, Subscription};
+use super::session::{Session, Sessions};
+use super::store::{NewMessage, PersonId, Stored};
+use crate::protocol::{validate_name, validate_room, ChatMessage, ServerEvent, MAX_CLIENT_ID_BYTES};
 
 /// Identifies one WebSocket connection for as long as it lasts.
 pub type ConnId = u64;
@@ -49,146 +58,483 @@ impl Kick {
     };
 }
 
-/// What a connection gets back from [`ConnectionManager::join`]: its identity and its outbox, which
-/// holds its cursor into the fan-out log (at the head: it sees every event after its welcome), its
-/// personal frames (the welcome first) and any order to disconnect.
-pub struct Joined {
+/// Who a new connection says it is.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    /// From a valid session token: the person, and the name they had.
+    pub session: Option<Session>,
+    /// A name asked for explicitly (`/ws?name=`, `/ws/{client_id}`): this one or a refusal.
+    pub chosen: Option<String>,
+}
+
+/// A connection the manager accepted: its id, who it is, and its outbox (the welcome already queued).
+pub struct Connected {
     pub id: ConnId,
+    pub person: PersonId,
     pub name: String,
     pub outbox: Arc<Outbox>,
 }
 
+/// A join under way: the room is held open and its log position noted while the history is read (see
+/// [`ConnectionManager::finish_join`]).
+pub struct JoinTicket {
+    pub conn: ConnId,
+    pub room: String,
+    log: Arc<FanoutLog>,
+    start: u64,
+}
+
+/// What a joining connection is sent of the room's history.
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    /// `messages` continue exactly from the `after` the client asked for.
+    pub recovered: bool,
+    pub messages: Vec<ChatMessage>,
+    /// The room's oldest stored sequence number (0: none).
+    pub oldest_seq: u64,
+    /// The sequence number the client already has everything up to: `after` when recovered, else 0.
+    pub after: u64,
+}
+
 pub struct ConnectionManager {
-    /// A std `Mutex`, not tokio's: every critical section is short, synchronous work (map updates and
-    /// `try_send`s, which never wait), and no `.await` ever happens while it is held (clippy's
-    /// `await_holding_lock` is denied for the crate). Holding it while queueing an event is also what gives
-    /// every connection the same order of events.
+    /// A std `Mutex`, not tokio's: every critical section is short, synchronous work (map updates,
+    /// appends, wake-ups), and no `.await` ever happens while it is held (clippy's `await_holding_lock`
+    /// is denied for the crate). One lock for everything, rooms included: holding it while appending to a
+    /// room's log is what gives every member the same order of events, and presence changes stay
+    /// consistent with the snapshots joiners get.
     registry: Mutex<Registry>,
-    /// Every broadcast frame, once. Appended to only while holding `registry`, which is what gives every
-    /// connection the same order of events; read by the connections without it.
-    log: FanoutLog,
+    sessions: Sessions,
+    limits: Limits,
+}
+
+struct Limits {
+    queue_frames: usize,
+    queue_bytes: usize,
     max_name_chars: usize,
+    max_rooms: usize,
+    typing_ttl: Duration,
 }
 
 struct Registry {
-    /// A `BTreeMap` because ids only grow: iterating it lists connections in join order, which is the
-    /// order the welcome's `online` list promises.
-    peers: BTreeMap<ConnId, Peer>,
-    /// `name_key`s of every connected name, for the uniqueness check.
-    names: HashSet<String>,
+    /// A `BTreeMap` because ids only grow: iterating it lists connections in the order they came.
+    conns: BTreeMap<ConnId, Conn>,
+    /// Every name in use (by `name_key`), held by one person, through one or more connections.
+    names: HashMap<String, NameHold>,
+    /// Rooms with members, or with a join under way.
+    rooms: HashMap<String, Room>,
     next_conn_id: ConnId,
-    next_event_id: u64,
+    /// Orders people in each room's presence list.
+    next_arrival: u64,
     /// Set on shutdown: no one joins any more.
     closing: bool,
     /// Joins and leaves are announced only in rooms up to this size (see `Config::presence_limit`).
     presence_limit: usize,
 }
 
-struct Peer {
+struct Conn {
+    person: PersonId,
     name: String,
     outbox: Arc<Outbox>,
+    /// Rooms it follows.
+    rooms: Vec<String>,
+    /// Rooms it asked to join whose history is still being read.
+    joining: Vec<String>,
+}
+
+struct NameHold {
+    person: PersonId,
+    conns: usize,
+}
+
+struct Room {
+    log: Arc<FanoutLog>,
+    members: BTreeMap<ConnId, Member>,
+    /// Who is here, by `name_key`: when they arrived and through how many connections.
+    present: HashMap<String, Presence>,
+    /// Display names by arrival: the order `joined` snapshots list people in.
+    arrivals: BTreeMap<u64, String>,
+    /// Who is typing, by `name_key`: display name and when the notice runs out.
+    typing: HashMap<String, (String, Instant)>,
+    /// Joins under way: the room must outlive them even with no members.
+    pending_joins: usize,
+}
+
+struct Member {
+    outbox: Arc<Outbox>,
+    subscription: Arc<Subscription>,
+}
+
+struct Presence {
+    arrival: u64,
+    conns: usize,
 }
 
 impl ConnectionManager {
-    /// Takes the queue bounds and the longest name from `config`.
-    pub fn new(config: &Config) -> Self {
+    /// Takes the queue bounds and limits from `config`; `sessions` signs the welcome's token.
+    pub fn new(config: &Config, sessions: Sessions) -> Self {
         ConnectionManager {
             registry: Mutex::new(Registry {
-                peers: BTreeMap::new(),
-                names: HashSet::new(),
+                conns: BTreeMap::new(),
+                names: HashMap::new(),
+                rooms: HashMap::new(),
                 next_conn_id: 1,
-                next_event_id: 1,
+                next_arrival: 0,
                 closing: false,
                 presence_limit: config.presence_limit,
             }),
-            log: FanoutLog::new(config.queue_frames, config.queue_bytes),
-            max_name_chars: config.max_name_chars,
+            sessions,
+            limits: Limits {
+                queue_frames: config.queue_frames,
+                queue_bytes: config.queue_bytes,
+                max_name_chars: config.max_name_chars,
+                max_rooms: config.max_rooms_per_connection,
+                typing_ttl: config.typing_ttl,
+            },
         }
     }
 
-    /// Registers a new connection under the name it asked for (or a fresh one), queues its welcome and
-    /// tells everyone else it joined. All under the registry lock, so the newcomer misses nothing sent
-    /// after its welcome.
-    pub fn join(&self, request: NameRequest) -> Result<Joined, ChatError> {
+    /// Registers a new connection and queues its welcome. The name: the one `chosen` (refused if someone
+    /// else holds it), else the session's if it is free (or already this person's), else a fresh one.
+    pub fn connect(&self, identity: Identity) -> Result<Connected, ChatError> {
         let mut reg = self.registry();
         if reg.closing {
             return Err(ChatError::ShuttingDown);
         }
-        let name = match request {
-            NameRequest::Assign => names::assign(|n| !reg.names.contains(&name_key(n))),
-            NameRequest::Chosen(raw) => {
-                let name = validate_name(&raw, self.max_name_chars).map_err(ChatError::BadName)?;
-                if reg.names.contains(&name_key(&name)) {
+        let person = identity
+            .session
+            .as_ref()
+            .map_or_else(Sessions::new_person, |s| s.person);
+        let free = |reg: &Registry, name: &str| {
+            reg.names
+                .get(&name_key(name))
+                .is_none_or(|hold| hold.person == person)
+        };
+        let name = match identity.chosen {
+            Some(raw) => {
+                let name =
+                    validate_name(&raw, self.limits.max_name_chars).map_err(ChatError::BadName)?;
+                if !free(&reg, &name) {
                     return Err(ChatError::NameTaken(name));
                 }
                 name
             }
+            None => match identity.session {
+                Some(Session { name, .. })
+                    if validate_name(&name, self.limits.max_name_chars).as_ref() == Ok(&name)
+                        && free(&reg, &name) =>
+                {
+                    name
+                }
+                _ => names::assign(|n| !reg.names.contains_key(&name_key(n))),
+            },
         };
 
         let id = reg.next_conn_id;
         reg.next_conn_id += 1;
-
-        let online = reg
-            .peers
-            .values()
-            .map(|p| p.name.clone())
-            .chain([name.clone()])
-            .take(reg.presence_limit.max(1))
-            .collect();
+        let outbox = Arc::new(Outbox::new());
         let welcome = encode(&ServerEvent::Welcome {
             name: name.clone(),
-            online,
-            online_count: reg.peers.len() + 1,
+            session: self.sessions.issue(person, &name),
         });
-        // Everyone else hears of the newcomer first; then its cursor starts at the head, past its own
-        // join: it sees exactly the events after its welcome.
-        if reg.peers.len() < reg.presence_limit {
-            let join = ServerEvent::Join {
-                id: reg.take_event_id(),
-                name: name.clone(),
-                ts: now_ms(),
-            };
-            reg.publish(&self.log, &join);
-        }
-        let outbox = Arc::new(Outbox::new(self.log.head()));
         outbox
             .send(welcome)
             .expect("a new outbox has room for its welcome");
-        reg.names.insert(name_key(&name));
-        reg.peers.insert(
+        reg.names
+            .entry(name_key(&name))
+            .or_insert(NameHold { person, conns: 0 })
+            .conns += 1;
+        reg.conns.insert(
             id,
-            Peer {
+            Conn {
+                person,
                 name: name.clone(),
                 outbox: outbox.clone(),
+                rooms: Vec::new(),
+                joining: Vec::new(),
             },
         );
         counter!(m::CONNECTIONS_ACCEPTED).increment(1);
         gauge!(m::CONNECTIONS).increment(1);
-
-        Ok(Joined { id, name, outbox })
+        Ok(Connected {
+            id,
+            person,
+            name,
+            outbox,
+        })
     }
 
-    /// Broadcasts `text` from connection `from` to everyone, the sender included.
-    pub fn say(&self, from: ConnId, text: String) -> Result<(), ChatError> {
+    /// First half of a join: checks the request, and holds the room open at its current log position
+    /// while the caller reads the history it will replay.
+    ///
+    /// Why the position is taken *before* the history is read: every message is stored before it is
+    /// published, so each one is either already in what the read returns, or published after this
+    /// position (or both, which the subscription's sequence filter skips). Nothing falls in between.
+    pub fn begin_join(&self, conn: ConnId, room: &str) -> Result<JoinTicket, ChatError> {
+        validate_room(room).map_err(ChatError::BadRoom)?;
+        let mut reg = self.registry();
+        let Some(c) = reg.conns.get_mut(&conn) else {
+            return Err(ChatError::ShuttingDown);
+        };
+        if c.rooms.iter().chain(&c.joining).any(|r| r == room) {
+            return Err(ChatError::AlreadyJoined(room.to_owned()));
+        }
+        if c.rooms.len() + c.joining.len() >= self.limits.max_rooms {
+            return Err(ChatError::TooManyRooms(self.limits.max_rooms));
+        }
+        c.joining.push(room.to_owned());
+        let (queue_frames, queue_bytes) = (self.limits.queue_frames, self.limits.queue_bytes);
+        let entry = reg.rooms.entry(room.to_owned()).or_insert_with(|| Room {
+            log: Arc::new(FanoutLog::new(queue_frames, queue_bytes)),
+            members: BTreeMap::new(),
+            present: HashMap::new(),
+            arrivals: BTreeMap::new(),
+            typing: HashMap::new(),
+            pending_joins: 0,
+        });
+        entry.pending_joins += 1;
+        Ok(JoinTicket {
+            conn,
+            room: room.to_owned(),
+            log: entry.log.clone(),
+            start: entry.log.head(),
+        })
+    }
+
+    /// Second half of a join: subscribes the connection from the ticket's position on, sends it the
+    /// `joined` snapshot with `replay`, and announces the person if this is their first connection here.
+    pub fn finish_join(&self, ticket: JoinTicket, replay: Replay) {
+        let mut reg = self.registry();
+        let reg = &mut *reg;
+        let room = ticket.room;
+        let Some(r) = reg.rooms.get_mut(&room) else {
+            return;
+        };
+        r.pending_joins -= 1;
+        let still_wanted = reg.conns.get_mut(&ticket.conn).is_some_and(|c| {
+            let wanted = c.joining.iter().any(|j| *j == room);
+            c.joining.retain(|j| *j != room);
+            wanted
+        });
+        if !still_wanted {
+            // It left (or went) while its history was being read.
+            reg.drop_room_if_unused(&room);
+            return;
+        }
+        let c = reg.conns.get_mut(&ticket.conn).expect("checked above");
+        c.rooms.push(room.clone());
+        let (person_key, name, outbox) = (name_key(&c.name), c.name.clone(), c.outbox.clone());
+
+        let r = reg.rooms.get_mut(&room).expect("held open by the ticket");
+        let first_here = !r.present.contains_key(&person_key);
+        if first_here {
+            let arrival = reg.next_arrival;
+            reg.next_arrival += 1;
+            r.present.insert(
+                person_key.clone(),
+                Presence {
+                    arrival,
+                    conns: 0,
+                },
+            );
+            r.arrivals.insert(arrival, name.clone());
+        }
+        r.present.get_mut(&person_key).expect("inserted").conns += 1;
+        let online_count = r.present.len();
+        let online: Vec<String> = r
+            .arrivals
+            .values()
+            .take(reg.presence_limit.max(1))
+            .cloned()
+            .collect();
+        let typing: Vec<String> = r.typing.values().map(|(n, _)| n.clone()).collect();
+        if first_here && online_count <= reg.presence_limit {
+            let join = ServerEvent::Join {
+                room: room.clone(),
+                name,
+                ts: now_ms(),
+            };
+            reg.publish(&room, &join, 0);
+        }
+        let Some(r) = reg.rooms.get_mut(&room) else {
+            return;
+        };
+        let delivered = replay.messages.last().map_or(replay.after, |m| m.seq);
+        let subscription = Arc::new(Subscription::new(
+            room.clone(),
+            ticket.log,
+            ticket.start,
+            r.log.head(),
+            delivered,
+        ));
+        let joined = encode(&ServerEvent::Joined {
+            room: room.clone(),
+            recovered: replay.recovered,
+            messages: replay.messages,
+            oldest_seq: replay.oldest_seq,
+            online,
+            online_count,
+        });
+        r.members.insert(
+            ticket.conn,
+            Member {
+                outbox: outbox.clone(),
+                subscription: subscription.clone(),
+            },
+        );
+        let mut full = outbox.send(joined).is_err();
+        if !typing.is_empty() {
+            full |= outbox
+                .send(encode(&ServerEvent::Typing { room, names: typing }))
+                .is_err();
+        }
+        outbox.subscribe(subscription);
+        if full {
+            reg.remove(ticket.conn, Some(Kick::TOO_SLOW));
+        }
+    }
+
+    /// A join that could not finish (its history could not be read): releases the room and tells the
+    /// client.
+    pub fn abort_join(&self, ticket: JoinTicket, error: &ChatError) {
+        {
+            let mut reg = self.registry();
+            if let Some(r) = reg.rooms.get_mut(&ticket.room) {
+                r.pending_joins -= 1;
+            }
+            if let Some(c) = reg.conns.get_mut(&ticket.conn) {
+                c.joining.retain(|j| *j != ticket.room);
+            }
+            reg.drop_room_if_unused(&ticket.room);
+        }
+        self.reject(ticket.conn, error);
+    }
+
+    /// Stops connection `conn` following `room`.
+    pub fn leave_room(&self, conn: ConnId, room: &str) -> Result<(), ChatError> {
+        let mut reg = self.registry();
+        let Some(c) = reg.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let joining = c.joining.len();
+        c.joining.retain(|j| j != room);
+        if c.joining.len() < joining {
+            // Its join is still reading history: `finish_join` will see it is no longer wanted.
+            return Ok(());
+        }
+        if !c.rooms.iter().any(|r| r == room) {
+            return Err(ChatError::NotJoined(room.to_owned()));
+        }
+        c.rooms.retain(|r| r != room);
+        c.outbox.unsubscribe(room);
+        let (person_key, name) = (name_key(&c.name), c.name.clone());
+        reg.leave_room(conn, room, &person_key, name);
+        Ok(())
+    }
+
+    /// Checks that `conn` may send `text` to `room`, and returns the message to store.
+    pub fn prepare_message(
+        &self,
+        conn: ConnId,
+        room: String,
+        text: String,
+        client_id: Option<String>,
+    ) -> Result<NewMessage, ChatError> {
         if text.trim().is_empty() {
             return Err(ChatError::EmptyMessage);
         }
-        let mut reg = self.registry();
-        // The sender may have been disconnected (too slow) while its frame was in flight: drop the frame,
-        // as its connection is ending anyway.
-        let Some(sender) = reg.peers.get(&from) else {
-            return Ok(());
+        if client_id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES)
+        {
+            return Err(ChatError::BadClientId);
+        }
+        let reg = self.registry();
+        let Some(c) = reg.conns.get(&conn) else {
+            return Err(ChatError::ShuttingDown);
         };
-        let from_name = sender.name.clone();
-        let message = ServerEvent::Message {
-            id: reg.take_event_id(),
-            from: from_name,
+        if !c.rooms.contains(&room) {
+            return Err(ChatError::NotJoined(room));
+        }
+        counter!(m::MESSAGES_IN).increment(1);
+        Ok(NewMessage {
+            room,
+            author_id: c.person,
+            author: c.name.clone(),
             text,
             ts: now_ms(),
+            client_id,
+        })
+    }
+
+    /// A message is stored (or was already): acknowledge it to its sender and, if new, publish it to
+    /// the room. Called by the history writer in sequence order.
+    pub fn stored(&self, sender: ConnId, message: &NewMessage, outcome: Stored) {
+        let mut reg = self.registry();
+        let seq = match outcome {
+            Stored::Duplicate { seq } => seq,
+            Stored::New(stored) => {
+                let seq = stored.seq;
+                // The sender stopped typing: its message is here.
+                let key = name_key(&message.author);
+                let stopped = reg
+                    .rooms
+                    .get_mut(&message.room)
+                    .is_some_and(|r| r.typing.remove(&key).is_some());
+                if stopped {
+                    reg.publish_typing(&message.room);
+                }
+                let event = ServerEvent::Message {
+                    room: message.room.clone(),
+                    seq,
+                    from: stored.from,
+                    text: stored.text,
+                    ts: stored.ts,
+                    client_id: stored.client_id,
+                };
+                reg.publish(&message.room, &event, seq);
+                seq
+            }
         };
-        counter!(m::MESSAGES_IN).increment(1);
-        reg.publish(&self.log, &message);
+        let ack = encode(&ServerEvent::Ack {
+            room: message.room.clone(),
+            seq,
+            client_id: message.client_id.clone(),
+        });
+        reg.send_to(sender, ack);
+    }
+
+    /// Connection `conn` says its person is typing in `room`: announced if they were not already.
+    pub fn typing(&self, conn: ConnId, room: &str) -> Result<(), ChatError> {
+        let mut reg = self.registry();
+        let Some(c) = reg.conns.get(&conn) else {
+            return Ok(());
+        };
+        if !c.rooms.iter().any(|r| r == room) {
+            return Err(ChatError::NotJoined(room.to_owned()));
+        }
+        let (key, name) = (name_key(&c.name), c.name.clone());
+        let until = Instant::now() + self.limits.typing_ttl;
+        let r = reg.rooms.get_mut(room).expect("a followed room exists");
+        if r.typing.insert(key, (name, until)).is_none() {
+            reg.publish_typing(room);
+        }
         Ok(())
+    }
+
+    /// Forgets typing notices that ran out, and tells their rooms.
+    pub fn expire_typing(&self, now: Instant) {
+        let mut reg = self.registry();
+        let mut changed = Vec::new();
+        for (name, room) in reg.rooms.iter_mut() {
+            let before = room.typing.len();
+            room.typing.retain(|_, (_, until)| *until > now);
+            if room.typing.len() != before {
+                changed.push(name.clone());
+            }
+        }
+        for room in changed {
+            reg.publish_typing(&room);
+        }
     }
 
     /// Tells connection `to` (only) why its last frame was refused.
@@ -199,73 +545,71 @@ impl ConnectionManager {
 
     /// Queues `event` for connection `to` only.
     pub fn send_to(&self, to: ConnId, event: &ServerEvent) {
-        let frame = encode(event);
-        let mut reg = self.registry();
-        let full = reg
-            .peers
-            .get(&to)
-            .is_some_and(|peer| peer.outbox.send(frame).is_err());
-        if full {
-            reg.remove(&self.log, to, Some(Kick::TOO_SLOW));
-        }
+        self.registry().send_to(to, encode(event));
     }
 
-    /// Forgets a connection that ended and tells everyone else it left. Idempotent: a connection already
-    /// removed (kicked) is not announced twice.
+    /// Forgets a connection that ended and tells its rooms if its person left them. Idempotent: a
+    /// connection already removed (kicked) is not announced twice.
     pub fn leave(&self, id: ConnId) {
-        self.registry().remove(&self.log, id, None);
+        self.registry().remove(id, None);
     }
 
     /// Disconnects one connection with `kick` (e.g. it sent a message too big) and tells the others.
     pub fn kick(&self, id: ConnId, kick: Kick) {
-        self.registry().remove(&self.log, id, Some(kick));
+        self.registry().remove(id, Some(kick));
     }
 
-    /// Shutdown: refuses every later join and closes everyone with 1001. No leave events: everyone goes.
+    /// Shutdown: refuses every later connection and closes everyone with 1001. No leave events: everyone
+    /// goes.
     pub fn shut_down(&self) {
         let mut reg = self.registry();
         reg.closing = true;
-        let peers = std::mem::take(&mut reg.peers);
+        let conns = std::mem::take(&mut reg.conns);
         reg.names.clear();
-        gauge!(m::CONNECTIONS).decrement(peers.len() as f64);
-        let end = self.log.head();
-        for peer in peers.into_values() {
-            peer.outbox.kick(Kick::SHUTDOWN, end);
+        reg.rooms.clear();
+        gauge!(m::CONNECTIONS).decrement(conns.len() as f64);
+        for conn in conns.into_values() {
+            conn.outbox.kick(Kick::SHUTDOWN);
         }
     }
 
     /// Asks every connection to check on its client's heartbeat (see `server::run`).
     pub fn nudge_all(&self) {
-        for peer in self.registry().peers.values() {
-            peer.outbox.nudge();
+        for conn in self.registry().conns.values() {
+            conn.outbox.nudge();
         }
     }
 
     /// Frames waiting for all connections together (for the metrics).
     pub fn queue_depth(&self) -> u64 {
         self.registry()
-            .peers
+            .conns
             .values()
-            .map(|p| self.log.behind(p.outbox.cursor()) + p.outbox.personal_len() as u64)
+            .map(|c| c.outbox.backlog())
             .sum()
-    }
-
-    /// The log every connection reads its broadcast frames from.
-    pub fn log(&self) -> &FanoutLog {
-        &self.log
     }
 
     /// How many connections are registered now.
     pub fn connection_count(&self) -> usize {
-        self.registry().peers.len()
+        self.registry().conns.len()
     }
 
-    /// The names online now, in join order.
-    pub fn online(&self) -> Vec<String> {
+    /// The people in `room` now, in the order they came.
+    pub fn online(&self, room: &str) -> Vec<String> {
         self.registry()
-            .peers
-            .values()
-            .map(|p| p.name.clone())
+            .rooms
+            .get(room)
+            .map(|r| r.arrivals.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every room with people in it, and how many.
+    pub fn room_counts(&self) -> Vec<(String, usize)> {
+        self.registry()
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.present.is_empty())
+            .map(|(name, r)| (name.clone(), r.present.len()))
             .collect()
     }
 
@@ -277,50 +621,121 @@ impl ConnectionManager {
 }
 
 impl Registry {
-    fn take_event_id(&mut self) -> u64 {
-        let id = self.next_event_id;
-        self.next_event_id += 1;
-        id
-    }
-
-    /// Serializes `event` once and appends it to the log for everyone. Readers it left behind (their
-    /// cursor is now below the oldest frame kept) are disconnected as too slow.
-    fn publish(&mut self, log: &FanoutLog, event: &ServerEvent) {
-        let oldest_kept = log.append(encode(event));
-        counter!(m::DELIVERIES_OUT).increment(self.peers.len() as u64);
-        let lagging: Vec<ConnId> = self
-            .peers
-            .iter()
-            .filter(|(_, peer)| peer.outbox.cursor() < oldest_kept)
-            .map(|(id, _)| *id)
-            .collect();
+    /// Serializes `event` once and appends it to `room`'s log (`message_seq`: the message's sequence
+    /// number, or 0), then wakes the members. Members it left behind (their cursor is now below the
+    /// oldest frame kept) are disconnected as too slow.
+    fn publish(&mut self, room: &str, event: &ServerEvent, message_seq: u64) {
+        let Some(r) = self.rooms.get(room) else {
+            // No one follows the room: a joiner will read the message from the store.
+            return;
+        };
+        let oldest_kept = r.log.append(encode(event), message_seq);
+        counter!(m::DELIVERIES_OUT).increment(r.members.len() as u64);
+        let mut lagging = Vec::new();
+        for (id, member) in &r.members {
+            if member.subscription.cursor() < oldest_kept {
+                lagging.push(*id);
+            } else {
+                member.outbox.notify();
+            }
+        }
         for id in lagging {
-            self.remove(log, id, Some(Kick::TOO_SLOW));
+            // Recursion ends: each level removes a connection, and there are finitely many.
+            self.remove(id, Some(Kick::TOO_SLOW));
         }
     }
 
-    /// Removes a peer, kicks it if `kick` says why, and announces its leave to the others.
-    fn remove(&mut self, log: &FanoutLog, id: ConnId, kick: Option<Kick>) {
-        let Some(peer) = self.peers.remove(&id) else {
+    /// Tells `room` who is typing now.
+    fn publish_typing(&mut self, room: &str) {
+        let Some(r) = self.rooms.get(room) else {
             return;
         };
-        self.names.remove(&name_key(&peer.name));
+        let mut names: Vec<String> = r.typing.values().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        let event = ServerEvent::Typing {
+            room: room.to_owned(),
+            names,
+        };
+        self.publish(room, &event, 0);
+    }
+
+    /// Queues a personal frame; a connection whose personal queue is full is not reading: too slow.
+    fn send_to(&mut self, to: ConnId, frame: Frame) {
+        let full = self
+            .conns
+            .get(&to)
+            .is_some_and(|c| c.outbox.send(frame).is_err());
+        if full {
+            self.remove(to, Some(Kick::TOO_SLOW));
+        }
+    }
+
+    /// Removes a connection, kicks it if `kick` says why, and takes it out of its rooms.
+    fn remove(&mut self, id: ConnId, kick: Option<Kick>) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let key = name_key(&conn.name);
+        if let Some(hold) = self.names.get_mut(&key) {
+            hold.conns -= 1;
+            if hold.conns == 0 {
+                self.names.remove(&key);
+            }
+        }
         gauge!(m::CONNECTIONS).decrement(1);
         if let Some(kick) = kick {
-            tracing::info!(conn = id, name = %peer.name, reason = kick.reason, "disconnecting");
+            tracing::info!(conn = id, name = %conn.name, reason = kick.reason, "disconnecting");
             if kick == Kick::TOO_SLOW {
                 counter!(m::SLOW_CONSUMERS).increment(1);
             }
-            peer.outbox.kick(kick, log.head());
+            conn.outbox.kick(kick);
         }
-        if self.peers.len() < self.presence_limit {
-            let leave = ServerEvent::Leave {
-                id: self.take_event_id(),
-                name: peer.name,
-                ts: now_ms(),
-            };
-            // Recursion ends: each level removes a peer, and there are finitely many.
-            self.publish(log, &leave);
+        // Joins under way find the connection gone in `finish_join`, which releases their rooms.
+        for room in &conn.rooms {
+            self.leave_room(id, room, &key, conn.name.clone());
+        }
+    }
+
+    /// Takes member `conn` (whose person has `person_key`) out of `room`, announcing the person's leave
+    /// if it was their last connection there and the room is small enough (`--presence-limit`).
+    fn leave_room(&mut self, conn: ConnId, room: &str, person_key: &str, name: String) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.members.remove(&conn);
+        let Some(presence) = r.present.get_mut(person_key) else {
+            return;
+        };
+        presence.conns -= 1;
+        if presence.conns == 0 {
+            let arrival = presence.arrival;
+            r.present.remove(person_key);
+            r.arrivals.remove(&arrival);
+            let stopped_typing = r.typing.remove(person_key).is_some();
+            if r.present.len() < self.presence_limit {
+                let leave = ServerEvent::Leave {
+                    room: room.to_owned(),
+                    name,
+                    ts: now_ms(),
+                };
+                self.publish(room, &leave, 0);
+            }
+            if stopped_typing {
+                self.publish_typing(room);
+            }
+        }
+        self.drop_room_if_unused(room);
+    }
+
+    /// Forgets a room no one follows or is joining: its log is only a window on live traffic, and the
+    /// store has its history.
+    fn drop_room_if_unused(&mut self, room: &str) {
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.is_empty() && r.pending_joins == 0)
+        {
+            self.rooms.remove(room);
         }
     }
 }
@@ -333,105 +748,8 @@ pub fn encode(event: &ServerEvent) -> Frame {
 }
 
 /// Milliseconds since the Unix epoch: the `ts` of every event.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Takes everything waiting for `joined`: personal frames, then the log past its cursor.
-    fn drain(manager: &ConnectionManager, joined: &Joined) -> Vec<ServerEvent> {
-        let mut batch: Vec<Frame> = Vec::new();
-        joined.outbox.take_personal(&mut batch);
-        let mut cursor = joined.outbox.cursor();
-        manager
-            .log()
-            .read(&mut cursor, None, &mut batch, usize::MAX)
-            .expect("not lagging");
-        joined.outbox.set_cursor(cursor);
-        batch
-            .iter()
-            .map(|frame| {
-                serde_json::from_slice(super::super::websocket::frame_payload(frame)).unwrap()
-            })
-            .collect()
-    }
-
-    fn manager(queue_frames: usize) -> ConnectionManager {
-        ConnectionManager::new(&Config {
-            queue_frames,
-            ..Config::default()
-        })
-    }
-
-    #[test]
-    fn a_reader_left_behind_is_disconnected_alone() {
-        let manager = manager(4);
-        let fast = manager.join(NameRequest::Chosen("fast".into())).unwrap();
-        let slow = manager.join(NameRequest::Chosen("slow".into())).unwrap();
-        for i in 0..10 {
-            drain(&manager, &fast);
-            manager.say(fast.id, format!("m{i}")).unwrap();
-        }
-        assert_eq!(slow.outbox.kick_ordered(), Some(Kick::TOO_SLOW));
-        assert_eq!(manager.online(), vec!["fast".to_string()]);
-        // "fast" goes on receiving.
-        drain(&manager, &fast);
-        manager.say(fast.id, "after".into()).unwrap();
-        let last = drain(&manager, &fast);
-        assert!(matches!(&last[..], [ServerEvent::Message { text, .. }] if text == "after"));
-    }
-
-    #[test]
-    fn the_welcome_comes_first_then_later_events_only() {
-        let manager = manager(16);
-        let ann = manager.join(NameRequest::Chosen("ann".into())).unwrap();
-        manager.say(ann.id, "before bob".into()).unwrap();
-        let bob = manager.join(NameRequest::Chosen("bob".into())).unwrap();
-        manager.say(ann.id, "after bob".into()).unwrap();
-        let events = drain(&manager, &bob);
-        assert!(
-            matches!(&events[0], ServerEvent::Welcome { name, online, online_count: 2 } if name == "bob" && online == &["ann", "bob"])
-        );
-        assert!(matches!(&events[1..], [ServerEvent::Message { text, .. }] if text == "after bob"));
-    }
-
-    #[test]
-    fn large_rooms_stop_announcing_presence() {
-        let manager = ConnectionManager::new(&Config {
-            presence_limit: 2,
-            ..Config::default()
-        });
-        let a = manager.join(NameRequest::Chosen("a".into())).unwrap();
-        let b = manager.join(NameRequest::Chosen("b".into())).unwrap();
-        let c = manager.join(NameRequest::Chosen("c".into())).unwrap();
-        assert!(
-            matches!(&drain(&manager, &a)[..], [ServerEvent::Welcome { .. }, ServerEvent::Join { name, .. }] if name == "b")
-        );
-        assert!(matches!(
-            &drain(&manager, &c)[..],
-            [ServerEvent::Welcome { online, online_count: 3, .. }] if online == &["a", "b"]
-        ));
-        manager.leave(c.id); // back to two: not announced
-        manager.leave(b.id); // one left, in a small room: announced
-        assert!(
-            matches!(&drain(&manager, &a)[..], [ServerEvent::Leave { name, .. }] if name == "b")
-        );
-    }
-
-    #[test]
-    fn names_are_released_on_leave() {
-        let manager = manager(8);
-        let a = manager.join(NameRequest::Chosen("Alice".into())).unwrap();
-        assert_eq!(
-            manager.join(NameRequest::Chosen(" alice ".into())).err(),
-            Some(ChatError::NameTaken("alice".into()))
-        );
-        manager.leave(a.id);
-        assert!(manager.join(NameRequest::Chosen("alice".into())).is_ok());
-    }
 }

@@ -1,19 +1,23 @@
 //! The server (feature `ssr`): the axum router that renders the Leptos pages and hosts the `/ws` endpoint.
 //!
 //! The path of one message, top to bottom:
-//! [`upgrade`] (admission) and [`websocket`] (handshake, framing) → [`connection`] (its task reads:
-//! socket → [`crate::protocol`]) → [`manager`] (names, order; encodes once into the [`fanout`] log) →
-//! [`connection`] (each recipient's task takes from the log, and its [`outbox`], and writes).
+//! [`upgrade`] (admission, [`session`]) and [`websocket`] (handshake, framing) → [`connection`] (its
+//! task reads: socket → [`crate::protocol`]) → [`history`] (the writer stores it in the [`store`], then)
+//! → [`manager`] (acknowledges it, encodes it once into its room's [`fanout`] log) → [`connection`] (each
+//! member's task takes from the log, and its [`outbox`], and writes).
 
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod fanout;
+pub mod history;
 pub mod manager;
 pub mod metrics;
 pub mod names;
 pub mod outbox;
 pub mod rate_limit;
+pub mod session;
+pub mod store;
 pub mod upgrade;
 pub mod websocket;
 
@@ -39,12 +43,20 @@ use crate::app::{shell, App};
 pub use config::Config;
 pub use manager::ConnectionManager;
 
+/// The chat itself, shared by every connection (one `Arc` each) and every request.
+pub struct Chat {
+    pub config: Config,
+    pub manager: Arc<ConnectionManager>,
+    pub store: store::Store,
+    pub writer: history::HistoryWriter,
+    pub sessions: session::Sessions,
+}
+
 /// Everything a request handler may need; cloned per request, so every field is cheap to clone.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
-    pub manager: Arc<ConnectionManager>,
-    pub config: Arc<Config>,
+    pub chat: Arc<Chat>,
     /// One permit per open chat socket: `--max-connections` of them.
     pub connection_permits: Arc<Semaphore>,
     /// Every chat socket's task holds a token of this tracker, so shutdown can wait for them: axum's own
@@ -53,14 +65,31 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(leptos_options: LeptosOptions, config: Config) -> Self {
-        AppState {
+    /// Opens the store and the session key in `--data-dir` (creating them on first start) and starts
+    /// the history writer.
+    pub async fn new(leptos_options: LeptosOptions, config: Config) -> anyhow::Result<Self> {
+        let store = store::Store::open(&config.data_dir).await?;
+        let sessions = session::Sessions::load_or_create(&config.data_dir)?;
+        let manager = Arc::new(ConnectionManager::new(&config, sessions.clone()));
+        let retention = store::Retention {
+            max_messages: config.retain_messages,
+            max_age: config.retain_days,
+        };
+        // The task runs for as long as the `HistoryWriter` in `Chat` lives: the whole process.
+        let (writer, _task) =
+            history::HistoryWriter::start(store.clone(), manager.clone(), retention, config.store_queue);
+        Ok(AppState {
             leptos_options,
-            manager: Arc::new(ConnectionManager::new(&config)),
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),
-            config: Arc::new(config),
+            chat: Arc::new(Chat {
+                config,
+                manager,
+                store,
+                writer,
+                sessions,
+            }),
             sockets: TaskTracker::new(),
-        }
+        })
     }
 }
 
@@ -93,10 +122,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Metrics are recorded from the first connection on, so the recorder must exist before it.
     metrics::handle();
-    let manager = state.manager.clone();
+    let manager = state.chat.manager.clone();
     let sockets = state.sockets.clone();
-    let grace = state.config.shutdown_grace;
-    let manager_config = state.config.clone();
+    let grace = state.chat.config.shutdown_grace;
+    let sweep_every = ping_sweep_period(&state.chat.config);
     let service = TowerToHyperService::new(app(state));
     // Plain HTTP connections, so shutdown can ask each to finish its request in flight and close.
     let http = TaskTracker::new();
@@ -105,7 +134,6 @@ pub async fn run(
     // One timer for every connection's heartbeat, rather than one per connection: each sweep nudges
     // every connection to ping a client quiet for `--ping-interval`, or drop one whose ping has gone
     // unanswered for `--ping-timeout`. Both are met to within half the shorter of the two.
-    let sweep_every = ping_sweep_period(&manager_config);
     let sweep = tokio::spawn({
         let manager = manager.clone();
         async move {
@@ -114,6 +142,19 @@ pub async fn run(
             loop {
                 ticks.tick().await;
                 manager.nudge_all();
+            }
+        }
+    });
+    // Typing notices run out on the server (a page that closes mid-word sends no "stopped"): one timer
+    // for all rooms, at a second's precision.
+    let typing_sweep = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                manager.expire_typing(tokio::time::Instant::now().into_std());
             }
         }
     });
@@ -158,6 +199,7 @@ pub async fn run(
 
     drop(listener);
     sweep.abort();
+    typing_sweep.abort();
     manager.shut_down();
     stopping.cancel();
     http.close();
@@ -181,17 +223,17 @@ fn ping_sweep_period(config: &Config) -> Duration {
 }
 
 /// `GET /healthz`: the process is up and serving.
-async fn healthz(State(manager): State<Arc<ConnectionManager>>) -> impl IntoResponse {
+async fn healthz(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
     Json(serde_json::json!({
         "status": "ok",
-        "connections": manager.connection_count(),
+        "connections": chat.manager.connection_count(),
         "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
     }))
 }
 
 /// `GET /metrics`, in the Prometheus text format.
-async fn prometheus_metrics(State(manager): State<Arc<ConnectionManager>>) -> impl IntoResponse {
-    ::metrics::gauge!(metrics::QUEUE_DEPTH).set(manager.queue_depth() as f64);
+async fn prometheus_metrics(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
+    ::metrics::gauge!(metrics::QUEUE_DEPTH).set(chat.manager.queue_depth() as f64);
     (
         [("content-type", "text/plain; version=0.0.4")],
         metrics::handle().render(),

@@ -1,13 +1,4 @@
-//! Names: how a connection gets one, and when two names count as the same.
-
-/// How a new connection wants to be called.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NameRequest {
-    /// `/ws`: the server picks a free, readable name.
-    Assign,
-    /// `/ws?name=…` and `/ws/{client_id}`: this exact name, or a refusal.
-    Chosen(String),
-}
+//! Names: how a connection gets one when it has none, and when two names count as the same.
 
 /// The key under which a name is reserved: names differing only in case are the same person to a reader,
 /// so "Alice" and "alice" may not be online at once.

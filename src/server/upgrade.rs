@@ -6,9 +6,13 @@
 //!   that send no `Origin` (terminal clients, bots) are not browsers acting for someone else: accepted.
 //! - **Capacity**: a connection holds a permit of a `Semaphore` sized `--max-connections` for its whole
 //!   life; with none left, 503.
+//!
+//! Who: the `chat_session` cookie (see `session.rs`) names the person and the name they had; `?name=`
+//! asks for a name explicitly. Which room to follow at once: `?room=` (default `general`; empty for
+//! none, as the page does: it joins its rooms itself, saying what it already has of each).
 
 use axum::extract::{Path, Query, State};
-use axum::http::header::{HOST, ORIGIN};
+use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use metrics::counter;
@@ -17,47 +21,75 @@ use serde::Deserialize;
 use super::connection;
 use super::error::ChatError;
 use super::metrics as m;
-use super::names::NameRequest;
+use super::manager::Identity;
+use super::session::Sessions;
 use super::websocket::Handshake;
 use super::AppState;
+use crate::protocol::DEFAULT_ROOM;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
     name: Option<String>,
+    room: Option<String>,
 }
 
-/// `/ws` and `/ws?name=alice`.
+/// `/ws`, `/ws?name=alice`, `/ws?room=dev`, `/ws?room=`.
 pub async fn chat_socket(
     upgrade: Handshake,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    let request = match query.name {
-        Some(name) => NameRequest::Chosen(name),
-        None => NameRequest::Assign,
+    let identity = Identity {
+        session: session(&headers, &state.chat.sessions),
+        chosen: query.name,
     };
-    accept(upgrade, &headers, state, request)
+    let first_room = match query.room {
+        None => Some(DEFAULT_ROOM.to_owned()),
+        Some(room) if room.is_empty() => None,
+        Some(room) => Some(room),
+    };
+    accept(upgrade, &headers, state, identity, first_room)
 }
 
-/// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`.
+/// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`, in `general`.
 pub async fn legacy_chat_socket(
     upgrade: Handshake,
     Path(client_id): Path<String>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    let request = NameRequest::Chosen(format!("Client #{client_id}"));
-    accept(upgrade, &headers, state, request)
+    let identity = Identity {
+        session: None,
+        chosen: Some(format!("Client #{client_id}")),
+    };
+    accept(
+        upgrade,
+        &headers,
+        state,
+        identity,
+        Some(DEFAULT_ROOM.to_owned()),
+    )
+}
+
+/// The session a valid `chat_session` cookie names; an invalid one is ignored (a new person).
+fn session(headers: &HeaderMap, sessions: &Sessions) -> Option<super::session::Session> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(Sessions::from_cookie_header)
+        .and_then(|token| sessions.verify(token))
 }
 
 fn accept(
     upgrade: Handshake,
     headers: &HeaderMap,
     state: AppState,
-    request: NameRequest,
+    identity: Identity,
+    first_room: Option<String>,
 ) -> Response {
-    if let Err(error) = check_origin(headers, &state.config.allowed_origins) {
+    if let Err(error) = check_origin(headers, &state.chat.config.allowed_origins) {
         counter!(m::REJECTED, "reason" => error.label()).increment(1);
         return error.into_response();
     }
@@ -68,7 +100,7 @@ fn accept(
     };
     let tracked = state.sockets.token();
     upgrade.accept(move |socket| async move {
-        connection::serve(socket, state.manager, state.config, request).await;
+        connection::serve(socket, state.chat, identity, first_room).await;
         // Held until here: the permit bounds live connections, the token lets shutdown wait for them.
         drop((permit, tracked));
     })

@@ -1,0 +1,152 @@
+//! History on the way in and out: the writer task that stores every message before anyone sees it, and
+//! the replay a joining connection gets.
+//!
+//! **Writing.** Connections hand messages to one writer task through a bounded queue. The writer takes
+//! everything waiting (up to [`MAX_BATCH`]), stores it in one transaction (one disk sync for the whole
+//! batch: under load, batches grow and the cost per message falls), and only then has the manager
+//! acknowledge each message to its sender and publish it to its room. One task, so sequence numbers are
+//! published in the order they were given. A full queue refuses the message (`unavailable`, "busy"); a
+//! failed transaction refuses the whole batch; in both cases the client may resend with the same
+//! `client_id`, which is stored at most once.
+//!
+//! **Replaying.** See [`replay`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::error::ChatError;
+use super::manager::{now_ms, ConnId, ConnectionManager, Replay};
+use super::store::{NewMessage, Retention, Store};
+
+/// Most messages stored in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// A message waiting to be stored, and the connection to acknowledge it to.
+pub struct Submission {
+    pub sender: ConnId,
+    pub message: NewMessage,
+}
+
+/// The way into the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct HistoryWriter {
+    queue: mpsc::Sender<Submission>,
+}
+
+impl HistoryWriter {
+    /// Starts the writer task: it stores what is submitted into `store`, tells `manager`, and applies
+    /// `retention` every minute. It ends when every `HistoryWriter` is dropped.
+    pub fn start(
+        store: Store,
+        manager: Arc<ConnectionManager>,
+        retention: Retention,
+        queue_len: usize,
+    ) -> (HistoryWriter, JoinHandle<()>) {
+        let (queue, submissions) = mpsc::channel(queue_len.max(1));
+        let task = tokio::spawn(write(submissions, store, manager, retention));
+        (HistoryWriter { queue }, task)
+    }
+
+    /// Queues a message for storing, without waiting: a full queue is refused.
+    pub fn submit(&self, submission: Submission) -> Result<(), ChatError> {
+        self.queue.try_send(submission).map_err(|_| ChatError::Busy)
+    }
+}
+
+async fn write(
+    mut submissions: mpsc::Receiver<Submission>,
+    store: Store,
+    manager: Arc<ConnectionManager>,
+    retention: Retention,
+) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Vec<Submission> = Vec::new();
+    loop {
+        tokio::select! {
+            received = submissions.recv_many(&mut batch, MAX_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = prune.tick() => {
+                match store.prune(retention, now_ms()).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "retention: deleted old messages"),
+                    Err(error) => tracing::warn!(%error, "retention failed"),
+                }
+                continue;
+            }
+        }
+        let messages: Vec<NewMessage> = batch.iter().map(|s| s.message.clone()).collect();
+        match store.append(&messages).await {
+            Ok(outcomes) => {
+                for (submission, outcome) in batch.drain(..).zip(outcomes) {
+                    manager.stored(submission.sender, &submission.message, outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, messages = batch.len(), "storing messages failed");
+                for submission in batch.drain(..) {
+                    manager.reject(submission.sender, &ChatError::StoreFailed);
+                }
+            }
+        }
+    }
+}
+
+/// Limits on what a join is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayLimits {
+    /// Messages sent to a client joining afresh (or one too far behind to catch up).
+    pub fresh: usize,
+    /// Most missed messages replayed to a client that says what it has.
+    pub max_missed: u64,
+}
+
+/// What to send a client joining `room` that has everything up to `after` (if it says so).
+///
+/// Exactly the missed messages when the store still has all of them and there are at most
+/// `max_missed`; otherwise (nothing given, pruned, too far behind, or an `after` the room never reached,
+/// as after a store reset) the room's latest `fresh` messages, marked not recovered.
+pub async fn replay(
+    store: &Store,
+    room: &str,
+    after: Option<u64>,
+    limits: ReplayLimits,
+) -> Result<Replay, sqlx::Error> {
+    let bounds = store.bounds(room).await?;
+    if let Some(after) = after {
+        let all_kept = if bounds.oldest_seq == 0 {
+            after == bounds.last_seq
+        } else {
+            after + 1 >= bounds.oldest_seq
+        };
+        if after <= bounds.last_seq && all_kept && bounds.last_seq - after <= limits.max_missed {
+            let messages = store
+                .after(room, after, limits.max_missed as usize)
+                .await?;
+            // Retention may have run between the two reads: then this is not a continuation.
+            if messages.first().is_none_or(|m| m.seq == after + 1) {
+                return Ok(Replay {
+                    recovered: true,
+                    messages,
+                    oldest_seq: bounds.oldest_seq,
+                    after,
+                });
+            }
+        }
+    }
+    Ok(Replay {
+        recovered: false,
+        messages: store.before(room, None, limits.fresh).await?,
+        oldest_seq: bounds.oldest_seq,
+        after: 0,
+    })
+}
