@@ -52,7 +52,12 @@ pub async fn room_history(
         .before(&room, before, limit)
         .await
         .map_err(store_error)?;
-    let oldest_seq = chat.store.bounds(&room).await.map_err(store_error)?.oldest_seq;
+    let oldest_seq = chat
+        .store
+        .bounds(&room)
+        .await
+        .map_err(store_error)?
+        .oldest_seq;
     Ok(HistoryPage {
         room,
         messages,

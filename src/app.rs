@@ -176,9 +176,7 @@ fn RoomList(chat: ChatState) -> impl IntoView {
             chat.link.track();
             tick();
         });
-        if let Ok(handle) =
-            set_interval_with_handle(tick, std::time::Duration::from_secs(5))
-        {
+        if let Ok(handle) = set_interval_with_handle(tick, std::time::Duration::from_secs(5)) {
             on_cleanup(move || handle.clear());
         }
     }
@@ -290,7 +288,10 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     let list = NodeRef::<leptos::html::Ol>::new();
     let view_of = {
         let room = room.clone();
-        move || chat.rooms.with(|rooms| rooms.get(&room).cloned().unwrap_or_default())
+        move || {
+            chat.rooms
+                .with(|rooms| rooms.get(&room).cloned().unwrap_or_default())
+        }
     };
     let lines = {
         let view_of = view_of.clone();
@@ -299,8 +300,12 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     let pending = {
         let room = room.clone();
         move || {
-            chat.pending
-                .with(|p| p.iter().filter(|p| p.room == room).cloned().collect::<Vec<_>>())
+            chat.pending.with(|p| {
+                p.iter()
+                    .filter(|p| p.room == room)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
         }
     };
     let has_older = {
@@ -314,9 +319,10 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
             if loading.get_untracked() {
                 return;
             }
-            let Some(before) = chat.rooms.with_untracked(|r| {
-                r.get(&room).filter(|v| v.has_older()).map(|v| v.first_seq)
-            }) else {
+            let Some(before) = chat
+                .rooms
+                .with_untracked(|r| r.get(&room).filter(|v| v.has_older()).map(|v| v.first_seq))
+            else {
                 return;
             };
             loading.set(true);
@@ -324,7 +330,9 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
             leptos::task::spawn_local(async move {
                 match room_history(room.clone(), Some(before), Some(DEFAULT_PAGE)).await {
                     Ok(page) => chat.prepend(&room, page.messages, page.oldest_seq),
-                    Err(error) => chat.local_error(format!("Could not load older messages: {error}")),
+                    Err(error) => {
+                        chat.local_error(format!("Could not load older messages: {error}"))
+                    }
                 }
                 loading.set(false);
             });
@@ -335,7 +343,8 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     {
         let room = room.clone();
         Effect::new(move |_| {
-            chat.rooms.with(|r| r.get(&room).map(|v| (v.last_seq, v.lines.len())));
+            chat.rooms
+                .with(|r| r.get(&room).map(|v| (v.last_seq, v.lines.len())));
             chat.pending.track();
             if let Some(list) = list.get() {
                 list.set_scroll_top(list.scroll_height());
@@ -436,8 +445,10 @@ fn TypingLine(chat: ChatState, room: String) -> impl IntoView {
 /// Who is in the room now.
 #[component]
 fn OnlineList(chat: ChatState, room: String) -> impl IntoView {
-    let view_of =
-        move || chat.rooms.with(|rooms| rooms.get(&room).cloned().unwrap_or_default());
+    let view_of = move || {
+        chat.rooms
+            .with(|rooms| rooms.get(&room).cloned().unwrap_or_default())
+    };
     let count = {
         let view_of = view_of.clone();
         move || view_of().online_count

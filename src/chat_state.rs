@@ -205,9 +205,8 @@ impl ChatState {
 
     /// Messages waiting for an acknowledgement in `room`, oldest first.
     pub fn pending_in(&self, room: &str) -> Vec<Pending> {
-        self.pending.with_untracked(|pending| {
-            pending.iter().filter(|p| p.room == room).cloned().collect()
-        })
+        self.pending
+            .with_untracked(|pending| pending.iter().filter(|p| p.room == room).cloned().collect())
     }
 
     /// Remembers a message being sent, until it is acknowledged.
@@ -521,7 +520,10 @@ mod tests {
             LineKind::Message { mine: true, .. }
         ));
         chat.follow("new");
-        assert_eq!(chat.take_joins(), [("dev".into(), Some(1)), ("new".into(), None)]);
+        assert_eq!(
+            chat.take_joins(),
+            [("dev".into(), Some(1)), ("new".into(), None)]
+        );
         assert_eq!(chat.take_joins(), [], "asked once per link");
     }
 
@@ -532,7 +534,11 @@ mod tests {
         let chat = ChatState::new("general".into());
         chat.seed("general", vec![stored(1, "a"), stored(2, "b")], 1);
         // The replay overlaps what the page was rendered with, and a live message repeats it.
-        chat.apply(joined("general", true, vec![stored(2, "b"), stored(3, "c")]));
+        chat.apply(joined(
+            "general",
+            true,
+            vec![stored(2, "b"), stored(3, "c")],
+        ));
         chat.apply(message("general", 3, "ann", "c"));
         chat.apply(message("general", 4, "ann", "d"));
         assert_eq!(texts(&chat, "general"), ["a", "b", "c", "d"]);

@@ -196,9 +196,7 @@ pub enum ErrorCode {
 /// Used by the server to accept a room and by the page to refuse one before asking.
 pub fn validate_room(room: &str) -> Result<(), String> {
     if room.is_empty() || room.len() > MAX_ROOM_CHARS {
-        return Err(format!(
-            "a room name has 1 to {MAX_ROOM_CHARS} characters"
-        ));
+        return Err(format!("a room name has 1 to {MAX_ROOM_CHARS} characters"));
     }
     if !room
         .bytes()

@@ -226,7 +226,10 @@ async fn drive(
 /// later `/ws` handshake on this site, from every tab.
 fn remember_session(token: &str) {
     use wasm_bindgen::JsCast;
-    let Some(document) = leptos::prelude::document().dyn_into::<web_sys::HtmlDocument>().ok() else {
+    let Some(document) = leptos::prelude::document()
+        .dyn_into::<web_sys::HtmlDocument>()
+        .ok()
+    else {
         return;
     };
     let cookie = format!("chat_session={token}; path=/; max-age=31536000; samesite=strict");

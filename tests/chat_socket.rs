@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn message_text(event: &ServerEvent) -> (&str, &str, u64) {
     match event {
-        ServerEvent::Message { from, text, id, .. } => (from.as_str(), text.as_str(), *id),
+        ServerEvent::Message {
+            from, text, seq, ..
+        } => (from.as_str(), text.as_str(), *seq),
         other => panic!("expected a message, got {other:?}"),
     }
 }
@@ -67,7 +69,7 @@ async fn broadcast_reaches_every_client_exactly_once_in_send_order() {
     for (client, _) in clients.iter_mut() {
         let mut seen = Vec::new();
         for _ in 0..2 * PER_SENDER {
-            let event = client.event().await;
+            let event = client.said().await;
             let (from, text, id) = message_text(&event);
             let expected_prefix = if from == first_name { 'a' } else { 'b' };
             assert!(text.starts_with(expected_prefix), "{from} sent {text}");
@@ -85,7 +87,12 @@ async fn broadcast_reaches_every_client_exactly_once_in_send_order() {
                 "{prefix}-messages arrive once each, in order"
             );
         }
-        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ids increase");
+        assert!(
+            seen.iter()
+                .map(|(seq, _)| *seq)
+                .eq(1..=2 * PER_SENDER as u64),
+            "sequence numbers are 1, 2, 3… with no gaps"
+        );
         orders.push(seen);
     }
     assert!(orders.windows(2).all(|w| w[0] == w[1]), "one order for all");
@@ -99,25 +106,17 @@ async fn join_and_leave_are_announced_to_the_others() {
     assert_eq!(ann_name, "ann");
 
     let mut bob = server.connect("/ws?name=bob").await;
-    match bob.event().await {
-        ServerEvent::Welcome {
-            name,
-            online,
-            online_count,
-        } => {
-            assert_eq!(name, "bob");
-            assert_eq!(online, vec!["ann", "bob"]);
-            assert_eq!(online_count, 2);
-        }
-        other => panic!("expected welcome, got {other:?}"),
-    }
+    assert_eq!(bob.welcome().await.0, "bob");
+    let joined = bob.joined("general").await;
+    assert_eq!(joined.online, vec!["ann", "bob"]);
+    assert_eq!(joined.online_count, 2);
     assert!(matches!(ann.event().await, ServerEvent::Join { name, .. } if name == "bob"));
 
     bob.close().await;
     assert!(matches!(ann.event().await, ServerEvent::Leave { name, .. } if name == "bob"));
     // Ann's own traffic still flows.
     ann.send_text("still here").await;
-    assert_eq!(message_text(&ann.event().await).1, "still here");
+    assert_eq!(message_text(&ann.said().await).1, "still here");
     server.stop().await;
 }
 
@@ -147,7 +146,7 @@ async fn a_taken_name_is_refused_with_an_error_and_a_close() {
 
     // Alice saw nothing of it, and the name is free again once she leaves.
     alice.send_text("hi").await;
-    assert_eq!(message_text(&alice.event().await).1, "hi");
+    assert_eq!(message_text(&alice.said().await).1, "hi");
     alice.close().await;
     server.wait_for_connections(0).await;
     let (_again, name) = server.join("/ws?name=alice").await;
@@ -175,8 +174,8 @@ async fn the_legacy_route_names_the_client_by_its_id() {
     assert_eq!(name, "Client #42");
     client.send_text("hello from the old client").await;
     assert_eq!(
-        message_text(&client.event().await),
-        ("Client #42", "hello from the old client", 2)
+        message_text(&client.said().await),
+        ("Client #42", "hello from the old client", 1)
     );
     // The same id twice at once is a name clash, like any other.
     let mut twin = server.connect("/ws/42").await;
@@ -190,7 +189,7 @@ async fn plain_text_frames_are_messages() {
     let (mut client, name) = server.join("/ws").await;
     for text in ["hello", "  spaced  ", "42", r#""quoted""#, "[1,2]"] {
         client.send_text(text).await;
-        let event = client.event().await;
+        let event = client.said().await;
         let (from, got, _) = message_text(&event);
         assert_eq!((from, got), (name.as_str(), text));
     }
@@ -223,8 +222,8 @@ async fn bad_frames_get_an_error_and_the_connection_keeps_working() {
     client
         .send_text(r#"{"type":"message","text":"after all that"}"#)
         .await;
-    assert_eq!(message_text(&client.event().await).1, "after all that");
-    assert_eq!(message_text(&other.event().await).1, "after all that");
+    assert_eq!(message_text(&client.said().await).1, "after all that");
+    assert_eq!(message_text(&other.said().await).1, "after all that");
     server.stop().await;
 }
 
@@ -241,7 +240,7 @@ async fn the_manager_holds_nothing_once_everyone_is_gone() {
         }
     }
     server.wait_for_connections(0).await;
-    assert!(server.state.manager.online().is_empty());
+    assert!(server.state.chat.manager.online("general").is_empty());
     server.stop().await;
 }
 
@@ -280,6 +279,6 @@ async fn an_application_ping_gets_a_pong_for_that_client_only() {
     assert_eq!(asker.event().await, ServerEvent::Pong);
     // The other client got nothing from it: its next event is the next message.
     asker.send_text("after the ping").await;
-    assert_eq!(message_text(&other.event().await).1, "after the ping");
+    assert_eq!(message_text(&other.said().await).1, "after the ping");
     server.stop().await;
 }

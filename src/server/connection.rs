@@ -142,7 +142,12 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(stream: TcpStream, connected: Connected, chat: &'a Arc<Chat>, already_read: Bytes) -> Self {
+    fn new(
+        stream: TcpStream,
+        connected: Connected,
+        chat: &'a Arc<Chat>,
+        already_read: Bytes,
+    ) -> Self {
         let now = Instant::now();
         let config = &chat.config;
         Connection {

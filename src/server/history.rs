@@ -129,9 +129,7 @@ pub async fn replay(
             after + 1 >= bounds.oldest_seq
         };
         if after <= bounds.last_seq && all_kept && bounds.last_seq - after <= limits.max_missed {
-            let messages = store
-                .after(room, after, limits.max_missed as usize)
-                .await?;
+            let messages = store.after(room, after, limits.max_missed as usize).await?;
             // Retention may have run between the two reads: then this is not a continuation.
             if messages.first().is_none_or(|m| m.seq == after + 1) {
                 return Ok(Replay {

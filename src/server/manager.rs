@@ -29,7 +29,9 @@ use super::names::{self, name_key};
 use super::outbox::{Outbox, Subscription};
 use super::session::{Session, Sessions};
 use super::store::{NewMessage, PersonId, Stored};
-use crate::protocol::{validate_name, validate_room, ChatMessage, ServerEvent, MAX_CLIENT_ID_BYTES};
+use crate::protocol::{
+    validate_name, validate_room, ChatMessage, ServerEvent, MAX_CLIENT_ID_BYTES,
+};
 
 /// Identifies one WebSocket connection for as long as it lasts.
 pub type ConnId = u64;
@@ -329,13 +331,8 @@ impl ConnectionManager {
         if first_here {
             let arrival = reg.next_arrival;
             reg.next_arrival += 1;
-            r.present.insert(
-                person_key.clone(),
-                Presence {
-                    arrival,
-                    conns: 0,
-                },
-            );
+            r.present
+                .insert(person_key.clone(), Presence { arrival, conns: 0 });
             r.arrivals.insert(arrival, name.clone());
         }
         r.present.get_mut(&person_key).expect("inserted").conns += 1;
@@ -384,7 +381,10 @@ impl ConnectionManager {
         let mut full = outbox.send(joined).is_err();
         if !typing.is_empty() {
             full |= outbox
-                .send(encode(&ServerEvent::Typing { room, names: typing }))
+                .send(encode(&ServerEvent::Typing {
+                    room,
+                    names: typing,
+                }))
                 .is_err();
         }
         outbox.subscribe(subscription);

@@ -76,8 +76,12 @@ impl AppState {
             max_age: config.retain_days,
         };
         // The task runs for as long as the `HistoryWriter` in `Chat` lives: the whole process.
-        let (writer, _task) =
-            history::HistoryWriter::start(store.clone(), manager.clone(), retention, config.store_queue);
+        let (writer, _task) = history::HistoryWriter::start(
+            store.clone(),
+            manager.clone(),
+            retention,
+            config.store_queue,
+        );
         Ok(AppState {
             leptos_options,
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),

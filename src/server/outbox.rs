@@ -253,7 +253,13 @@ mod tests {
         log.append(frame("m5"), 5);
         log.append(frame("bob joined"), 0);
         let outbox = Outbox::new();
-        outbox.subscribe(Arc::new(Subscription::new("r".into(), log.clone(), 0, live_from, 4)));
+        outbox.subscribe(Arc::new(Subscription::new(
+            "r".into(),
+            log.clone(),
+            0,
+            live_from,
+            4,
+        )));
         let mut batch: Vec<Frame> = Vec::new();
         outbox.take(&mut batch, 10).unwrap();
         assert_eq!(batch, [frame("m5"), frame("bob joined")]);

@@ -127,10 +127,7 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Migrator::new(EmbeddedMigrations)
-            .await?
-            .run(&pool)
-            .await?;
+        Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
         Ok(Store { pool })
     }
 
@@ -330,7 +327,10 @@ mod tests {
         assert_eq!(seqs(&store.append(&[other]).await.unwrap()), [3]);
 
         let texts = |ms: Vec<ChatMessage>| ms.into_iter().map(|m| m.text).collect::<Vec<_>>();
-        assert_eq!(texts(store.after("a", 0, 10).await.unwrap()), ["1", "2", "3"]);
+        assert_eq!(
+            texts(store.after("a", 0, 10).await.unwrap()),
+            ["1", "2", "3"]
+        );
         assert_eq!(texts(store.after("a", 1, 1).await.unwrap()), ["2"]);
         assert_eq!(texts(store.before("a", None, 2).await.unwrap()), ["2", "3"]);
         assert_eq!(texts(store.before("a", Some(2), 5).await.unwrap()), ["1"]);

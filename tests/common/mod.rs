@@ -2,17 +2,22 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use groupchat::protocol::ServerEvent;
+use std::sync::Arc;
+
+use groupchat::protocol::{ChatMessage, ServerEvent};
 use groupchat::server::{run, AppState, Config};
 use leptos::prelude::LeptosOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -25,6 +30,8 @@ pub struct TestServer {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The server's data directory (its SQLite file), removed when the test ends.
+    pub data_dir: Arc<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -32,14 +39,24 @@ impl TestServer {
         Self::start_with(Config::default()).await
     }
 
+    /// A server with `config`, on a fresh data directory.
     pub async fn start_with(config: Config) -> TestServer {
+        let data_dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        Self::start_in(config, data_dir).await
+    }
+
+    /// A server with `config` on `data_dir`, e.g. the one a stopped server used.
+    pub async fn start_in(mut config: Config, data_dir: Arc<tempfile::TempDir>) -> TestServer {
+        config.data_dir = data_dir.path().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let options = LeptosOptions::builder()
             .output_name("groupchat")
             .site_root("target/site")
             .build();
-        let state = AppState::new(options, config);
+        let state = AppState::new(options, config)
+            .await
+            .expect("the server starts");
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, state.clone(), async {
             let _ = stop.await;
@@ -49,25 +66,39 @@ impl TestServer {
             state,
             shutdown: Some(shutdown),
             task,
+            data_dir,
         }
     }
 
     /// Opens a WebSocket on `path` (e.g. `/ws`, `/ws?name=ann`, `/ws/7`).
     pub async fn connect(&self, path: &str) -> Client {
+        self.connect_with_cookie(path, None).await
+    }
+
+    /// Opens a WebSocket on `path`, sending `session` as the `chat_session` cookie (as a browser tab
+    /// of the same person would).
+    pub async fn connect_with_cookie(&self, path: &str, session: Option<&str>) -> Client {
         let url = format!("ws://{}{}", self.addr, path);
-        let (ws, _) = tokio_tungstenite::connect_async(&url)
+        let mut request = url.as_str().into_client_request().expect("a request");
+        if let Some(session) = session {
+            request.headers_mut().insert(
+                "cookie",
+                format!("chat_session={session}").parse().expect("a header"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
         Client { ws }
     }
 
-    /// Connects and reads the welcome; returns the client and its name.
+    /// Connects on `path`, which follows `general` at once (any `/ws` path without `room=`), and reads
+    /// the welcome and the room's `joined`; returns the client and its name.
     pub async fn join(&self, path: &str) -> (Client, String) {
         let mut client = self.connect(path).await;
-        match client.event().await {
-            ServerEvent::Welcome { name, .. } => (client, name),
-            other => panic!("expected a welcome, got {other:?}"),
-        }
+        let (name, _) = client.welcome().await;
+        client.joined("general").await;
+        (client, name)
     }
 
     /// Connects `n` clients with assigned names and drains the join events among them, so every returned
@@ -99,7 +130,7 @@ impl TestServer {
 
     /// Waits (bounded) until the manager holds exactly `n` connections.
     pub async fn wait_for_connections(&self, n: usize) {
-        let manager = self.state.manager.clone();
+        let manager = self.state.chat.manager.clone();
         let waited = tokio::time::timeout(PATIENCE, async {
             while manager.connection_count() != n {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -128,6 +159,16 @@ impl TestServer {
 
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// A `joined` event's contents.
+#[derive(Debug)]
+pub struct Joined {
+    pub recovered: bool,
+    pub messages: Vec<ChatMessage>,
+    pub oldest_seq: u64,
+    pub online: Vec<String>,
+    pub online_count: usize,
 }
 
 impl Client {
@@ -161,6 +202,55 @@ impl Client {
         }
     }
 
+    /// The next event that is not an acknowledgement of this client's own message.
+    pub async fn said(&mut self) -> ServerEvent {
+        loop {
+            match self.event().await {
+                ServerEvent::Ack { .. } => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads the welcome; returns the name and the session token.
+    pub async fn welcome(&mut self) -> (String, String) {
+        match self.event().await {
+            ServerEvent::Welcome { name, session } => (name, session),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    /// Reads events up to the `joined` of `room` (skipping e.g. acks); returns it.
+    pub async fn joined(&mut self, room: &str) -> Joined {
+        loop {
+            match self.event().await {
+                ServerEvent::Joined {
+                    room: got,
+                    recovered,
+                    messages,
+                    oldest_seq,
+                    online,
+                    online_count,
+                } if got == room => {
+                    return Joined {
+                        recovered,
+                        messages,
+                        oldest_seq,
+                        online,
+                        online_count,
+                    }
+                }
+                ServerEvent::Ack { .. } | ServerEvent::Typing { .. } => {}
+                other => panic!("expected joined {room}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send_json(&mut self, frame: serde_json::Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
     /// The next frame, which must be a close frame; returns it.
     pub async fn closed(&mut self) -> CloseFrame {
         match self.frame().await {
@@ -171,5 +261,50 @@ impl Client {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// The real binary, listening on a free port, keeping its data in `data_dir`. Killed (SIGKILL) when
+/// dropped.
+pub struct Binary {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Binary {
+    pub fn start(data_dir: &std::path::Path) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_groupchat"))
+            .env("DATA_DIR", data_dir)
+            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+            .env("LEPTOS_OUTPUT_NAME", "groupchat")
+            .env("LEPTOS_SITE_ROOT", "target/site")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        // The binary logs "listening on http://ADDR" once bound.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server logs its address")
+                .expect("readable log");
+            if let Some((_, addr)) = line.split_once("listening on http://") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Binary { child, addr }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
