@@ -753,3 +753,142 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager() -> ConnectionManager {
+        ConnectionManager::new(&Config::default(), Sessions::ephemeral())
+    }
+
+    fn connect(manager: &ConnectionManager, name: &str) -> Connected {
+        manager
+            .connect(Identity {
+                session: None,
+                chosen: Some(name.into()),
+            })
+            .unwrap()
+    }
+
+    /// Everything waiting for a connection, decoded.
+    fn drain(connected: &Connected) -> Vec<ServerEvent> {
+        let mut batch: Vec<Frame> = Vec::new();
+        connected.outbox.take(&mut batch, usize::MAX).unwrap();
+        batch
+            .iter()
+            .map(|frame| {
+                serde_json::from_slice(super::super::websocket::frame_payload(frame)).unwrap()
+            })
+            .collect()
+    }
+
+    fn store_message(manager: &ConnectionManager, from: &Connected, seq: u64) -> ChatMessage {
+        let new = manager
+            .prepare_message(from.id, "r".into(), format!("m{seq}"), None)
+            .unwrap();
+        let stored = ChatMessage {
+            seq,
+            from: new.author.clone(),
+            text: new.text.clone(),
+            ts: new.ts,
+            client_id: None,
+        };
+        manager.stored(from.id, &new, Stored::New(stored.clone()));
+        stored
+    }
+
+    fn texts(events: &[ServerEvent]) -> Vec<String> {
+        events
+            .iter()
+            .flat_map(|e| match e {
+                ServerEvent::Joined { messages, .. } => messages
+                    .iter()
+                    .map(|m| format!("replay {}", m.text))
+                    .collect(),
+                ServerEvent::Message { text, .. } => vec![format!("live {text}")],
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_stored_while_a_join_reads_history_shows_exactly_once() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        let ticket = manager.begin_join(ann.id, "r").unwrap();
+        manager.finish_join(ticket, Replay::default());
+        drain(&ann);
+
+        // Bob's join starts; message 1 is stored and published while his history is being read, and
+        // the read sees it: the replay has it, and the live copy is skipped.
+        let bob = connect(&manager, "bob");
+        let ticket = manager.begin_join(bob.id, "r").unwrap();
+        let m1 = store_message(&manager, &ann, 1);
+        // Message 2 is published after the read: only live.
+        let replay = Replay {
+            messages: vec![m1],
+            ..Replay::default()
+        };
+        store_message(&manager, &ann, 2);
+        manager.finish_join(ticket, replay);
+        store_message(&manager, &ann, 3);
+        let events = drain(&bob);
+        assert!(matches!(&events[0], ServerEvent::Welcome { name, .. } if name == "bob"));
+        assert_eq!(texts(&events), ["replay m1", "live m2", "live m3"]);
+        // Ann got every message once, and bob's arrival.
+        let events = drain(&ann);
+        assert_eq!(texts(&events), ["live m1", "live m2", "live m3"]);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Join { name, .. } if name == "bob")));
+    }
+
+    #[test]
+    fn a_reader_left_behind_is_disconnected_alone() {
+        let manager = ConnectionManager::new(
+            &Config {
+                queue_frames: 4,
+                ..Config::default()
+            },
+            Sessions::ephemeral(),
+        );
+        let fast = connect(&manager, "fast");
+        let slow = connect(&manager, "slow");
+        for c in [&fast, &slow] {
+            let ticket = manager.begin_join(c.id, "r").unwrap();
+            manager.finish_join(ticket, Replay::default());
+        }
+        for seq in 1..=10 {
+            drain(&fast);
+            store_message(&manager, &fast, seq);
+        }
+        assert_eq!(slow.outbox.kick_ordered(), Some(Kick::TOO_SLOW));
+        assert_eq!(manager.online("r"), ["fast"]);
+        drain(&fast);
+        store_message(&manager, &fast, 11);
+        assert_eq!(texts(&drain(&fast)), ["live m11"]);
+    }
+
+    #[test]
+    fn a_room_no_one_follows_is_forgotten() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        let ticket = manager.begin_join(ann.id, "r").unwrap();
+        // Left before its history was read: the join does not complete.
+        manager.leave_room(ann.id, "r").unwrap();
+        manager.finish_join(ticket, Replay::default());
+        assert!(manager.room_counts().is_empty());
+        assert_eq!(
+            manager
+                .prepare_message(ann.id, "r".into(), "x".into(), None)
+                .err(),
+            Some(ChatError::NotJoined("r".into()))
+        );
+        let ticket = manager.begin_join(ann.id, "r").unwrap();
+        manager.finish_join(ticket, Replay::default());
+        assert_eq!(manager.room_counts(), [("r".to_string(), 1)]);
+        manager.leave(ann.id);
+        assert!(manager.room_counts().is_empty());
+    }
+}

@@ -1,0 +1,577 @@
+//! Rooms, history, lossless reconnects, sessions, presence and typing, over real sockets and a real
+//! SQLite file (each test server has its own data directory).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Binary, Client, TestServer, PATIENCE};
+use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
+use groupchat::server::store::Retention;
+use groupchat::server::Config;
+use serde_json::json;
+
+fn unlimited_rate() -> Config {
+    Config {
+        msg_rate: 1e6,
+        msg_burst: 1e6,
+        ..Config::default()
+    }
+}
+
+/// Sends `text` to `room` with `client_id`, and returns the sequence number of its acknowledgement,
+/// skipping other events on the way.
+async fn send_acked(client: &mut Client, room: &str, text: &str, client_id: &str) -> u64 {
+    client
+        .send_json(json!({"type": "message", "room": room, "text": text, "client_id": client_id}))
+        .await;
+    loop {
+        match client.event().await {
+            ServerEvent::Ack {
+                seq,
+                client_id: Some(id),
+                ..
+            } if id == client_id => return seq,
+            ServerEvent::Error { message, .. } => panic!("refused: {message}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until a message with `text` arrives; returns the messages (room, seq, text) seen, it included.
+async fn messages_until(client: &mut Client, text: &str) -> Vec<(String, u64, String)> {
+    let mut seen = Vec::new();
+    loop {
+        if let ServerEvent::Message {
+            room,
+            seq,
+            text: got,
+            ..
+        } = client.said().await
+        {
+            let last = got == text;
+            seen.push((room, seq, got));
+            if last {
+                return seen;
+            }
+        }
+    }
+}
+
+/// The JSON body of an HTTP response.
+fn body(response: &str) -> serde_json::Value {
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn seqs(messages: &[ChatMessage]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+#[tokio::test]
+async fn rooms_are_isolated_and_a_connection_can_follow_several() {
+    let server = TestServer::start().await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let (mut bob, _) = server.join("/ws?name=bob").await;
+    assert!(
+        matches!(ann.event().await, ServerEvent::Join { room, name, .. } if room == "general" && name == "bob")
+    );
+
+    ann.send_json(json!({"type": "join", "room": "rust-dev"}))
+        .await;
+    let joined = ann.joined("rust-dev").await;
+    assert_eq!(
+        (joined.recovered, joined.online),
+        (false, vec!["ann".into()])
+    );
+
+    // A message to a room bob does not follow: refused for him, delivered only to the room.
+    bob.send_json(json!({"type": "message", "room": "rust-dev", "text": "let me in"}))
+        .await;
+    assert!(matches!(
+        bob.event().await,
+        ServerEvent::Error {
+            code: ErrorCode::NotJoined,
+            ..
+        }
+    ));
+    ann.send_json(json!({"type": "message", "room": "rust-dev", "text": "only here"}))
+        .await;
+    ann.send_json(json!({"type": "message", "room": "general", "text": "to everyone"}))
+        .await;
+    let seen = messages_until(&mut ann, "to everyone").await;
+    assert_eq!(
+        seen,
+        [
+            ("rust-dev".into(), 1, "only here".into()),
+            ("general".into(), 1, "to everyone".into())
+        ],
+        "each room counts its own sequence"
+    );
+    // Bob's next message is the general one: nothing of rust-dev reached him.
+    assert_eq!(
+        messages_until(&mut bob, "to everyone").await,
+        [("general".into(), 1, "to everyone".into())]
+    );
+
+    // Bad room names are refused; the connection carries on.
+    for bad in ["Upper", "", "has space", &"x".repeat(41)] {
+        bob.send_json(json!({"type": "join", "room": bad})).await;
+        assert!(
+            matches!(
+                bob.event().await,
+                ServerEvent::Error {
+                    code: ErrorCode::BadRoom,
+                    ..
+                }
+            ),
+            "{bad:?}"
+        );
+    }
+    bob.send_json(json!({"type": "join", "room": "general"}))
+        .await;
+    assert!(matches!(
+        bob.event().await,
+        ServerEvent::Error {
+            code: ErrorCode::AlreadyJoined,
+            ..
+        }
+    ));
+
+    // Leaving a room: the others see it, and its messages stop.
+    ann.send_json(json!({"type": "leave", "room": "general"}))
+        .await;
+    assert!(
+        matches!(bob.event().await, ServerEvent::Leave { room, name, .. } if room == "general" && name == "ann")
+    );
+    bob.send_text("ann is gone").await;
+    ann.send_json(json!({"type": "message", "room": "rust-dev", "text": "still here"}))
+        .await;
+    assert_eq!(
+        messages_until(&mut ann, "still here").await,
+        [("rust-dev".into(), 2, "still here".into())]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sequence_numbers_have_no_gaps_under_concurrent_senders() {
+    let server = TestServer::start_with(unlimited_rate()).await;
+    const SENDERS: usize = 6;
+    const EACH: usize = 50;
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let (mut client, _) = server.join("/ws").await;
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                acked.push(
+                    send_acked(
+                        &mut client,
+                        "general",
+                        &format!("{s}-{i}"),
+                        &format!("{s}-{i}"),
+                    )
+                    .await,
+                );
+            }
+            acked
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let acked = task.await.unwrap();
+        assert!(
+            acked.windows(2).all(|w| w[0] < w[1]),
+            "one sender's messages in its order"
+        );
+        all.extend(acked);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=(SENDERS * EACH) as u64).collect::<Vec<_>>());
+
+    // The store agrees: the full history is 1..=300 with no gaps.
+    let history = body(&server.http_get("/api/history?room=general&limit=200").await);
+    let page: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(page, (101..=300).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn joining_brings_the_latest_history_and_older_pages_on_request() {
+    let server = TestServer::start_with(unlimited_rate()).await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    for i in 1..=60 {
+        send_acked(&mut ann, "general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    let (mut bob, _) = {
+        let mut bob = server.connect("/ws?name=bob").await;
+        bob.welcome().await;
+        let joined = bob.joined("general").await;
+        assert!(!joined.recovered);
+        assert_eq!(seqs(&joined.messages), (11..=60).collect::<Vec<_>>());
+        assert_eq!(joined.messages[0].text, "m11");
+        assert_eq!(joined.messages[0].from, "ann");
+        assert_eq!(joined.oldest_seq, 1);
+        (bob, ())
+    };
+
+    // Paging back: before=11, 5 at a time, oldest first.
+    let page = body(
+        &server
+            .http_get("/api/history?room=general&before=11&limit=5")
+            .await,
+    );
+    let got: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [6, 7, 8, 9, 10]);
+    assert_eq!(page["oldest_seq"], 1);
+    let first = body(&server.http_get("/api/history?room=general&before=3").await);
+    assert_eq!(first["messages"].as_array().unwrap().len(), 2);
+    let unknown = body(&server.http_get("/api/history?room=nobody-here").await);
+    assert_eq!(unknown["messages"], json!([]));
+    let bad = server.http_get("/api/history?room=Bad%20Room").await;
+    assert!(!bad.starts_with("HTTP/1.1 200"), "{bad}");
+
+    // The room list knows the room, its history and its people.
+    let rooms = body(&server.http_get("/api/rooms").await);
+    assert_eq!(rooms[0]["name"], "general");
+    assert_eq!(rooms[0]["online"], 2);
+    assert_eq!(rooms[0]["messages"], 60);
+
+    // The page for a room renders its history on the server.
+    let html = server.http_get("/r/general").await;
+    assert!(html.contains("m60") && html.contains("m11"), "{html}");
+    assert!(!html.contains(">m10<"), "only the latest page: {html}");
+    bob.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
+    let server = TestServer::start_with(Config {
+        replay_limit: 100,
+        ..unlimited_rate()
+    })
+    .await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let mut bob = server.connect("/ws?name=bob").await;
+    let (_, session) = bob.welcome().await;
+    bob.joined("general").await;
+    for i in 1..=5 {
+        send_acked(&mut ann, "general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    let seen = messages_until(&mut bob, "m5").await;
+    let last_seen = seen.last().unwrap().1;
+    drop(bob); // the link drops
+
+    for i in 6..=12 {
+        send_acked(&mut ann, "general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    // Back, as the same person, asking for what came after what it saw.
+    let mut bob = server
+        .connect_with_cookie("/ws?room=", Some(&session))
+        .await;
+    assert_eq!(bob.welcome().await.0, "bob", "the session keeps the name");
+    bob.send_json(json!({"type": "join", "room": "general", "after": last_seen}))
+        .await;
+    let joined = bob.joined("general").await;
+    assert!(joined.recovered);
+    assert_eq!(seqs(&joined.messages), (6..=12).collect::<Vec<_>>());
+    // Then live, with nothing repeated.
+    send_acked(&mut ann, "general", "m13", "c13").await;
+    assert_eq!(
+        messages_until(&mut bob, "m13").await,
+        [("general".into(), 13, "m13".into())]
+    );
+
+    // Up to date: an empty, recovered replay.
+    let mut carl = server.connect("/ws?room=").await;
+    carl.welcome().await;
+    carl.send_json(json!({"type": "join", "room": "general", "after": 13}))
+        .await;
+    let joined = carl.joined("general").await;
+    assert!(joined.recovered && joined.messages.is_empty());
+
+    // Too far behind (over the replay limit), or ahead of the room (a reset store): start afresh.
+    for i in 14..=120 {
+        send_acked(&mut ann, "general", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    for after in [2, 500] {
+        let mut late = server.connect("/ws?room=").await;
+        late.welcome().await;
+        late.send_json(json!({"type": "join", "room": "general", "after": after}))
+            .await;
+        let joined = late.joined("general").await;
+        assert!(!joined.recovered, "after={after}");
+        assert_eq!(seqs(&joined.messages), (71..=120).collect::<Vec<_>>());
+    }
+
+    // Pruned by retention: the missed messages are gone, so not recovered either.
+    server
+        .state
+        .chat
+        .store
+        .prune(
+            Retention {
+                max_messages: 10,
+                max_age: Duration::ZERO,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let mut pruned = server.connect("/ws?room=").await;
+    pruned.welcome().await;
+    pruned
+        .send_json(json!({"type": "join", "room": "general", "after": 100}))
+        .await;
+    let joined = pruned.joined("general").await;
+    assert!(!joined.recovered);
+    assert_eq!(joined.oldest_seq, 111);
+    assert_eq!(seqs(&joined.messages), (111..=120).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resent_message_is_stored_once() {
+    let server = TestServer::start().await;
+    let mut ann = server.connect("/ws?name=ann").await;
+    let (_, session) = ann.welcome().await;
+    ann.joined("general").await;
+    let (mut watcher, _) = server.join("/ws?name=watcher").await;
+    assert!(matches!(ann.event().await, ServerEvent::Join { .. }));
+
+    let first = send_acked(&mut ann, "general", "only once", "abc-1").await;
+    // The link drops before the page saw the ack (say): it resends under the same id, on a new link.
+    drop(ann);
+    let mut ann = server.connect_with_cookie("/ws", Some(&session)).await;
+    ann.welcome().await;
+    ann.joined("general").await;
+    assert_eq!(
+        send_acked(&mut ann, "general", "only once", "abc-1").await,
+        first
+    );
+    // Twice on the same link too.
+    assert_eq!(
+        send_acked(&mut ann, "general", "only once", "abc-1").await,
+        first
+    );
+    send_acked(&mut ann, "general", "next", "abc-2").await;
+
+    // The watcher saw it once, then the next one.
+    let texts: Vec<String> = messages_until(&mut watcher, "next")
+        .await
+        .into_iter()
+        .map(|(_, _, text)| text)
+        .collect();
+    assert_eq!(texts, ["only once", "next"]);
+    let history = body(&server.http_get("/api/history?room=general").await);
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+
+    // Another person may use the same client id: it is theirs.
+    assert_ne!(
+        send_acked(&mut watcher, "general", "mine", "abc-1").await,
+        first
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_message() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Binary::start(data_dir.path());
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?name=ann", server.addr))
+        .await
+        .unwrap();
+    let mut ann = Client { ws };
+    ann.welcome().await;
+    ann.joined("general").await;
+    // Many in flight at once, so they are stored in batches; the kill comes right after the last ack.
+    const COUNT: usize = 15;
+    for i in 0..COUNT {
+        ann.send_json(json!({"type": "message", "text": format!("durable {i}"), "client_id": format!("d{i}")}))
+            .await;
+    }
+    let mut acked = BTreeSet::new();
+    while acked.len() < COUNT {
+        if let ServerEvent::Ack { seq, .. } = ann.event().await {
+            acked.insert(seq);
+        }
+    }
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child.wait().unwrap();
+    drop(server);
+
+    let restarted = Binary::start(data_dir.path());
+    let response = http_get(&restarted.addr, "/api/history?room=general&limit=200").await;
+    let history = body(&response);
+    let stored: BTreeSet<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "every acknowledged message is there after the restart"
+    );
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), COUNT);
+    assert!(texts.iter().all(|t| t.starts_with("durable ")));
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn two_tabs_of_one_person_are_one_presence() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = server.join("/ws?name=watcher").await;
+    let mut tab1 = server.connect("/ws?name=ann").await;
+    let (name, session) = tab1.welcome().await;
+    tab1.joined("general").await;
+    assert!(matches!(watcher.event().await, ServerEvent::Join { name, .. } if name == "ann"));
+
+    // The second tab sends the same cookie: same person, same name, no second "joined".
+    let mut tab2 = server.connect_with_cookie("/ws", Some(&session)).await;
+    assert_eq!(tab2.welcome().await.0, name);
+    let joined = tab2.joined("general").await;
+    assert_eq!(joined.online, ["watcher", "ann"]);
+    assert_eq!(joined.online_count, 2);
+    // Someone else can't take that name meanwhile.
+    let mut thief = server.connect("/ws?name=ANN").await;
+    assert!(matches!(
+        thief.event().await,
+        ServerEvent::Error {
+            code: ErrorCode::NameTaken,
+            ..
+        }
+    ));
+
+    // One tab closes: ann is still here (the watcher's next event is the message below, no leave).
+    tab1.close().await;
+    server.wait_for_connections(2).await;
+    tab2.send_text("from the other tab").await;
+    assert!(
+        matches!(watcher.said().await, ServerEvent::Message { text, from, .. } if text == "from the other tab" && from == "ann")
+    );
+    assert_eq!(
+        server.state.chat.manager.online("general"),
+        ["watcher", "ann"]
+    );
+
+    // The last one closes: now ann left.
+    tab2.close().await;
+    assert!(matches!(watcher.said().await, ServerEvent::Leave { name, .. } if name == "ann"));
+
+    // A forged session is ignored: a new person with a new name.
+    let forged = session.replace(&session[..4], "ffff");
+    let mut stranger = server.connect_with_cookie("/ws", Some(&forged)).await;
+    let (stranger_name, _) = stranger.welcome().await;
+    assert_ne!(stranger_name, "ann");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn typing_is_announced_and_expires_on_the_server() {
+    let server = TestServer::start_with(Config {
+        typing_ttl: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let (mut bob, _) = server.join("/ws?name=bob").await;
+    assert!(matches!(ann.event().await, ServerEvent::Join { .. }));
+
+    let typing = |names: &[&str]| ServerEvent::Typing {
+        room: "general".into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    ann.send_json(json!({"type": "typing", "room": "general"}))
+        .await;
+    assert_eq!(bob.event().await, typing(&["ann"]));
+    // Renewing it is not news.
+    ann.send_json(json!({"type": "typing", "room": "general"}))
+        .await;
+    // No renewal: it runs out on the server (within the ttl plus the one-second sweep).
+    let cleared = tokio::time::timeout(PATIENCE, bob.event()).await.unwrap();
+    assert_eq!(cleared, typing(&[]));
+
+    // Sending the message clears it at once.
+    ann.send_json(json!({"type": "typing", "room": "general"}))
+        .await;
+    assert_eq!(bob.event().await, typing(&["ann"]));
+    ann.send_text("done typing").await;
+    assert_eq!(bob.event().await, typing(&[]));
+    assert!(
+        matches!(bob.event().await, ServerEvent::Message { text, .. } if text == "done typing")
+    );
+
+    // Typing in a room one does not follow is refused.
+    ann.send_json(json!({"type": "typing", "room": "elsewhere"}))
+        .await;
+    loop {
+        match ann.event().await {
+            ServerEvent::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::NotJoined);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_on_the_same_data_directory() {
+    let server = TestServer::start().await;
+    let data_dir: Arc<tempfile::TempDir> = server.data_dir.clone();
+    let mut ann = server.connect("/ws?name=ann").await;
+    let (_, session) = ann.welcome().await;
+    ann.joined("general").await;
+    send_acked(&mut ann, "general", "before the restart", "r1").await;
+    server.stop().await;
+
+    let server = TestServer::start_in(Config::default(), data_dir).await;
+    let mut ann = server
+        .connect_with_cookie("/ws?room=", Some(&session))
+        .await;
+    assert_eq!(
+        ann.welcome().await.0,
+        "ann",
+        "sessions outlive restarts too"
+    );
+    ann.send_json(json!({"type": "join", "room": "general", "after": 0}))
+        .await;
+    let joined = ann.joined("general").await;
+    assert!(joined.recovered);
+    assert_eq!(joined.messages[0].text, "before the restart");
+    assert_eq!(send_acked(&mut ann, "general", "after", "r2").await, 2);
+    server.stop().await;
+}
