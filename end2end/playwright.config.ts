@@ -1,10 +1,14 @@
 import { defineConfig } from "@playwright/test";
+import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 
 // The suite starts the release server itself (built by `cargo leptos build --release`, which `make test`
 // runs first) on its own port, so it never meets a `make run` instance on 3000.
 const port = Number(process.env.E2E_PORT ?? 3100);
 const root = path.resolve(__dirname, "..");
+// A fresh, empty data directory (history and session key) for every run of the suite.
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "groupchat-e2e-"));
 
 export default defineConfig({
   testDir: "./tests",
@@ -40,6 +44,7 @@ export default defineConfig({
       LEPTOS_SITE_ROOT: path.join(root, "target/site"),
       LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
       LEPTOS_OUTPUT_NAME: "groupchat",
+      DATA_DIR: dataDir,
       RUST_LOG: "info",
     },
     url: `http://127.0.0.1:${port}/`,

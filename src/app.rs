@@ -198,13 +198,12 @@ fn RoomList(chat: ChatState) -> impl IntoView {
             <h2>"Rooms"</h2>
             <Transition fallback=|| ()>
                 <ul>
+                    // Only the fetched list shapes these nodes (the room on screen only marks one): the
+                    // browser must hydrate exactly what the server rendered.
                     {move || Suspend::new(async move {
-                        let mut listed = rooms.await.unwrap_or_default();
-                        let current = chat.current.get();
-                        if !listed.iter().any(|r| r.name == current) {
-                            listed.insert(0, crate::api::RoomSummary { name: current, online: 0, messages: 0 });
-                        }
-                        listed
+                        rooms
+                            .await
+                            .unwrap_or_default()
                             .into_iter()
                             .map(|room| {
                                 let name = room.name.clone();
@@ -472,6 +471,9 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
     let sender = expect_context::<Sender>();
     let draft = RwSignal::new(String::new());
     let closed = move || chat.link.with(|l| matches!(l, LinkStatus::Closed { .. }));
+    // When this page last said it was typing (ms): at most every 3 s while the text changes (the server
+    // forgets it after a few seconds without one). Sending a message ends it (on the server too).
+    let last_typing = StoredValue::new(0.0f64);
     let submit = {
         let room = room.clone();
         move |ev: leptos::ev::SubmitEvent| {
@@ -495,17 +497,15 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
                 });
             }
             draft.set(String::new());
+            last_typing.set_value(0.0);
         }
     };
-    // Tells the room we are typing: at most every 3 s while the text changes (the server forgets it
-    // after a few seconds without one).
-    let last_typing = StoredValue::new(0.0f64);
-    let on_input = move |_| {
+    let on_input = move |ev: leptos::ev::Event| {
         #[cfg(feature = "hydrate")]
         {
             let now = js_sys::Date::now();
             if now - last_typing.get_value() >= 3_000.0
-                && !draft.get_untracked().trim().is_empty()
+                && !event_target_value(&ev).trim().is_empty()
                 && chat.is_joined(&room)
             {
                 last_typing.set_value(now);
@@ -513,7 +513,7 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
             }
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (last_typing, &room);
+        let _ = (last_typing, &room, ev);
     };
     view! {
         <form class="composer" on:submit=submit>

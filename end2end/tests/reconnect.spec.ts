@@ -1,11 +1,15 @@
-import { test, expect } from "@playwright/test";
+import { test, expect, Page } from "@playwright/test";
 import { spawn, ChildProcess } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 
 // This test stops and restarts a server, so it runs its own, apart from the suite's shared one.
 const root = path.resolve(__dirname, "../..");
 const port = Number(process.env.E2E_RESTART_PORT ?? 3101);
 const base = `http://127.0.0.1:${port}`;
+// Kept across the restart: the history must outlive the process.
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "groupchat-e2e-restart-"));
 
 function startServer(): ChildProcess {
   return spawn(path.join(root, "target/release/groupchat"), [], {
@@ -15,6 +19,7 @@ function startServer(): ChildProcess {
       LEPTOS_SITE_ROOT: path.join(root, "target/site"),
       LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
       LEPTOS_OUTPUT_NAME: "groupchat",
+      DATA_DIR: dataDir,
     },
     stdio: "ignore",
   });
@@ -38,27 +43,58 @@ async function stopServer(server: ChildProcess) {
   await exited;
 }
 
-test("the page shows a dropped link and reconnects by itself", async ({ page }) => {
+/** The texts of the delivered (not pending) messages on a page, in order. */
+async function delivered(page: Page): Promise<string[]> {
+  return page.locator(".messages .message:not(.pending) .text").allTextContents();
+}
+
+async function send(page: Page, text: string) {
+  const input = page.getByLabel("Message");
+  await input.fill(text);
+  await input.press("Enter");
+  await expect(input).toHaveValue("");
+}
+
+test("a server restart mid-conversation loses and doubles nothing", async ({ browser }) => {
   let server = startServer();
   try {
     await waitUntilServing();
-    await page.goto(`${base}/?name=phoenix`);
-    const status = page.locator(".status");
-    await expect(status).toHaveAttribute("data-state", "open");
+    const phoenix = await (await browser.newContext()).newPage();
+    const watcher = await (await browser.newContext()).newPage();
+    await phoenix.goto(`${base}/r/restart?name=phoenix`);
+    await watcher.goto(`${base}/r/restart?name=watcher`);
+    for (const page of [phoenix, watcher]) {
+      await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
+    }
+    await send(phoenix, "one");
+    await send(watcher, "two");
+    for (const page of [phoenix, watcher]) {
+      await expect.poll(() => delivered(page)).toEqual(["one", "two"]);
+    }
 
     await stopServer(server);
+    const status = phoenix.locator(".status");
     await expect(status).toHaveAttribute("data-state", "reconnecting");
     await expect(status).toContainText("reconnecting");
-    await expect(page.getByRole("button", { name: "Send" })).toBeDisabled();
+    // Written while the server is down: kept, shown as sending, and sent once the link is back.
+    await send(phoenix, "three");
+    await expect(phoenix.locator(".messages .pending", { hasText: "three" })).toContainText("sending");
 
     server = startServer();
     await waitUntilServing();
-    await expect(status).toHaveAttribute("data-state", "open", { timeout: 20_000 });
-    await page.getByLabel("Message").fill("back again");
-    await page.getByLabel("Message").press("Enter");
-    await expect(
-      page.locator(".messages .message", { hasText: "back again" }),
-    ).toHaveCount(1);
+    for (const page of [phoenix, watcher]) {
+      await expect(page.locator(".status")).toHaveAttribute("data-state", "open", { timeout: 20_000 });
+    }
+    await send(watcher, "four");
+    for (const page of [phoenix, watcher]) {
+      await expect.poll(() => delivered(page)).toEqual(["one", "two", "three", "four"]);
+      await expect(page.locator(".messages .pending")).toHaveCount(0);
+    }
+    // A reload renders the same history from the store.
+    await watcher.reload();
+    await expect.poll(() => delivered(watcher)).toEqual(["one", "two", "three", "four"]);
+    // The session cookie kept the name across the restart and the reload.
+    await expect(watcher.getByTestId("my-name")).toHaveText("watcher");
   } finally {
     server.kill("SIGKILL");
   }

@@ -1,0 +1,167 @@
+import { test, expect, Page, Browser, WebSocketRoute } from "@playwright/test";
+
+function unique(base: string): string {
+  return `${base}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Opens `path` as `name` in a fresh browser context (its own cookies: another person). */
+async function open(browser: Browser, path: string, name: string): Promise<Page> {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${path}?name=${encodeURIComponent(name)}`);
+  await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
+  return page;
+}
+
+async function send(page: Page, text: string) {
+  const input = page.getByLabel("Message");
+  await input.fill(text);
+  await input.press("Enter");
+  await expect(input).toHaveValue("");
+}
+
+/** The texts of the delivered (not pending) messages on a page, in order. */
+async function delivered(page: Page): Promise<string[]> {
+  return page.locator(".messages .message:not(.pending) .text").allTextContents();
+}
+
+test("rooms are created by joining, switched between, and keep to themselves", async ({ browser }) => {
+  const room = unique("room");
+  const ann = await open(browser, "/", unique("ann"));
+  await expect(ann.locator("main.room")).toHaveAttribute("data-room", "general");
+
+  // Create a room from the form: the page moves to its URL.
+  await ann.getByLabel("Room name").fill(room);
+  await ann.getByRole("button", { name: "Go" }).click();
+  await expect(ann).toHaveURL(new RegExp(`/r/${room}$`));
+  await expect(ann.locator("main.room")).toHaveAttribute("data-room", room);
+  await send(ann, `hello ${room}`);
+  await expect.poll(() => delivered(ann)).toEqual([`hello ${room}`]);
+  await expect(ann.locator(`nav.rooms li[data-room="${room}"]`)).toBeVisible();
+
+  // Back to general through the room list: the other room's message is not there.
+  await ann.locator("nav.rooms a", { hasText: "#general" }).click();
+  await expect(ann).toHaveURL(/\/r\/general$/);
+  await expect(ann.locator("main.room")).toHaveAttribute("data-room", "general");
+  await expect(ann.locator(".messages .text", { hasText: `hello ${room}` })).toHaveCount(0);
+
+  // Someone opening the room's link sees its history, and the people in it.
+  const bob = await open(browser, `/r/${room}`, unique("bob"));
+  await expect.poll(() => delivered(bob)).toEqual([`hello ${room}`]);
+  await expect(bob.locator(".online li")).toHaveCount(2);
+
+  // Ann still follows the room while looking at general: back in it, bob's message is there.
+  await send(bob, "hi ann");
+  await ann.locator(`nav.rooms li[data-room="${room}"] a`).click();
+  await expect.poll(() => delivered(ann)).toEqual([`hello ${room}`, "hi ann"]);
+
+  // A bad room name is refused on the page.
+  await ann.getByLabel("Room name").fill("Not A Room!");
+  await ann.getByRole("button", { name: "Go" }).click();
+  await expect(ann.locator(".messages .error")).toContainText("room name");
+});
+
+test("a room's page shows its history without JavaScript", async ({ browser }) => {
+  const room = unique("ssr");
+  const writer = await open(browser, `/r/${room}`, unique("writer"));
+  await send(writer, "rendered on the server");
+  await expect.poll(() => delivered(writer)).toEqual(["rendered on the server"]);
+
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto(`/r/${room}`);
+  await expect(page.locator(".messages .message .text")).toHaveText(["rendered on the server"]);
+  await expect(page.locator(".messages strong.from")).toHaveText([/writer-/]);
+  await context.close();
+});
+
+test("the typing indicator appears and clears", async ({ browser }) => {
+  const room = unique("typing");
+  const typistName = unique("typist");
+  const typist = await open(browser, `/r/${room}`, typistName);
+  const reader = await open(browser, `/r/${room}`, unique("reader"));
+  // Both have joined the room (its people are listed).
+  for (const page of [typist, reader]) {
+    await expect(page.locator(".online li")).toHaveCount(2);
+  }
+
+  await typist.getByLabel("Message").pressSequentially("hel");
+  await expect(reader.locator(".typing")).toHaveText(`${typistName} is typing…`);
+  // The typist does not see itself typing.
+  await expect(typist.locator(".typing")).toHaveText("");
+  // Sending clears it at once.
+  await typist.getByLabel("Message").press("Enter");
+  await expect(reader.locator(".typing")).toHaveText("");
+
+  // Typing and then stopping: the server lets it expire.
+  await typist.getByLabel("Message").pressSequentially("more");
+  await expect(reader.locator(".typing")).toHaveText(`${typistName} is typing…`);
+  await expect(reader.locator(".typing")).toHaveText("", { timeout: 15_000 });
+});
+
+test("a dropped socket rejoins and gets exactly what it missed", async ({ browser }) => {
+  const room = unique("drop");
+  // Ann's socket goes through a test proxy that can cut it and hold reconnects back.
+  const ann = await (await browser.newContext()).newPage();
+  let blocked = false;
+  let live: { page: WebSocketRoute; server: WebSocketRoute } | null = null;
+  await ann.routeWebSocket(/\/ws/, (ws) => {
+    if (blocked) {
+      ws.close({ code: 4000, reason: "blocked by the test" });
+      return;
+    }
+    live = { page: ws, server: ws.connectToServer() };
+  });
+  await ann.goto(`/r/${room}?name=${unique("ann")}`);
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "open");
+  const bob = await open(browser, `/r/${room}`, unique("bob"));
+
+  await send(bob, "m1");
+  await send(ann, "m2");
+  await expect.poll(() => delivered(ann)).toEqual(["m1", "m2"]);
+
+  // Cut ann's link and keep her out while bob goes on talking.
+  blocked = true;
+  live!.server.close();
+  live!.page.close({ code: 4000, reason: "cut by the test" });
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "reconnecting");
+  await send(bob, "m3");
+  await send(bob, "m4");
+  await expect.poll(() => delivered(bob)).toEqual(["m1", "m2", "m3", "m4"]);
+  await expect.poll(() => delivered(ann)).toEqual(["m1", "m2"]);
+
+  // Let her back: the missed messages arrive once, in order, and the conversation goes on.
+  blocked = false;
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "open", { timeout: 20_000 });
+  await expect.poll(() => delivered(ann)).toEqual(["m1", "m2", "m3", "m4"]);
+  await send(ann, "m5");
+  for (const page of [ann, bob]) {
+    await expect.poll(() => delivered(page)).toEqual(["m1", "m2", "m3", "m4", "m5"]);
+  }
+});
+
+test("two tabs of one person share a name and count once", async ({ browser }) => {
+  const room = unique("tabs");
+  const name = unique("twotabs");
+  const context = await browser.newContext();
+  const tab1 = await context.newPage();
+  await tab1.goto(`/r/${room}?name=${name}`);
+  await expect(tab1.getByTestId("my-name")).toHaveText(name);
+  // The second tab asks for no name: the session cookie brings the same one.
+  const tab2 = await context.newPage();
+  await tab2.goto(`/r/${room}`);
+  await expect(tab2.getByTestId("my-name")).toHaveText(name);
+
+  const other = await open(browser, `/r/${room}`, unique("other"));
+  await expect(other.locator(".online li")).toHaveCount(2);
+  await expect(other.locator(".online li", { hasText: name })).toHaveCount(1);
+
+  // One tab closes: still online. The last one closes: gone.
+  await tab1.close();
+  await send(tab2, "still here");
+  await expect(other.locator(".messages .text", { hasText: "still here" })).toHaveCount(1);
+  await expect(other.locator(".online li", { hasText: name })).toHaveCount(1);
+  await expect(other.locator(".notice.leave", { hasText: name })).toHaveCount(0);
+  await tab2.close();
+  await expect(other.locator(".notice.leave", { hasText: name })).toHaveCount(1);
+  await expect(other.locator(".online li", { hasText: name })).toHaveCount(0);
+});
