@@ -212,17 +212,14 @@ async fn joining_brings_the_latest_history_and_older_pages_on_request() {
     for i in 1..=60 {
         send_acked(&mut ann, "general", &format!("m{i}"), &format!("c{i}")).await;
     }
-    let (mut bob, _) = {
-        let mut bob = server.connect("/ws?name=bob").await;
-        bob.welcome().await;
-        let joined = bob.joined("general").await;
-        assert!(!joined.recovered);
-        assert_eq!(seqs(&joined.messages), (11..=60).collect::<Vec<_>>());
-        assert_eq!(joined.messages[0].text, "m11");
-        assert_eq!(joined.messages[0].from, "ann");
-        assert_eq!(joined.oldest_seq, 1);
-        (bob, ())
-    };
+    let mut bob = server.connect("/ws?name=bob").await;
+    bob.welcome().await;
+    let joined = bob.joined("general").await;
+    assert!(!joined.recovered);
+    assert_eq!(seqs(&joined.messages), (11..=60).collect::<Vec<_>>());
+    assert_eq!(joined.messages[0].text, "m11");
+    assert_eq!(joined.messages[0].from, "ann");
+    assert_eq!(joined.oldest_seq, 1);
 
     // Paging back: before=11, 5 at a time, oldest first.
     let page = body(

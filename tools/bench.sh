@@ -57,7 +57,9 @@ start_server() { # $1 = ours | reference
   stop_server
   if [ "$1" = ours ]; then
     # Rate limits off: the benchmark's senders are far faster than any person.
-    CHAT_MSG_RATE=1000000 CHAT_MSG_BURST=1000000 CHAT_MAX_CONNECTIONS=20000 \
+    # A fresh data directory per run: every message is stored (SQLite, synced) before it is sent out.
+    rm -rf "$out/data"
+    CHAT_MSG_RATE=1000000 CHAT_MSG_BURST=1000000 CHAT_MAX_CONNECTIONS=20000 DATA_DIR="$out/data" \
       LEPTOS_SITE_ADDR="127.0.0.1:$OURS_PORT" LEPTOS_OUTPUT_NAME=groupchat LEPTOS_SITE_ROOT=target/site \
       RUST_LOG=warn taskset -c 0 target/release/groupchat >"$out/ours.log" 2>&1 &
     server_pid=$!

@@ -313,7 +313,7 @@ impl ConnectionManager {
         };
         r.pending_joins -= 1;
         let still_wanted = reg.conns.get_mut(&ticket.conn).is_some_and(|c| {
-            let wanted = c.joining.iter().any(|j| *j == room);
+            let wanted = c.joining.contains(&room);
             c.joining.retain(|j| *j != room);
             wanted
         });
