@@ -225,7 +225,7 @@ fn RoomList(chat: ChatState) -> impl IntoView {
                 <input
                     type="text"
                     name="room"
-                    placeholder="join or create a room"
+                    placeholder="room name"
                     maxlength="40"
                     aria-label="Room name"
                     bind:value=draft
