@@ -19,6 +19,19 @@ use crate::protocol::{ChatMessage, ErrorCode, ServerEvent};
 /// without bound (they can be paged in again).
 pub const MAX_LINES: usize = 1000;
 
+/// Reconnection delays: the first, and the cap, in ms.
+pub const BACKOFF_FIRST_MS: f64 = 500.0;
+pub const BACKOFF_CAP_MS: f64 = 30_000.0;
+
+/// How long to wait before reconnecting after `failures` failed attempts in a row: capped exponential
+/// backoff (0.5 s, 1 s, 2 s, … up to 30 s) scaled by a random factor in [0.5, 1.5) (`random` in [0, 1)).
+/// The jitter matters: after a server restart every page reconnects, and without it they would all
+/// come back in the same millisecond, and again after each failed attempt.
+pub fn backoff_ms(failures: u32, random: f64) -> f64 {
+    let exponential = BACKOFF_FIRST_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32);
+    exponential.min(BACKOFF_CAP_MS) * (0.5 + random)
+}
+
 /// The state of the link to the server, shown by the connection indicator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkStatus {
@@ -571,6 +584,30 @@ mod tests {
         seen.client_id = Some("b".into());
         chat.apply(joined("general", true, vec![seen]));
         assert!(chat.pending.get_untracked().is_empty());
+    }
+
+    #[test]
+    fn reconnects_back_off_exponentially_with_jitter_and_a_cap() {
+        assert_eq!(backoff_ms(1, 0.5), 500.0);
+        assert_eq!(backoff_ms(2, 0.5), 1_000.0);
+        assert_eq!(backoff_ms(5, 0.5), 8_000.0);
+        assert_eq!(backoff_ms(50, 0.5), BACKOFF_CAP_MS);
+        // The jitter spreads one attempt over [0.5, 1.5) of its delay: 10,000 pages restarting at once
+        // come back over half a second, not in one millisecond.
+        let spread: Vec<f64> = (0..10_000)
+            .map(|i| backoff_ms(1, i as f64 / 10_000.0))
+            .collect();
+        assert_eq!(spread[0], 250.0);
+        assert!(spread[9_999] < 750.0);
+        let busiest_ms = spread
+            .chunk_by(|a, b| a.floor() == b.floor())
+            .map(<[f64]>::len)
+            .max()
+            .unwrap();
+        assert!(
+            busiest_ms <= 20,
+            "{busiest_ms} reconnects in one millisecond"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use futures::{pin_mut, select_biased, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 
-use crate::chat_state::ChatState;
+use crate::chat_state::{backoff_ms, ChatState};
 use crate::protocol::{ClientFrame, ServerEvent};
 
 /// The page's handle on its link: frames sent here go out on the socket. Dropping it closes the socket
@@ -29,9 +29,6 @@ pub type Outbox = UnboundedSender<ClientFrame>;
 const QUIET_MS: f64 = 20_000.0;
 /// Time the server has to answer anything after a ping, in ms.
 const ANSWER_MS: f64 = 10_000.0;
-/// Reconnection delays: the first, and the cap, in ms.
-const BACKOFF_FIRST_MS: f64 = 500.0;
-const BACKOFF_CAP_MS: f64 = 30_000.0;
 /// Close code the server uses when it refuses who we are (bad or taken name): retrying won't help.
 const CLOSE_POLICY: u16 = 1008;
 
@@ -89,9 +86,10 @@ async fn keep_open(url: String, mut outgoing: UnboundedReceiver<ClientFrame>, ch
                 chat.reconnecting(reason);
             }
         }
-        // Wait out the backoff; the page may go meanwhile. Anything it sends now cannot be delivered (its
-        // Send button is disabled while not connected), so it is dropped.
-        let delay = TimeoutFuture::new(backoff_ms(failures) as u32).fuse();
+        // Wait out the backoff; the page may go meanwhile. Frames the page sends now are dropped: the
+        // page only sends messages on a joined room (the rest wait in `ChatState::pending`, sent again
+        // once the room is rejoined), and joins and typing notices mean nothing without a link.
+        let delay = TimeoutFuture::new(backoff_ms(failures, js_sys::Math::random()) as u32).fuse();
         pin_mut!(delay);
         loop {
             select_biased! {
@@ -100,13 +98,6 @@ async fn keep_open(url: String, mut outgoing: UnboundedReceiver<ClientFrame>, ch
             }
         }
     }
-}
-
-/// Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s, … up to 30 s, each scaled by a random
-/// factor in [0.5, 1.5).
-fn backoff_ms(failures: u32) -> f64 {
-    let exponential = BACKOFF_FIRST_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32);
-    exponential.min(BACKOFF_CAP_MS) * (0.5 + js_sys::Math::random())
 }
 
 /// Runs one socket until it ends.
