@@ -605,7 +605,8 @@ mod tests {
             .max()
             .unwrap();
         assert!(
-            busiest_ms <= 20,
+            // Evenly spread: 20 a millisecond (21 where a boundary falls between two).
+            busiest_ms <= 21,
             "{busiest_ms} reconnects in one millisecond"
         );
     }
