@@ -1,7 +1,11 @@
 //! History on the way in and out: the writer task that stores every message before anyone sees it, and
 //! the replay a joining connection gets.
 //!
-//! **Writing.** Connections hand messages to one writer task through a bounded queue. The writer takes
+//! **Writing.** Connections hand messages to one writer task through a bounded queue. The writer runs on
+//! a thread of its own (with a one-thread tokio runtime), not among the connection tasks: each store
+//! round trip wakes it, and on the shared runtime every wake-up would queue behind the thousand
+//! connection tasks the last broadcast just woke (measured: +5 ms median latency at 100 messages/s to
+//! 1,000 clients). The writer takes
 //! everything waiting (up to [`MAX_BATCH`]), stores it in one transaction (one disk sync for the whole
 //! batch: under load, batches grow and the cost per message falls), and only then has the manager
 //! acknowledge each message to its sender and publish it to its room. One task, so sequence numbers are
@@ -15,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::error::ChatError;
 use super::manager::{now_ms, ConnId, ConnectionManager, Replay};
@@ -40,17 +43,22 @@ pub struct HistoryWriter {
 }
 
 impl HistoryWriter {
-    /// Starts the writer task: it stores what is submitted into `store`, tells `manager`, and applies
-    /// `retention` every minute. It ends when every `HistoryWriter` is dropped.
+    /// Starts the writer on its own thread: it stores what is submitted into `store`, tells `manager`,
+    /// and applies `retention` every minute. It ends when every `HistoryWriter` is dropped.
     pub fn start(
         store: Store,
         manager: Arc<ConnectionManager>,
         retention: Retention,
         queue_len: usize,
-    ) -> (HistoryWriter, JoinHandle<()>) {
+    ) -> std::io::Result<(HistoryWriter, std::thread::JoinHandle<()>)> {
         let (queue, submissions) = mpsc::channel(queue_len.max(1));
-        let task = tokio::spawn(write(submissions, store, manager, retention));
-        (HistoryWriter { queue }, task)
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || runtime.block_on(write(submissions, store, manager, retention)))?;
+        Ok((HistoryWriter { queue }, thread))
     }
 
     /// Queues a message for storing, without waiting: a full queue is refused.

@@ -75,13 +75,13 @@ impl AppState {
             max_messages: config.retain_messages,
             max_age: config.retain_days,
         };
-        // The task runs for as long as the `HistoryWriter` in `Chat` lives: the whole process.
-        let (writer, _task) = history::HistoryWriter::start(
+        // The writer runs for as long as the `HistoryWriter` in `Chat` lives: the whole process.
+        let (writer, _thread) = history::HistoryWriter::start(
             store.clone(),
             manager.clone(),
             retention,
             config.store_queue,
-        );
+        )?;
         Ok(AppState {
             leptos_options,
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),
