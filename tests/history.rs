@@ -317,19 +317,15 @@ async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
     }
 
     // Pruned by retention: the missed messages are gone, so not recovered either.
-    server
-        .state
-        .chat
-        .store
-        .prune(
-            Retention {
-                max_messages: 10,
-                max_age: Duration::ZERO,
-            },
-            0,
-        )
+    let chat = &server.state.chat;
+    let keep_ten = Retention {
+        max_messages: 10,
+        max_age: Duration::ZERO,
+    };
+    let deleted = groupchat::server::history::apply_retention(&chat.store, &chat.manager, keep_ten)
         .await
         .unwrap();
+    assert_eq!(deleted, 110);
     let mut pruned = server.connect("/ws?room=").await;
     pruned.welcome().await;
     pruned

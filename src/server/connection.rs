@@ -34,11 +34,14 @@ use tokio::time::Instant;
 
 use super::config::Config;
 use super::error::{close, ChatError};
-use super::history::{self, ReplayLimits, Submission};
-use super::manager::{encode, ConnId, Connected, ConnectionManager, Frame, Identity, Kick};
+use super::history::{self, Submission};
+use super::manager::{
+    encode, ConnId, Connected, ConnectionManager, Frame, Identity, Joining, Kick,
+};
 use super::metrics as m;
 use super::outbox::Outbox;
 use super::rate_limit::{RateLimiter, Verdict};
+use super::recent::ReplayLimits;
 use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
 use super::Chat;
 use crate::protocol::{ClientFrame, ServerEvent};
@@ -356,12 +359,14 @@ impl<'a> Connection<'a> {
         })
     }
 
-    /// Starts following `room`: the room's history is read by a task of its own (this one goes on
+    /// Starts following `room`. Usually the room's recent messages are in memory and the manager
+    /// completes the join at once; otherwise its history is read by a task of its own (this one goes on
     /// serving the socket meanwhile), which then has the manager send the `joined` snapshot and subscribe
     /// this connection (see `ConnectionManager::begin_join` for why nothing is missed in between).
     fn join(&self, room: String, after: Option<u64>) {
-        let ticket = match self.manager.begin_join(self.id, &room) {
-            Ok(ticket) => ticket,
+        let ticket = match self.manager.begin_join(self.id, &room, after) {
+            Ok(Joining::Done) => return,
+            Ok(Joining::NeedsHistory(ticket)) => ticket,
             Err(error) => return self.manager.reject(self.id, &error),
         };
         let chat = self.chat.clone();

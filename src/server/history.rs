@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::error::ChatError;
 use super::manager::{now_ms, ConnId, ConnectionManager, Replay};
+use super::recent::ReplayLimits;
 use super::store::{NewMessage, Retention, Store};
 
 /// Most messages stored in one transaction.
@@ -84,7 +85,7 @@ async fn write(
                 }
             }
             _ = prune.tick() => {
-                match store.prune(retention, now_ms()).await {
+                match apply_retention(&store, &manager, retention).await {
                     Ok(0) => {}
                     Ok(deleted) => tracing::info!(deleted, "retention: deleted old messages"),
                     Err(error) => tracing::warn!(%error, "retention failed"),
@@ -109,13 +110,18 @@ async fn write(
     }
 }
 
-/// Limits on what a join is sent.
-#[derive(Clone, Copy, Debug)]
-pub struct ReplayLimits {
-    /// Messages sent to a client joining afresh (or one too far behind to catch up).
-    pub fresh: usize,
-    /// Most missed messages replayed to a client that says what it has.
-    pub max_missed: u64,
+/// Deletes what `retention` no longer keeps; returns how many messages went. The rooms' in-memory recent
+/// messages may hold some of them, so they are dropped too (the next joins read the store).
+pub async fn apply_retention(
+    store: &Store,
+    manager: &ConnectionManager,
+    retention: Retention,
+) -> Result<u64, sqlx::Error> {
+    let deleted = store.prune(retention, now_ms()).await?;
+    if deleted > 0 {
+        manager.forget_recent();
+    }
+    Ok(deleted)
 }
 
 /// What to send a client joining `room` that has everything up to `after` (if it says so).
@@ -140,19 +146,24 @@ pub async fn replay(
             let messages = store.after(room, after, limits.max_missed as usize).await?;
             // Retention may have run between the two reads: then this is not a continuation.
             if messages.first().is_none_or(|m| m.seq == after + 1) {
+                let last_seq = messages.last().map_or(bounds.last_seq, |m| m.seq);
                 return Ok(Replay {
                     recovered: true,
                     messages,
                     oldest_seq: bounds.oldest_seq,
                     after,
+                    last_seq: last_seq.max(bounds.last_seq),
                 });
             }
         }
     }
+    let messages = store.before(room, None, limits.fresh).await?;
+    let last_seq = messages.last().map_or(0, |m| m.seq).max(bounds.last_seq);
     Ok(Replay {
         recovered: false,
-        messages: store.before(room, None, limits.fresh).await?,
+        messages,
         oldest_seq: bounds.oldest_seq,
         after: 0,
+        last_seq,
     })
 }

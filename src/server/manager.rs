@@ -27,11 +27,16 @@ use super::fanout::FanoutLog;
 use super::metrics as m;
 use super::names::{self, name_key};
 use super::outbox::{Outbox, Subscription};
+use super::recent::{Recent, ReplayLimits};
 use super::session::{Session, Sessions};
 use super::store::{NewMessage, PersonId, Stored};
 use crate::protocol::{
     validate_name, validate_room, ChatMessage, ServerEvent, MAX_CLIENT_ID_BYTES,
 };
+
+/// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
+/// reconnect after a short drop is answered without the store.
+const RECENT_MESSAGES: usize = 200;
 
 /// Identifies one WebSocket connection for as long as it lasts.
 pub type ConnId = u64;
@@ -82,8 +87,12 @@ pub struct Connected {
 pub struct JoinTicket {
     pub conn: ConnId,
     pub room: String,
+    pub after: Option<u64>,
     log: Arc<FanoutLog>,
     start: u64,
+    /// The room's count of published messages then: if it is unchanged when the read comes back, the
+    /// read is the room's current state, and can start its in-memory cache.
+    published: u64,
 }
 
 /// What a joining connection is sent of the room's history.
@@ -96,6 +105,15 @@ pub struct Replay {
     pub oldest_seq: u64,
     /// The sequence number the client already has everything up to: `after` when recovered, else 0.
     pub after: u64,
+    /// The room's last sequence number when this was read.
+    pub last_seq: u64,
+}
+
+/// How a join went on: at once (from the room's in-memory recent messages), or it needs the store.
+pub enum Joining {
+    Done,
+    /// Read the history (`history::replay`), then call [`ConnectionManager::finish_join`].
+    NeedsHistory(JoinTicket),
 }
 
 pub struct ConnectionManager {
@@ -115,6 +133,8 @@ struct Limits {
     max_name_chars: usize,
     max_rooms: usize,
     typing_ttl: Duration,
+    replay: ReplayLimits,
+    recent_capacity: usize,
 }
 
 struct Registry {
@@ -159,6 +179,10 @@ struct Room {
     typing: HashMap<String, (String, Instant)>,
     /// Joins under way: the room must outlive them even with no members.
     pending_joins: usize,
+    /// Messages published so far (see `JoinTicket::published`).
+    published: u64,
+    /// The newest messages, once known (see `recent.rs`).
+    recent: Option<Recent>,
 }
 
 struct Member {
@@ -191,6 +215,11 @@ impl ConnectionManager {
                 max_name_chars: config.max_name_chars,
                 max_rooms: config.max_rooms_per_connection,
                 typing_ttl: config.typing_ttl,
+                replay: ReplayLimits {
+                    fresh: config.history_on_join,
+                    max_missed: config.replay_limit,
+                },
+                recent_capacity: config.history_on_join.max(RECENT_MESSAGES),
             },
         }
     }
@@ -271,7 +300,14 @@ impl ConnectionManager {
     /// Why the position is taken *before* the history is read: every message is stored before it is
     /// published, so each one is either already in what the read returns, or published after this
     /// position (or both, which the subscription's sequence filter skips). Nothing falls in between.
-    pub fn begin_join(&self, conn: ConnId, room: &str) -> Result<JoinTicket, ChatError> {
+    /// When the room's recent messages are in memory and cover what the client needs, the join
+    /// completes at once ([`Joining::Done`]).
+    pub fn begin_join(
+        &self,
+        conn: ConnId,
+        room: &str,
+        after: Option<u64>,
+    ) -> Result<Joining, ChatError> {
         validate_room(room).map_err(ChatError::BadRoom)?;
         let mut reg = self.registry();
         let Some(c) = reg.conns.get_mut(&conn) else {
@@ -292,13 +328,28 @@ impl ConnectionManager {
             arrivals: BTreeMap::new(),
             typing: HashMap::new(),
             pending_joins: 0,
+            published: 0,
+            recent: None,
         });
         entry.pending_joins += 1;
-        Ok(JoinTicket {
+        let ticket = JoinTicket {
             conn,
             room: room.to_owned(),
+            after,
             log: entry.log.clone(),
             start: entry.log.head(),
+            published: entry.published,
+        };
+        let cached = entry
+            .recent
+            .as_ref()
+            .and_then(|recent| recent.replay(after, self.limits.replay));
+        Ok(match cached {
+            Some(replay) => {
+                self.complete_join(&mut reg, ticket, replay);
+                Joining::Done
+            }
+            None => Joining::NeedsHistory(ticket),
         })
     }
 
@@ -306,7 +357,16 @@ impl ConnectionManager {
     /// `joined` snapshot with `replay`, and announces the person if this is their first connection here.
     pub fn finish_join(&self, ticket: JoinTicket, replay: Replay) {
         let mut reg = self.registry();
-        let reg = &mut *reg;
+        if let Some(r) = reg.rooms.get_mut(&ticket.room) {
+            if r.recent.is_none() && r.published == ticket.published {
+                // Nothing was published since the read began: it is the room's current state.
+                r.recent = Some(Recent::new(&replay, self.limits.recent_capacity));
+            }
+        }
+        self.complete_join(&mut reg, ticket, replay);
+    }
+
+    fn complete_join(&self, reg: &mut Registry, ticket: JoinTicket, replay: Replay) {
         let room = ticket.room;
         let Some(r) = reg.rooms.get_mut(&room) else {
             return;
@@ -315,6 +375,10 @@ impl ConnectionManager {
         let still_wanted = reg.conns.get_mut(&ticket.conn).is_some_and(|c| {
             let wanted = c.joining.contains(&room);
             c.joining.retain(|j| *j != room);
+            if c.joining.is_empty() {
+                // Joins are rare and connections many: an idle one keeps no spare capacity.
+                c.joining = Vec::new();
+            }
             wanted
         });
         if !still_wanted {
@@ -483,6 +547,15 @@ impl ConnectionManager {
                 if stopped {
                     reg.publish_typing(&message.room);
                 }
+                if let Some(r) = reg.rooms.get_mut(&message.room) {
+                    r.published += 1;
+                    if r.recent
+                        .as_mut()
+                        .is_some_and(|recent| !recent.push(&stored))
+                    {
+                        r.recent = None;
+                    }
+                }
                 let event = ServerEvent::Message {
                     room: message.room.clone(),
                     seq,
@@ -534,6 +607,13 @@ impl ConnectionManager {
         }
         for room in changed {
             reg.publish_typing(&room);
+        }
+    }
+
+    /// Drops every room's in-memory recent messages (retention deleted some from the store).
+    pub fn forget_recent(&self) {
+        for room in self.registry().rooms.values_mut() {
+            room.recent = None;
         }
     }
 
@@ -783,6 +863,21 @@ mod tests {
             .collect()
     }
 
+    /// A join that must read the store.
+    fn ticket(manager: &ConnectionManager, conn: &Connected, after: Option<u64>) -> JoinTicket {
+        match manager.begin_join(conn.id, "r", after).unwrap() {
+            Joining::NeedsHistory(ticket) => ticket,
+            Joining::Done => panic!("served from memory"),
+        }
+    }
+
+    /// Joins "r", with an empty store behind it.
+    fn join(manager: &ConnectionManager, conn: &Connected) {
+        if let Joining::NeedsHistory(ticket) = manager.begin_join(conn.id, "r", None).unwrap() {
+            manager.finish_join(ticket, Replay::default());
+        }
+    }
+
     fn store_message(manager: &ConnectionManager, from: &Connected, seq: u64) -> ChatMessage {
         let new = manager
             .prepare_message(from.id, "r".into(), format!("m{seq}"), None)
@@ -816,14 +911,14 @@ mod tests {
     fn a_message_stored_while_a_join_reads_history_shows_exactly_once() {
         let manager = manager();
         let ann = connect(&manager, "ann");
-        let ticket = manager.begin_join(ann.id, "r").unwrap();
-        manager.finish_join(ticket, Replay::default());
+        join(&manager, &ann);
         drain(&ann);
 
-        // Bob's join starts; message 1 is stored and published while his history is being read, and
-        // the read sees it: the replay has it, and the live copy is skipped.
+        // Bob's join starts (and must read the store); message 1 is stored and published while his
+        // history is being read, and the read sees it: the replay has it, and the live copy is skipped.
+        manager.forget_recent();
         let bob = connect(&manager, "bob");
-        let ticket = manager.begin_join(bob.id, "r").unwrap();
+        let ticket = ticket(&manager, &bob, None);
         let m1 = store_message(&manager, &ann, 1);
         // Message 2 is published after the read: only live.
         let replay = Replay {
@@ -845,6 +940,53 @@ mod tests {
     }
 
     #[test]
+    fn once_a_room_is_known_joins_are_answered_from_memory() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        for seq in 1..=3 {
+            store_message(&manager, &ann, seq);
+        }
+        // A new joiner and a rejoin after message 1: no store read, the right messages.
+        let bob = connect(&manager, "bob");
+        assert!(matches!(
+            manager.begin_join(bob.id, "r", None),
+            Ok(Joining::Done)
+        ));
+        let carl = connect(&manager, "carl");
+        assert!(matches!(
+            manager.begin_join(carl.id, "r", Some(1)),
+            Ok(Joining::Done)
+        ));
+        store_message(&manager, &ann, 4);
+        assert_eq!(
+            texts(&drain(&bob)),
+            ["replay m1", "replay m2", "replay m3", "live m4"]
+        );
+        let carl_events = drain(&carl);
+        assert!(matches!(
+            &carl_events[1],
+            ServerEvent::Joined {
+                recovered: true,
+                ..
+            }
+        ));
+        assert_eq!(texts(&carl_events), ["replay m2", "replay m3", "live m4"]);
+
+        // A read that raced with a publish does not start the cache.
+        manager.forget_recent();
+        let dan = connect(&manager, "dan");
+        let ticket = ticket(&manager, &dan, None);
+        store_message(&manager, &ann, 5);
+        manager.finish_join(ticket, Replay::default());
+        let eve = connect(&manager, "eve");
+        assert!(matches!(
+            manager.begin_join(eve.id, "r", None),
+            Ok(Joining::NeedsHistory(_))
+        ));
+    }
+
+    #[test]
     fn a_reader_left_behind_is_disconnected_alone() {
         let manager = ConnectionManager::new(
             &Config {
@@ -856,8 +998,7 @@ mod tests {
         let fast = connect(&manager, "fast");
         let slow = connect(&manager, "slow");
         for c in [&fast, &slow] {
-            let ticket = manager.begin_join(c.id, "r").unwrap();
-            manager.finish_join(ticket, Replay::default());
+            join(&manager, c);
         }
         for seq in 1..=10 {
             drain(&fast);
@@ -874,7 +1015,7 @@ mod tests {
     fn a_room_no_one_follows_is_forgotten() {
         let manager = manager();
         let ann = connect(&manager, "ann");
-        let ticket = manager.begin_join(ann.id, "r").unwrap();
+        let ticket = ticket(&manager, &ann, None);
         // Left before its history was read: the join does not complete.
         manager.leave_room(ann.id, "r").unwrap();
         manager.finish_join(ticket, Replay::default());
@@ -885,8 +1026,7 @@ mod tests {
                 .err(),
             Some(ChatError::NotJoined("r".into()))
         );
-        let ticket = manager.begin_join(ann.id, "r").unwrap();
-        manager.finish_join(ticket, Replay::default());
+        join(&manager, &ann);
         assert_eq!(manager.room_counts(), [("r".to_string(), 1)]);
         manager.leave(ann.id);
         assert!(manager.room_counts().is_empty());

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod names;
 pub mod outbox;
 pub mod rate_limit;
+pub mod recent;
 pub mod session;
 pub mod store;
 pub mod upgrade;

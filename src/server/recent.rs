@@ -1,0 +1,194 @@
+//! The newest messages of a room people are in, kept in memory, so that most joins (a page opening,
+//! a reconnect after a short drop) are answered at once, without a task or a trip to the store.
+//!
+//! A [`Recent`] holds a contiguous run of a room's newest messages, ending at the room's last sequence
+//! number. It starts from a join's store read (see `ConnectionManager::finish_join` for when that read
+//! is known to be current) and then follows every message the room publishes; a message that does not
+//! continue it (which would mean one was missed) throws it away, and the next join reads the store again.
+
+use std::collections::VecDeque;
+
+use super::manager::Replay;
+use crate::protocol::ChatMessage;
+
+/// Most bytes of message text kept per room.
+const MAX_BYTES: usize = 256 * 1024;
+
+/// What a join may be sent (the same limits as a store read: see `history::replay`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayLimits {
+    /// Messages sent to a client joining afresh (or one too far behind to catch up).
+    pub fresh: usize,
+    /// Most missed messages replayed to a client that says what it has.
+    pub max_missed: u64,
+}
+
+#[derive(Debug)]
+pub struct Recent {
+    messages: VecDeque<ChatMessage>,
+    bytes: usize,
+    /// Most messages kept.
+    capacity: usize,
+    /// The room's last sequence number.
+    last_seq: u64,
+    /// The oldest sequence number the store has (0: none), as last known.
+    oldest_seq: u64,
+}
+
+impl Recent {
+    /// Starts from a store read: `messages` are all of the room's messages after some point, up to
+    /// `last_seq`.
+    pub fn new(replay: &Replay, capacity: usize) -> Recent {
+        let mut recent = Recent {
+            messages: VecDeque::new(),
+            bytes: 0,
+            capacity: capacity.max(1),
+            last_seq: replay.last_seq,
+            oldest_seq: replay.oldest_seq,
+        };
+        for message in &replay.messages {
+            recent.keep(message.clone());
+        }
+        recent.last_seq = recent
+            .messages
+            .back()
+            .map_or(recent.last_seq, |m| m.seq.max(recent.last_seq));
+        recent
+    }
+
+    /// Follows a message the room published. False if it does not continue what is kept: the cache
+    /// can no longer be trusted.
+    pub fn push(&mut self, message: &ChatMessage) -> bool {
+        if message.seq <= self.last_seq {
+            // Already kept (the store read that started this cache had it).
+            return true;
+        }
+        if message.seq != self.last_seq + 1 {
+            return false;
+        }
+        self.last_seq = message.seq;
+        if self.oldest_seq == 0 {
+            self.oldest_seq = message.seq;
+        }
+        self.keep(message.clone());
+        true
+    }
+
+    /// What a client joining with `after` is sent, if what is kept is enough to say; `None`: read the
+    /// store.
+    pub fn replay(&self, after: Option<u64>, limits: ReplayLimits) -> Option<Replay> {
+        let first_kept = self.messages.front().map_or(self.last_seq + 1, |m| m.seq);
+        if let Some(after) = after {
+            if after <= self.last_seq && self.last_seq - after <= limits.max_missed {
+                if after + 1 < first_kept {
+                    return None;
+                }
+                return Some(Replay {
+                    recovered: true,
+                    messages: self
+                        .messages
+                        .iter()
+                        .filter(|m| m.seq > after)
+                        .cloned()
+                        .collect(),
+                    oldest_seq: self.oldest_seq,
+                    after,
+                    last_seq: self.last_seq,
+                });
+            }
+        }
+        // Afresh: the latest `fresh`, if they are all here (or everything the store has is).
+        let has_all = match self.messages.front() {
+            Some(first) => first.seq <= self.oldest_seq,
+            None => self.oldest_seq == 0,
+        };
+        if self.messages.len() < limits.fresh && !has_all {
+            return None;
+        }
+        let skip = self.messages.len().saturating_sub(limits.fresh);
+        Some(Replay {
+            recovered: false,
+            messages: self.messages.iter().skip(skip).cloned().collect(),
+            oldest_seq: self.oldest_seq,
+            after: 0,
+            last_seq: self.last_seq,
+        })
+    }
+
+    fn keep(&mut self, message: ChatMessage) {
+        self.bytes += message.text.len();
+        self.messages.push_back(message);
+        while self.messages.len() > self.capacity
+            || (self.bytes > MAX_BYTES && self.messages.len() > 1)
+        {
+            let dropped = self.messages.pop_front().expect("more than one kept");
+            self.bytes -= dropped.text.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> ChatMessage {
+        ChatMessage {
+            seq,
+            from: "ann".into(),
+            text: format!("m{seq}"),
+            ts: 0,
+            client_id: None,
+        }
+    }
+
+    fn seqs(replay: &Replay) -> Vec<u64> {
+        replay.messages.iter().map(|m| m.seq).collect()
+    }
+
+    const LIMITS: ReplayLimits = ReplayLimits {
+        fresh: 3,
+        max_missed: 100,
+    };
+
+    #[test]
+    fn an_empty_room_answers_everything() {
+        let mut recent = Recent::new(&Replay::default(), 5);
+        let fresh = recent.replay(None, LIMITS).unwrap();
+        assert!(!fresh.recovered && fresh.messages.is_empty());
+        for seq in 1..=7 {
+            assert!(recent.push(&message(seq)));
+        }
+        assert!(recent.push(&message(7)), "a repeat is harmless");
+        assert_eq!(seqs(&recent.replay(None, LIMITS).unwrap()), [5, 6, 7]);
+        let caught_up = recent.replay(Some(4), LIMITS).unwrap();
+        assert!(caught_up.recovered);
+        assert_eq!(seqs(&caught_up), [5, 6, 7]);
+        assert!(recent.replay(Some(7), LIMITS).unwrap().messages.is_empty());
+        // Kept: 3..=7. Further back needs the store; past the end starts afresh.
+        assert!(recent.replay(Some(1), LIMITS).is_none());
+        assert!(recent.replay(Some(2), LIMITS).unwrap().recovered);
+        let reset = recent.replay(Some(50), LIMITS).unwrap();
+        assert!(!reset.recovered);
+        assert_eq!(seqs(&reset), [5, 6, 7]);
+    }
+
+    #[test]
+    fn a_partial_start_only_answers_what_it_covers() {
+        // Started from a rejoin's read: messages 41..=42 of a room whose store goes back to 1.
+        let read = Replay {
+            recovered: true,
+            messages: vec![message(41), message(42)],
+            oldest_seq: 1,
+            after: 40,
+            last_seq: 42,
+        };
+        let mut recent = Recent::new(&read, 10);
+        assert!(
+            recent.replay(None, LIMITS).is_none(),
+            "3 latest: not all here"
+        );
+        assert!(recent.push(&message(43)));
+        assert_eq!(seqs(&recent.replay(None, LIMITS).unwrap()), [41, 42, 43]);
+        assert!(!recent.push(&message(45)), "a gap: no longer trusted");
+    }
+}
