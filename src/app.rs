@@ -497,7 +497,10 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
                 });
             }
             draft.set(String::new());
-            last_typing.set_value(0.0);
+            // The message ended the typing notice (on the server too); typing on for more than a
+            // moment announces it again.
+            #[cfg(feature = "hydrate")]
+            last_typing.set_value(js_sys::Date::now() - 1_500.0);
         }
     };
     let on_input = move |ev: leptos::ev::Event| {

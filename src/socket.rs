@@ -17,9 +17,10 @@ use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{pin_mut, select_biased, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::{GetUntracked, WithUntracked};
 
 use crate::chat_state::{backoff_ms, ChatState};
-use crate::protocol::{ClientFrame, ServerEvent};
+use crate::protocol::{ClientFrame, ErrorCode, ServerEvent};
 
 /// The page's handle on its link: frames sent here go out on the socket. Dropping it closes the socket
 /// for good (that is how the page closes it on cleanup or before connecting under another name).
@@ -29,6 +30,8 @@ pub type Outbox = UnboundedSender<ClientFrame>;
 const QUIET_MS: f64 = 20_000.0;
 /// Time the server has to answer anything after a ping, in ms.
 const ANSWER_MS: f64 = 10_000.0;
+/// How long after a "later" refusal (rate limit, busy) the unacknowledged messages are sent again, in ms.
+const RESEND_MS: f64 = 1_500.0;
 /// Close code the server uses when it refuses who we are (bad or taken name): retrying won't help.
 const CLOSE_POLICY: u16 = 1008;
 
@@ -110,13 +113,17 @@ async fn drive(
     let mut joined_room: Option<String> = None;
     let mut last_heard = js_sys::Date::now();
     let mut pinged_at: Option<f64> = None;
+    // When to send the unacknowledged messages again: set when the server refused one for now (rate
+    // limit, busy store), which says "later", not "never".
+    let mut resend_at: Option<f64> = None;
     let lost = |reason: String, welcomed: bool| End::Lost { reason, welcomed };
     loop {
         let now = js_sys::Date::now();
-        let wake_in = match pinged_at {
+        let heartbeat_in = match pinged_at {
             Some(at) => at + ANSWER_MS - now,
             None => last_heard + QUIET_MS - now,
         };
+        let wake_in = resend_at.map_or(heartbeat_in, |at| heartbeat_in.min(at - now));
         let send = outgoing.next().fuse();
         let receive = ws.next().fuse();
         let timer = TimeoutFuture::new(wake_in.max(0.0) as u32).fuse();
@@ -154,6 +161,16 @@ async fn drive(
                             _ => {}
                         }
                         let is_welcome = matches!(event, ServerEvent::Welcome { .. });
+                        if matches!(
+                            event,
+                            ServerEvent::Error {
+                                code: ErrorCode::RateLimited | ErrorCode::Unavailable,
+                                ..
+                            }
+                        ) && !chat.pending.with_untracked(Vec::is_empty)
+                        {
+                            resend_at.get_or_insert(js_sys::Date::now() + RESEND_MS);
+                        }
                         chat.apply(event);
                         if is_welcome {
                             for (room, after) in chat.take_joins() {
@@ -198,6 +215,22 @@ async fn drive(
             }
             Step::Received(Some(Err(error))) => return lost(error.to_string(), welcomed),
             Step::Received(None) => return lost("connection closed".into(), welcomed),
+            Step::Timer if resend_at.is_some_and(|at| at <= js_sys::Date::now()) => {
+                resend_at = None;
+                let waiting: Vec<_> = chat.pending.get_untracked();
+                for pending in waiting.into_iter().filter(|p| chat.is_joined(&p.room)) {
+                    let frame = ClientFrame::Message {
+                        room: pending.room,
+                        text: pending.text,
+                        client_id: Some(pending.client_id),
+                    };
+                    let json =
+                        serde_json::to_string(&frame).expect("client frames always serialize");
+                    if let Err(error) = ws.send(Message::Text(json)).await {
+                        return lost(format!("send failed: {error}"), welcomed);
+                    }
+                }
+            }
             Step::Timer if pinged_at.is_some() => {
                 // Dropping the socket closes it; the server will notice on its side.
                 return lost("no answer from the server".into(), welcomed);

@@ -92,8 +92,9 @@ test("the typing indicator appears and clears", async ({ browser }) => {
   await typist.getByLabel("Message").press("Enter");
   await expect(reader.locator(".typing")).toHaveText("");
 
-  // Typing and then stopping: the server lets it expire.
-  await typist.getByLabel("Message").pressSequentially("more");
+  // Typing on (for more than a moment) and then stopping: announced again, then the server lets it
+  // expire.
+  await typist.getByLabel("Message").pressSequentially("more", { delay: 600 });
   await expect(reader.locator(".typing")).toHaveText(`${typistName} is typing…`);
   await expect(reader.locator(".typing")).toHaveText("", { timeout: 15_000 });
 });
@@ -164,4 +165,26 @@ test("two tabs of one person share a name and count once", async ({ browser }) =
   await tab2.close();
   await expect(other.locator(".notice.leave", { hasText: name })).toHaveCount(1);
   await expect(other.locator(".online li", { hasText: name })).toHaveCount(0);
+});
+
+test("older messages page in at the top", async ({ browser }) => {
+  const room = unique("paging");
+  const writer = await open(browser, `/r/${room}`, unique("writer"));
+  await expect(writer.locator(".online li")).toHaveCount(1);
+  // 56 messages: more than the 50 a page opens with, sent faster than the rate limit allows (10 a
+  // second, bursts of 20): the refused ones stay pending and the page sends them again, so all arrive.
+  for (let i = 1; i <= 56; i++) {
+    await send(writer, `message ${i}`);
+  }
+  await expect(writer.locator(".messages .message:not(.pending)")).toHaveCount(56, { timeout: 20_000 });
+  await expect(writer.locator(".messages .pending")).toHaveCount(0);
+
+  const reader = await open(browser, `/r/${room}`, unique("reader"));
+  await expect(reader.locator(".messages .message")).toHaveCount(50);
+  await expect(reader.locator(".messages .message .text").first()).toHaveText("message 7");
+  await reader.getByRole("button", { name: "Load older messages" }).click();
+  await expect(reader.locator(".messages .message")).toHaveCount(56);
+  await expect(reader.locator(".messages .message .text").first()).toHaveText("message 1");
+  // All there: nothing older to load.
+  await expect(reader.getByRole("button", { name: "Load older messages" })).toHaveCount(0);
 });
