@@ -7,19 +7,23 @@
 //! ## Layout
 //! - [`protocol`]: every frame on the wire, shared by both sides. Start here.
 //! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), the `/ws` admission checks
-//!   (`upgrade.rs`), the WebSocket wire format (`websocket.rs`), one connection's task
-//!   (`connection.rs`), the connection manager that names connections and orders events (`manager.rs`),
-//!   the shared log broadcasts fan out through (`fanout.rs`), each connection's cursor and personal
-//!   frames (`outbox.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error type
+//!   (`upgrade.rs`) and session tokens (`session.rs`), the WebSocket wire format (`websocket.rs`), one
+//!   connection's task (`connection.rs`), the history writer and join replays (`history.rs`) over the
+//!   SQLite store (`store.rs`), the connection manager: people, rooms, presence, typing and the order
+//!   of events (`manager.rs`), each room's in-memory newest messages (`recent.rs`), the per-room log
+//!   broadcasts fan out through (`fanout.rs`), each connection's cursors and personal frames
+//!   (`outbox.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error type
 //!   (`error.rs`), settings (`config.rs`), metric names (`metrics.rs`).
+//! - [`api`]: `/api/history` and `/api/rooms`, as server functions.
 //! - [`app`]: the page, rendered on the server and hydrated in the browser.
 //! - [`chat_state`]: the page's reactive state, and how each server event changes it.
 //! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state,
 //!   watching the link and reconnecting.
 //!
 //! The path of one message: browser input → `socket` → `/ws` (`upgrade`, `websocket`) → `connection`
-//! (read) → `protocol` → `manager` (encode once, append to the `fanout` log) → `connection` (each
-//! recipient's task takes it and writes a batch) → each browser's `socket` → `chat_state` → the
+//! (read) → `protocol` → `history` (stored by the writer in `store`) → `manager` (ack to the sender;
+//! encode once, append to the room's `fanout` log) → `connection` (each member's task takes it and
+//! writes a batch) → each browser's `socket` → `chat_state` (shown once, by sequence number) → the
 //! message list in `app`.
 
 pub mod api;
