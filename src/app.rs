@@ -90,7 +90,7 @@ fn ChatApp() -> impl IntoView {
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         let room = chat.current.get();
-        if chat.link.with(|l| *l == LinkStatus::Open) {
+        if chat.link.with(|l| *l == LinkStatus::Open) && validate_room(&room).is_ok() {
             chat.follow(&room);
             for (room, after) in chat.take_joins() {
                 sender.send(ClientFrame::Join { room, after });
