@@ -313,6 +313,7 @@ async fn health_and_metrics_endpoints() {
     let health = server.http_get("/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains(r#""connections":1"#), "{health}");
+    assert!(health.contains(r#""status":"ok""#), "the store answers: {health}");
 
     let metrics = server.http_get("/metrics").await;
     for name in [
@@ -320,6 +321,9 @@ async fn health_and_metrics_endpoints() {
         "chat_messages_in_total",
         "chat_deliveries_out_total",
         "chat_queue_depth_frames",
+        "chat_messages_stored_total",
+        "chat_store_commit_seconds",
+        "chat_joins_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from {metrics}");
     }

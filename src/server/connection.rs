@@ -365,10 +365,14 @@ impl<'a> Connection<'a> {
     /// this connection (see `ConnectionManager::begin_join` for why nothing is missed in between).
     fn join(&self, room: String, after: Option<u64>) {
         let ticket = match self.manager.begin_join(self.id, &room, after) {
-            Ok(Joining::Done) => return,
+            Ok(Joining::Done) => {
+                counter!(m::JOINS, "source" => "memory").increment(1);
+                return;
+            }
             Ok(Joining::NeedsHistory(ticket)) => ticket,
             Err(error) => return self.manager.reject(self.id, &error),
         };
+        counter!(m::JOINS, "source" => "store").increment(1);
         let chat = self.chat.clone();
         let limits = ReplayLimits {
             fresh: chat.config.history_on_join,

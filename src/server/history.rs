@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::error::ChatError;
 use super::manager::{now_ms, ConnId, ConnectionManager, Replay};
+use super::metrics as m;
 use super::recent::ReplayLimits;
 use super::store::{NewMessage, Retention, Store};
 
@@ -94,8 +95,17 @@ async fn write(
             }
         }
         let messages: Vec<NewMessage> = batch.iter().map(|s| s.message.clone()).collect();
-        match store.append(&messages).await {
+        let started = std::time::Instant::now();
+        let stored = store.append(&messages).await;
+        metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::STORE_BATCHES).increment(1);
+        match stored {
             Ok(outcomes) => {
+                let new = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, super::store::Stored::New(_)))
+                    .count();
+                metrics::counter!(m::MESSAGES_STORED).increment(new as u64);
                 for (submission, outcome) in batch.drain(..).zip(outcomes) {
                     manager.stored(submission.sender, &submission.message, outcome);
                 }

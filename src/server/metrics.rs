@@ -24,6 +24,14 @@ pub const REJECTED: &str = "chat_rejected_total";
 pub const QUEUE_DEPTH: &str = "chat_queue_depth_frames";
 /// Connections dropped for not answering pings.
 pub const PING_TIMEOUTS: &str = "chat_ping_timeouts_total";
+/// Messages stored (new ones: resends of stored ones are not counted).
+pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
+/// Store transactions (each stores a batch of messages).
+pub const STORE_BATCHES: &str = "chat_store_batches_total";
+/// Seconds per store transaction, the disk sync included (summary).
+pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
+/// Room joins, labelled by where their history came from: `memory` or `store`.
+pub const JOINS: &str = "chat_joins_total";
 
 /// The process's Prometheus handle, installing the recorder on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -39,7 +47,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open WebSocket connections");
     describe_counter!(CONNECTIONS_ACCEPTED, "WebSocket connections accepted");
     describe_counter!(MESSAGES_IN, "Chat messages accepted from clients");
@@ -51,4 +59,15 @@ fn describe() {
     describe_counter!(REJECTED, "Client frames or connections refused, by reason");
     describe_gauge!(QUEUE_DEPTH, "Frames waiting in outbound queues");
     describe_counter!(PING_TIMEOUTS, "Connections dropped for not answering pings");
+    describe_counter!(MESSAGES_STORED, "Chat messages stored");
+    describe_counter!(
+        STORE_BATCHES,
+        "Store transactions, each a batch of messages"
+    );
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time per store transaction, disk sync included"
+    );
+    describe_counter!(JOINS, "Room joins, by where their history came from");
 }

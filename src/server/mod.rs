@@ -227,13 +227,25 @@ fn ping_sweep_period(config: &Config) -> Duration {
     (config.ping_interval.min(config.ping_timeout) / 2).max(Duration::from_millis(10))
 }
 
-/// `GET /healthz`: the process is up and serving.
+/// `GET /healthz`: the process is up and serving, and its store answers (503 if it does not, within a
+/// second).
 async fn healthz(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
-    Json(serde_json::json!({
-        "status": "ok",
-        "connections": chat.manager.connection_count(),
-        "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-    }))
+    let store_ok = tokio::time::timeout(Duration::from_secs(1), chat.store.ping())
+        .await
+        .is_ok_and(|answered| answered.is_ok());
+    let status = if store_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if store_ok { "ok" } else { "store unavailable" },
+            "connections": chat.manager.connection_count(),
+            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+        })),
+    )
 }
 
 /// `GET /metrics`, in the Prometheus text format.

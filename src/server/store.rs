@@ -254,6 +254,11 @@ impl Store {
             .collect())
     }
 
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+    }
+
     /// Deletes what `retention` no longer keeps; returns how many messages went.
     pub async fn prune(&self, retention: Retention, now_ms: u64) -> Result<u64, sqlx::Error> {
         let mut deleted = 0;
