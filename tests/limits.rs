@@ -313,7 +313,10 @@ async fn health_and_metrics_endpoints() {
     let health = server.http_get("/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains(r#""connections":1"#), "{health}");
-    assert!(health.contains(r#""status":"ok""#), "the store answers: {health}");
+    assert!(
+        health.contains(r#""status":"ok""#),
+        "the store answers: {health}"
+    );
 
     let metrics = server.http_get("/metrics").await;
     for name in [
