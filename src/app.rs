@@ -482,6 +482,15 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
             if text.trim().is_empty() {
                 return;
             }
+            // Refused here rather than by the server, which would close the socket (1009): the
+            // message would wait in `pending` and be sent again after every reconnect.
+            if text.len() > MAX_TEXT_BYTES {
+                chat.local_error(format!(
+                    "That message is too long: at most {MAX_TEXT_BYTES} bytes, it has {}.",
+                    text.len()
+                ));
+                return;
+            }
             let client_id = new_client_id();
             chat.add_pending(Pending {
                 client_id: client_id.clone(),
@@ -533,6 +542,10 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
         </form>
     }
 }
+
+/// Longest message text the page sends: the server's default frame limit (64 KiB) less room for the
+/// rest of the JSON frame.
+const MAX_TEXT_BYTES: usize = 60 * 1024;
 
 /// A fresh id for a message this page sends: random enough that one person's ids never collide.
 fn new_client_id() -> String {

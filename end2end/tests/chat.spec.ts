@@ -140,3 +140,15 @@ test("a visitor without a chosen name gets one assigned", async ({ page }) => {
   expect(name).not.toBe("…");
   await expect(page.locator(".online li", { hasText: name })).toBeVisible();
 });
+
+test("a message over the size limit is refused on the page, and the link stays up", async ({ browser }) => {
+  const name = uniqueName("wordy");
+  const page = await openChat(browser, name);
+  await page.getByLabel("Message").fill("x".repeat(70_000));
+  await page.getByLabel("Message").press("Enter");
+  await expect(page.locator(".messages .error")).toContainText("too long");
+  await expect(page.locator(".messages .pending")).toHaveCount(0);
+  await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
+  await sendWithEnter(page, "short and sweet");
+  await expect(messageFrom(page, name, "short and sweet")).toHaveCount(1);
+});
