@@ -497,14 +497,13 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
                 room: room.clone(),
                 text: text.clone(),
             });
-            // Not joined (yet): the socket sends it once the room is joined.
-            if chat.is_joined(&room) {
-                sender.send(ClientFrame::Message {
-                    room: room.clone(),
-                    text,
-                    client_id: Some(client_id),
-                });
-            }
+            // The socket sends pending messages one at a time, in order, once their room is joined:
+            // this tells it there is a new one.
+            sender.send(ClientFrame::Message {
+                room: room.clone(),
+                text,
+                client_id: Some(client_id),
+            });
             draft.set(String::new());
             // The message ended the typing notice (on the server too); typing on for more than a
             // moment announces it again.

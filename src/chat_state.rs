@@ -216,10 +216,22 @@ impl ChatState {
             .with_untracked(|rooms| rooms.get(room).is_some_and(|v| v.joined))
     }
 
-    /// Messages waiting for an acknowledgement in `room`, oldest first.
-    pub fn pending_in(&self, room: &str) -> Vec<Pending> {
+    /// The oldest message waiting for an acknowledgement in a room this link follows: the next to send.
+    pub fn next_to_send(&self) -> Option<Pending> {
+        let pending = self.pending.get_untracked();
+        pending.into_iter().find(|p| self.is_joined(&p.room))
+    }
+
+    /// Whether the message `client_id` still waits for an acknowledgement.
+    pub fn is_pending(&self, client_id: &str) -> bool {
         self.pending
-            .with_untracked(|pending| pending.iter().filter(|p| p.room == room).cloned().collect())
+            .with_untracked(|pending| pending.iter().any(|p| p.client_id == client_id))
+    }
+
+    /// Forgets a message the server refused for good.
+    pub fn drop_pending(&self, client_id: &str) {
+        self.pending
+            .update(|p| p.retain(|p| p.client_id != client_id));
     }
 
     /// Remembers a message being sent, until it is acknowledged.
@@ -582,8 +594,23 @@ mod tests {
         });
         let mut seen = stored(2, "b");
         seen.client_id = Some("b".into());
+        assert_eq!(chat.next_to_send(), None, "not joined yet: nothing to send");
         chat.apply(joined("general", true, vec![seen]));
         assert!(chat.pending.get_untracked().is_empty());
+        for id in ["c", "d"] {
+            chat.add_pending(Pending {
+                client_id: id.into(),
+                room: "general".into(),
+                text: id.into(),
+            });
+        }
+        assert_eq!(
+            chat.next_to_send().map(|p| p.client_id),
+            Some("c".into()),
+            "oldest first"
+        );
+        chat.drop_pending("c");
+        assert!(!chat.is_pending("c") && chat.is_pending("d"));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{pin_mut, select_biased, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
-use leptos::prelude::{GetUntracked, WithUntracked};
 
 use crate::chat_state::{backoff_ms, ChatState};
 use crate::protocol::{ClientFrame, ErrorCode, ServerEvent};
@@ -110,11 +109,14 @@ async fn drive(
     chat: ChatState,
 ) -> End {
     let mut welcomed = false;
-    let mut joined_room: Option<String> = None;
+    // The one message sent and not yet acknowledged. One at a time, oldest first: a message the server
+    // refuses for now (rate limit, busy store) is sent again before any later one, so a person's
+    // messages always arrive in the order they were written.
+    let mut in_flight: Option<String> = None;
     let mut last_heard = js_sys::Date::now();
     let mut pinged_at: Option<f64> = None;
-    // When to send the unacknowledged messages again: set when the server refused one for now (rate
-    // limit, busy store), which says "later", not "never".
+    // When to send again: set when the server refused the message in flight for now (rate limit, busy
+    // store), which says "later", not "never".
     let mut resend_at: Option<f64> = None;
     let lost = |reason: String, welcomed: bool| End::Lost { reason, welcomed };
     loop {
@@ -136,6 +138,8 @@ async fn drive(
             () = timer => Step::Timer,
         };
         match step {
+            // The message is in `chat.pending` already: this only says there is one to send.
+            Step::Send(Some(ClientFrame::Message { .. })) => {}
             Step::Send(Some(frame)) => {
                 let json = serde_json::to_string(&frame).expect("client frames always serialize");
                 if let Err(error) = ws.send(Message::Text(json)).await {
@@ -151,46 +155,35 @@ async fn drive(
                 pinged_at = None;
                 match serde_json::from_str::<ServerEvent>(&text) {
                     Ok(event) => {
-                        let mut replies = Vec::new();
-                        match &event {
-                            ServerEvent::Welcome { session, .. } => {
-                                welcomed = true;
-                                remember_session(session);
-                            }
-                            ServerEvent::Joined { room, .. } => joined_room = Some(room.clone()),
-                            _ => {}
+                        if let ServerEvent::Welcome { session, .. } = &event {
+                            welcomed = true;
+                            remember_session(session);
                         }
                         let is_welcome = matches!(event, ServerEvent::Welcome { .. });
-                        if matches!(
-                            event,
-                            ServerEvent::Error {
-                                code: ErrorCode::RateLimited | ErrorCode::Unavailable,
-                                ..
+                        if let (ServerEvent::Error { code, .. }, Some(id)) = (&event, &in_flight) {
+                            match code {
+                                ErrorCode::RateLimited | ErrorCode::Unavailable => {
+                                    in_flight = None;
+                                    resend_at = Some(js_sys::Date::now() + RESEND_MS);
+                                }
+                                // About a join: nothing to do with the message.
+                                ErrorCode::AlreadyJoined => {}
+                                // Refused for good: shown as an error, not sent again.
+                                _ => {
+                                    chat.drop_pending(id);
+                                    in_flight = None;
+                                }
                             }
-                        ) && !chat.pending.with_untracked(Vec::is_empty)
-                        {
-                            resend_at.get_or_insert(js_sys::Date::now() + RESEND_MS);
                         }
                         chat.apply(event);
                         if is_welcome {
                             for (room, after) in chat.take_joins() {
-                                replies.push(ClientFrame::Join { room, after });
-                            }
-                        }
-                        if let Some(room) = joined_room.take() {
-                            for pending in chat.pending_in(&room) {
-                                replies.push(ClientFrame::Message {
-                                    room: pending.room,
-                                    text: pending.text,
-                                    client_id: Some(pending.client_id),
-                                });
-                            }
-                        }
-                        for frame in replies {
-                            let json = serde_json::to_string(&frame)
-                                .expect("client frames always serialize");
-                            if let Err(error) = ws.send(Message::Text(json)).await {
-                                return lost(format!("send failed: {error}"), welcomed);
+                                let join = ClientFrame::Join { room, after };
+                                let json = serde_json::to_string(&join)
+                                    .expect("client frames always serialize");
+                                if let Err(error) = ws.send(Message::Text(json)).await {
+                                    return lost(format!("send failed: {error}"), welcomed);
+                                }
                             }
                         }
                     }
@@ -217,19 +210,6 @@ async fn drive(
             Step::Received(None) => return lost("connection closed".into(), welcomed),
             Step::Timer if resend_at.is_some_and(|at| at <= js_sys::Date::now()) => {
                 resend_at = None;
-                let waiting: Vec<_> = chat.pending.get_untracked();
-                for pending in waiting.into_iter().filter(|p| chat.is_joined(&p.room)) {
-                    let frame = ClientFrame::Message {
-                        room: pending.room,
-                        text: pending.text,
-                        client_id: Some(pending.client_id),
-                    };
-                    let json =
-                        serde_json::to_string(&frame).expect("client frames always serialize");
-                    if let Err(error) = ws.send(Message::Text(json)).await {
-                        return lost(format!("send failed: {error}"), welcomed);
-                    }
-                }
             }
             Step::Timer if pinged_at.is_some() => {
                 // Dropping the socket closes it; the server will notice on its side.
@@ -241,6 +221,25 @@ async fn drive(
                     return lost(format!("send failed: {error}"), welcomed);
                 }
                 pinged_at = Some(js_sys::Date::now());
+            }
+        }
+        // The message in flight is settled once it left `pending` (acknowledged, seen, or replayed);
+        // then the next one goes, unless the server asked us to wait.
+        if in_flight.as_deref().is_some_and(|id| !chat.is_pending(id)) {
+            in_flight = None;
+        }
+        if in_flight.is_none() && resend_at.is_none() {
+            if let Some(next) = chat.next_to_send() {
+                let frame = ClientFrame::Message {
+                    room: next.room,
+                    text: next.text,
+                    client_id: Some(next.client_id.clone()),
+                };
+                let json = serde_json::to_string(&frame).expect("client frames always serialize");
+                if let Err(error) = ws.send(Message::Text(json)).await {
+                    return lost(format!("send failed: {error}"), welcomed);
+                }
+                in_flight = Some(next.client_id);
             }
         }
     }

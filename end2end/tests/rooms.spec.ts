@@ -172,12 +172,15 @@ test("older messages page in at the top", async ({ browser }) => {
   const writer = await open(browser, `/r/${room}`, unique("writer"));
   await expect(writer.locator(".online li")).toHaveCount(1);
   // 56 messages: more than the 50 a page opens with, sent faster than the rate limit allows (10 a
-  // second, bursts of 20): the refused ones stay pending and the page sends them again, so all arrive.
+  // second, bursts of 20): the refused ones stay pending and the page sends them again, so all arrive,
+  // in the order they were written.
   for (let i = 1; i <= 56; i++) {
     await send(writer, `message ${i}`);
   }
   await expect(writer.locator(".messages .message:not(.pending)")).toHaveCount(56, { timeout: 20_000 });
   await expect(writer.locator(".messages .pending")).toHaveCount(0);
+  const expected = Array.from({ length: 56 }, (_, i) => `message ${i + 1}`);
+  expect(await delivered(writer)).toEqual(expected);
 
   const reader = await open(browser, `/r/${room}`, unique("reader"));
   await expect(reader.locator(".messages .message")).toHaveCount(50);
