@@ -65,8 +65,8 @@ pub enum FrameError {
 }
 
 impl ClientFrame {
-    /// Reads one text frame. JSON objects are parsed strictly; anything else is plain message text for
-    /// the default room.
+    /// Reads one text frame. JSON objects are parsed strictly; anything else is plain message text (for
+    /// the default room here; the server sends it to the first room the connection follows).
     pub fn parse(raw: &str) -> Result<ClientFrame, FrameError> {
         if !raw.trim_start().starts_with('{') {
             return Ok(ClientFrame::Message {

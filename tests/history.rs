@@ -158,6 +158,20 @@ async fn rooms_are_isolated_and_a_connection_can_follow_several() {
 }
 
 #[tokio::test]
+async fn a_terminal_clients_plain_text_goes_to_its_room() {
+    let server = TestServer::start().await;
+    let mut client = server.connect("/ws?room=dev").await;
+    client.welcome().await;
+    client.joined("dev").await;
+    client.send_text("hello dev").await;
+    assert_eq!(
+        messages_until(&mut client, "hello dev").await,
+        [("dev".into(), 1, "hello dev".into())]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn sequence_numbers_have_no_gaps_under_concurrent_senders() {
     let server = TestServer::start_with(unlimited_rate()).await;
     const SENDERS: usize = 6;

@@ -320,9 +320,18 @@ impl<'a> Connection<'a> {
             Incoming::Text(text) => match ClientFrame::parse(&text) {
                 Ok(ClientFrame::Message {
                     room,
-                    text,
+                    text: said,
                     client_id,
-                }) => self.say(room, text, client_id),
+                }) => {
+                    // Plain text (a terminal client's line) goes to the first room it follows.
+                    let plain = !text.trim_start().starts_with('{');
+                    let room = if plain {
+                        self.manager.first_room(self.id).unwrap_or(room)
+                    } else {
+                        room
+                    };
+                    self.say(room, said, client_id)
+                }
                 Ok(ClientFrame::Join { room, after }) => {
                     self.join(room, after);
                     Ok(())

@@ -530,6 +530,14 @@ impl ConnectionManager {
         })
     }
 
+    /// The room connection `conn` followed first, if it follows any.
+    pub fn first_room(&self, conn: ConnId) -> Option<String> {
+        self.registry()
+            .conns
+            .get(&conn)
+            .and_then(|c| c.rooms.first().cloned())
+    }
+
     /// A message is stored (or was already): acknowledge it to its sender and, if new, publish it to
     /// the room. Called by the history writer in sequence order.
     pub fn stored(&self, sender: ConnId, message: &NewMessage, outcome: Stored) {
