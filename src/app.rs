@@ -247,8 +247,12 @@ fn RoomPage() -> impl IntoView {
             .get("room")
             .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
     });
-    Effect::new_isomorphic(move |_| chat.current.set(room.get()));
+    // The room on screen: set here, before anything rendered reads it (on the server too), and kept
+    // up to date by an effect as the browser navigates between rooms. Not an isomorphic effect: on
+    // the server its late write re-ran the room list's `Suspend` while it was being resolved (a
+    // "disposed reactive value" panic that left the page unanswered).
     chat.current.set(room.get_untracked());
+    Effect::new(move |_| chat.current.set(room.get()));
     let history = Resource::new(
         move || room.get(),
         |room| room_history(room, None, Some(DEFAULT_PAGE)),

@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::app::{shell, App};
 pub use config::Config;
@@ -110,8 +111,17 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // A deadline for every response (a WebSocket's is its `101`, the socket then lives on): a
+        // page whose render failed must not hold its visitor, or the connection, forever.
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            RESPONSE_DEADLINE,
+        ))
         .with_state(state)
 }
+
+/// Longest a response may take to start.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Serves `state` on `listener` until `shutdown` completes. Then: stop accepting, close every chat socket
 /// with 1001 (after what was queued for it), let HTTP requests in flight finish, and wait up to
