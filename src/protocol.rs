@@ -65,10 +65,16 @@ pub enum FrameError {
 }
 
 impl ClientFrame {
+    /// A frame that is not a JSON object (its first non-blank character is not `{`): a terminal
+    /// client's line of message text.
+    pub fn is_plain_text(raw: &str) -> bool {
+        !raw.trim_start().starts_with('{')
+    }
+
     /// Reads one text frame. JSON objects are parsed strictly; anything else is plain message text (for
     /// the default room here; the server sends it to the first room the connection follows).
     pub fn parse(raw: &str) -> Result<ClientFrame, FrameError> {
-        if !raw.trim_start().starts_with('{') {
+        if Self::is_plain_text(raw) {
             return Ok(ClientFrame::Message {
                 room: default_room(),
                 text: raw.to_owned(),

@@ -324,8 +324,7 @@ impl<'a> Connection<'a> {
                     client_id,
                 }) => {
                     // Plain text (a terminal client's line) goes to the first room it follows.
-                    let plain = !text.trim_start().starts_with('{');
-                    let room = if plain {
+                    let room = if ClientFrame::is_plain_text(&text) {
                         self.manager.first_room(self.id).unwrap_or(room)
                     } else {
                         room

@@ -94,7 +94,7 @@ async fn write(
                 continue;
             }
         }
-        let messages: Vec<NewMessage> = batch.iter().map(|s| s.message.clone()).collect();
+        let messages: Vec<&NewMessage> = batch.iter().map(|s| &s.message).collect();
         let started = std::time::Instant::now();
         let stored = store.append(&messages).await;
         metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());

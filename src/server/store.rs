@@ -10,7 +10,7 @@
 //!   it again returns the sequence number it already has.
 //! - **Migrations**: `migrations/*.sql`, embedded in the binary and applied by sqlx's migrator at start.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -133,10 +133,13 @@ impl Store {
 
     /// Stores `batch` in one transaction (one disk sync for all of it), in order; returns what became
     /// of each message. All or nothing: on error nothing was stored.
-    pub async fn append(&self, batch: &[NewMessage]) -> Result<Vec<Stored>, sqlx::Error> {
+    pub async fn append<M: Borrow<NewMessage>>(
+        &self,
+        batch: &[M],
+    ) -> Result<Vec<Stored>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut outcome = Vec::with_capacity(batch.len());
-        for new in batch {
+        for new in batch.iter().map(Borrow::borrow) {
             if let Some(client_id) = &new.client_id {
                 let earlier: Option<(i64,)> = sqlx::query_as(
                     "SELECT seq FROM messages WHERE room = ? AND author_id = ? AND client_id = ?",
