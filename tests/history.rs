@@ -7,19 +7,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Binary, Client, TestServer, PATIENCE};
+use common::{http_get, unlimited_rate, Binary, Client, TestServer, PATIENCE};
+use groupchat::api::HistoryPage;
 use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
 use groupchat::server::store::Retention;
 use groupchat::server::Config;
 use serde_json::json;
-
-fn unlimited_rate() -> Config {
-    Config {
-        msg_rate: 1e6,
-        msg_burst: 1e6,
-        ..Config::default()
-    }
-}
 
 /// Sends `text` to `room` with `client_id`, and returns the sequence number of its acknowledgement,
 /// skipping other events on the way.
@@ -65,6 +58,11 @@ fn body(response: &str) -> serde_json::Value {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let (_, body) = response.split_once("\r\n\r\n").expect("a body");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// A `/api/history` response, read as the page type the API serves.
+fn history_page(response: &str) -> HistoryPage {
+    serde_json::from_value(body(response)).expect("a history page")
 }
 
 fn seqs(messages: &[ChatMessage]) -> Vec<u64> {
@@ -208,14 +206,8 @@ async fn sequence_numbers_have_no_gaps_under_concurrent_senders() {
     assert_eq!(all, (1..=(SENDERS * EACH) as u64).collect::<Vec<_>>());
 
     // The store agrees: the full history is 1..=300 with no gaps.
-    let history = body(&server.http_get("/api/history?room=general&limit=200").await);
-    let page: Vec<u64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(page, (101..=300).collect::<Vec<_>>());
+    let history = history_page(&server.http_get("/api/history?room=general&limit=200").await);
+    assert_eq!(seqs(&history.messages), (101..=300).collect::<Vec<_>>());
     server.stop().await;
 }
 
@@ -236,23 +228,17 @@ async fn joining_brings_the_latest_history_and_older_pages_on_request() {
     assert_eq!(joined.oldest_seq, 1);
 
     // Paging back: before=11, 5 at a time, oldest first.
-    let page = body(
+    let page = history_page(
         &server
             .http_get("/api/history?room=general&before=11&limit=5")
             .await,
     );
-    let got: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(got, [6, 7, 8, 9, 10]);
-    assert_eq!(page["oldest_seq"], 1);
-    let first = body(&server.http_get("/api/history?room=general&before=3").await);
-    assert_eq!(first["messages"].as_array().unwrap().len(), 2);
-    let unknown = body(&server.http_get("/api/history?room=nobody-here").await);
-    assert_eq!(unknown["messages"], json!([]));
+    assert_eq!(seqs(&page.messages), [6, 7, 8, 9, 10]);
+    assert_eq!(page.oldest_seq, 1);
+    let first = history_page(&server.http_get("/api/history?room=general&before=3").await);
+    assert_eq!(first.messages.len(), 2);
+    let unknown = history_page(&server.http_get("/api/history?room=nobody-here").await);
+    assert_eq!(unknown.messages, []);
     let bad = server.http_get("/api/history?room=Bad%20Room").await;
     assert!(!bad.starts_with("HTTP/1.1 200"), "{bad}");
 
@@ -385,8 +371,8 @@ async fn a_resent_message_is_stored_once() {
         .map(|(_, _, text)| text)
         .collect();
     assert_eq!(texts, ["only once", "next"]);
-    let history = body(&server.http_get("/api/history?room=general").await);
-    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+    let history = history_page(&server.http_get("/api/history?room=general").await);
+    assert_eq!(history.messages.len(), 2);
 
     // Another person may use the same client id: it is theirs.
     assert_ne!(
@@ -425,35 +411,15 @@ async fn kill_9_loses_no_acknowledged_message() {
 
     let restarted = Binary::start(data_dir.path());
     let response = http_get(&restarted.addr, "/api/history?room=general&limit=200").await;
-    let history = body(&response);
-    let stored: BTreeSet<u64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    let history = history_page(&response);
+    let stored: BTreeSet<u64> = seqs(&history.messages).into_iter().collect();
     assert_eq!(
         stored, acked,
         "every acknowledged message is there after the restart"
     );
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts.len(), COUNT);
     assert!(texts.iter().all(|t| t.starts_with("durable ")));
-}
-
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[tokio::test]

@@ -7,21 +7,13 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Binary, Client, TestServer, PATIENCE};
+use common::{unlimited_rate, Binary, Client, TestServer, PATIENCE};
 use futures::{SinkExt, StreamExt};
 use groupchat::protocol::{ErrorCode, ServerEvent};
 use groupchat::server::Config;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-
-fn unlimited_rate() -> Config {
-    Config {
-        msg_rate: 1e6,
-        msg_burst: 1e6,
-        ..Config::default()
-    }
-}
 
 /// Reads events until a `leave` naming `name`; returns the message texts seen on the way.
 async fn messages_until_leave_of(client: &mut Client, name: &str) -> Vec<String> {

@@ -25,6 +25,26 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for something that should happen at once before it calls it a failure.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// Settings with the per-connection rate limit out of the way, for tests whose clients send faster
+/// than any person.
+pub fn unlimited_rate() -> Config {
+    Config {
+        msg_rate: 1e6,
+        msg_burst: 1e6,
+        ..Config::default()
+    }
+}
+
+/// A plain `GET path` to the server at `addr` over HTTP/1.1; the whole response, head and body.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
@@ -119,13 +139,7 @@ impl TestServer {
 
     /// A plain `GET path` over HTTP/1.1; the whole response, head and body.
     pub async fn http_get(&self, path: &str) -> String {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        response
+        http_get(&self.addr.to_string(), path).await
     }
 
     /// Waits (bounded) until the manager holds exactly `n` connections.
