@@ -141,9 +141,8 @@ async fn drive(
             // The message is in `chat.pending` already: this only says there is one to send.
             Step::Send(Some(ClientFrame::Message { .. })) => {}
             Step::Send(Some(frame)) => {
-                let json = serde_json::to_string(&frame).expect("client frames always serialize");
-                if let Err(error) = ws.send(Message::Text(json)).await {
-                    return lost(format!("send failed: {error}"), welcomed);
+                if let Err(reason) = send_frame(&mut ws, &frame).await {
+                    return lost(reason, welcomed);
                 }
             }
             Step::Send(None) => {
@@ -179,10 +178,8 @@ async fn drive(
                         if is_welcome {
                             for (room, after) in chat.take_joins() {
                                 let join = ClientFrame::Join { room, after };
-                                let json = serde_json::to_string(&join)
-                                    .expect("client frames always serialize");
-                                if let Err(error) = ws.send(Message::Text(json)).await {
-                                    return lost(format!("send failed: {error}"), welcomed);
+                                if let Err(reason) = send_frame(&mut ws, &join).await {
+                                    return lost(reason, welcomed);
                                 }
                             }
                         }
@@ -216,9 +213,8 @@ async fn drive(
                 return lost("no answer from the server".into(), welcomed);
             }
             Step::Timer => {
-                let ping = serde_json::to_string(&ClientFrame::Ping).expect("ping serializes");
-                if let Err(error) = ws.send(Message::Text(ping)).await {
-                    return lost(format!("send failed: {error}"), welcomed);
+                if let Err(reason) = send_frame(&mut ws, &ClientFrame::Ping).await {
+                    return lost(reason, welcomed);
                 }
                 pinged_at = Some(js_sys::Date::now());
             }
@@ -235,14 +231,21 @@ async fn drive(
                     text: next.text,
                     client_id: Some(next.client_id.clone()),
                 };
-                let json = serde_json::to_string(&frame).expect("client frames always serialize");
-                if let Err(error) = ws.send(Message::Text(json)).await {
-                    return lost(format!("send failed: {error}"), welcomed);
+                if let Err(reason) = send_frame(&mut ws, &frame).await {
+                    return lost(reason, welcomed);
                 }
                 in_flight = Some(next.client_id);
             }
         }
     }
+}
+
+/// Sends one frame as JSON text; the error says why the link failed.
+async fn send_frame(ws: &mut WebSocket, frame: &ClientFrame) -> Result<(), String> {
+    let json = serde_json::to_string(frame).expect("client frames always serialize");
+    ws.send(Message::Text(json))
+        .await
+        .map_err(|error| format!("send failed: {error}"))
 }
 
 /// Keeps the session token in the `chat_session` cookie for a year: the browser sends it with every
