@@ -15,7 +15,7 @@ use leptos_router::{
 };
 
 use crate::api::{list_rooms, room_history, DEFAULT_PAGE};
-use crate::chat_state::{ChatState, Line, LineKind, LinkStatus, Pending};
+use crate::chat_state::{ChatState, Line, LineKind, LinkStatus, Pending, RoomView};
 use crate::protocol::{validate_name, validate_room, ClientFrame, DEFAULT_ROOM, MAX_NAME_CHARS};
 
 /// The HTML document around the app.
@@ -289,16 +289,9 @@ fn RoomPage() -> impl IntoView {
 #[component]
 fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     let list = NodeRef::<leptos::html::Ol>::new();
-    let view_of = {
-        let room = room.clone();
-        move || {
-            chat.rooms
-                .with(|rooms| rooms.get(&room).cloned().unwrap_or_default())
-        }
-    };
     let lines = {
-        let view_of = view_of.clone();
-        move || view_of().lines
+        let room = room.clone();
+        move || chat.read_room(&room, |view| view.lines.clone())
     };
     let pending = {
         let room = room.clone();
@@ -312,8 +305,8 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
         }
     };
     let has_older = {
-        let view_of = view_of.clone();
-        move || view_of().has_older()
+        let room = room.clone();
+        move || chat.read_room(&room, RoomView::has_older)
     };
     let loading = RwSignal::new(false);
     let load_older = {
@@ -346,8 +339,7 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     {
         let room = room.clone();
         Effect::new(move |_| {
-            chat.rooms
-                .with(|r| r.get(&room).map(|v| (v.last_seq, v.lines.len())));
+            chat.read_room(&room, |view| (view.last_seq, view.lines.len()));
             chat.pending.track();
             if let Some(list) = list.get() {
                 list.set_scroll_top(list.scroll_height());
@@ -426,13 +418,11 @@ fn LineView(line: Line) -> impl IntoView {
 fn TypingLine(chat: ChatState, room: String) -> impl IntoView {
     let text = move || {
         let me = chat.me.get();
-        let names: Vec<String> = chat.rooms.with(|rooms| {
-            rooms
-                .get(&room)
-                .map(|v| v.typing.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| Some(n) != me.as_ref())
+        let names: Vec<String> = chat.read_room(&room, |view| {
+            view.typing
+                .iter()
+                .filter(|n| Some(*n) != me.as_ref())
+                .cloned()
                 .collect()
         });
         match names.as_slice() {
@@ -448,19 +438,15 @@ fn TypingLine(chat: ChatState, room: String) -> impl IntoView {
 /// Who is in the room now.
 #[component]
 fn OnlineList(chat: ChatState, room: String) -> impl IntoView {
-    let view_of = move || {
-        chat.rooms
-            .with(|rooms| rooms.get(&room).cloned().unwrap_or_default())
-    };
     let count = {
-        let view_of = view_of.clone();
-        move || view_of().online_count
+        let room = room.clone();
+        move || chat.read_room(&room, |view| view.online_count)
     };
     view! {
         <aside class="online">
             <h2>"Online " <span class="count">{count}</span></h2>
             <ul>
-                <For each=move || view_of().online key=|name| name.clone() let:name>
+                <For each=move || chat.read_room(&room, |view| view.online.clone()) key=|name| name.clone() let:name>
                     <li>{name}</li>
                 </For>
             </ul>

@@ -175,6 +175,15 @@ impl ChatState {
         });
     }
 
+    /// Reads one thing of `room`'s view (tracked: a closure calling this re-runs when the rooms change),
+    /// from an empty view if the room is not followed. Nothing else of the view is copied.
+    pub fn read_room<T>(&self, room: &str, read: impl FnOnce(&RoomView) -> T) -> T {
+        self.rooms.with(|rooms| match rooms.get(room) {
+            Some(view) => read(view),
+            None => read(&RoomView::default()),
+        })
+    }
+
     /// Starts following `room` (its history comes with the server's `joined`). False if it is
     /// followed already.
     pub fn follow(&self, room: &str) -> bool {
