@@ -1,26 +1,11 @@
 import { test, expect, Page, Browser } from "@playwright/test";
-
-// Each test picks its own names, so tests sharing the one server never clash.
-function uniqueName(base: string): string {
-  return `${base}-${Math.random().toString(36).slice(2, 8)}`;
-}
+import { open, send, unique } from "./support";
 
 /** Opens the chat as `name` in a fresh browser context (its own cookies and storage, like another person). */
 async function openChat(browser: Browser, name: string): Promise<Page> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(`/?name=${encodeURIComponent(name)}`);
-  // "connected" means hydrated, socket open and welcomed by the server.
-  await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
+  const page = await open(browser, "/", name);
   await expect(page.getByTestId("my-name")).toHaveText(name);
   return page;
-}
-
-async function sendWithEnter(page: Page, text: string) {
-  const input = page.getByLabel("Message");
-  await input.fill(text);
-  await input.press("Enter");
-  await expect(input).toHaveValue("");
 }
 
 async function sendWithButton(page: Page, text: string) {
@@ -48,8 +33,8 @@ test("the page is server-rendered before any script runs", async ({ browser }) =
 });
 
 test("two people chat both ways, names in bold", async ({ browser }) => {
-  const ann = uniqueName("ann");
-  const bob = uniqueName("bob");
+  const ann = unique("ann");
+  const bob = unique("bob");
   const annPage = await openChat(browser, ann);
   const bobPage = await openChat(browser, bob);
 
@@ -58,7 +43,7 @@ test("two people chat both ways, names in bold", async ({ browser }) => {
   await expect(annPage.locator(".online li", { hasText: bob })).toBeVisible();
   await expect(bobPage.locator(".online li", { hasText: ann })).toBeVisible();
 
-  await sendWithEnter(annPage, "Hello Bob!");
+  await send(annPage, "Hello Bob!");
   await expect(messageFrom(bobPage, ann, "Hello Bob!")).toHaveCount(1);
   await expect(messageFrom(annPage, ann, "Hello Bob!")).toHaveCount(1);
 
@@ -77,8 +62,8 @@ test("two people chat both ways, names in bold", async ({ browser }) => {
 });
 
 test("message text is shown as text, never run as HTML", async ({ browser }) => {
-  const mallory = uniqueName("mallory");
-  const victim = uniqueName("victim");
+  const mallory = unique("mallory");
+  const victim = unique("victim");
   const attackerPage = await openChat(browser, mallory);
   const victimPage = await openChat(browser, victim);
   const dialogs: string[] = [];
@@ -90,7 +75,7 @@ test("message text is shown as text, never run as HTML", async ({ browser }) => 
   }
 
   const payload = "<img src=x onerror=alert(1)><script>alert(2)</script><b>bold?</b>";
-  await sendWithEnter(attackerPage, payload);
+  await send(attackerPage, payload);
 
   const shown = messageFrom(victimPage, mallory, "onerror=alert(1)");
   await expect(shown).toHaveCount(1);
@@ -103,8 +88,8 @@ test("message text is shown as text, never run as HTML", async ({ browser }) => 
 });
 
 test("closing a page shows its leave notice to the others", async ({ browser }) => {
-  const stays = uniqueName("stays");
-  const goes = uniqueName("goes");
+  const stays = unique("stays");
+  const goes = unique("goes");
   const stayPage = await openChat(browser, stays);
   const goPage = await openChat(browser, goes);
   await expect(stayPage.locator(".online li", { hasText: goes })).toBeVisible();
@@ -116,7 +101,7 @@ test("closing a page shows its leave notice to the others", async ({ browser }) 
 });
 
 test("a name already in use is refused with a clear message", async ({ browser }) => {
-  const name = uniqueName("dup");
+  const name = unique("dup");
   await openChat(browser, name);
   const context = await browser.newContext();
   const page = await context.newPage();
@@ -125,7 +110,7 @@ test("a name already in use is refused with a clear message", async ({ browser }
   await expect(page.locator(".messages .error")).toContainText("already in use");
 
   // Picking another name from the page connects.
-  const other = uniqueName("other");
+  const other = unique("other");
   await page.getByLabel("New name").fill(other);
   await page.getByRole("button", { name: "Change name" }).click();
   await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
@@ -142,13 +127,13 @@ test("a visitor without a chosen name gets one assigned", async ({ page }) => {
 });
 
 test("a message over the size limit is refused on the page, and the link stays up", async ({ browser }) => {
-  const name = uniqueName("wordy");
+  const name = unique("wordy");
   const page = await openChat(browser, name);
   await page.getByLabel("Message").fill("x".repeat(70_000));
   await page.getByLabel("Message").press("Enter");
   await expect(page.locator(".messages .error")).toContainText("too long");
   await expect(page.locator(".messages .pending")).toHaveCount(0);
   await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
-  await sendWithEnter(page, "short and sweet");
+  await send(page, "short and sweet");
   await expect(messageFrom(page, name, "short and sweet")).toHaveCount(1);
 });

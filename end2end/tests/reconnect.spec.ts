@@ -1,8 +1,9 @@
-import { test, expect, Page } from "@playwright/test";
+import { test, expect } from "@playwright/test";
 import { spawn, ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { delivered, send } from "./support";
 
 // This test stops and restarts a server, so it runs its own, apart from the suite's shared one.
 const root = path.resolve(__dirname, "../..");
@@ -41,18 +42,6 @@ async function stopServer(server: ChildProcess) {
   const exited = new Promise((r) => server.once("exit", r));
   server.kill("SIGTERM");
   await exited;
-}
-
-/** The texts of the delivered (not pending) messages on a page, in order. */
-async function delivered(page: Page): Promise<string[]> {
-  return page.locator(".messages .message:not(.pending) .text").allTextContents();
-}
-
-async function send(page: Page, text: string) {
-  const input = page.getByLabel("Message");
-  await input.fill(text);
-  await input.press("Enter");
-  await expect(input).toHaveValue("");
 }
 
 test("a server restart mid-conversation loses and doubles nothing", async ({ browser }) => {

@@ -1,28 +1,5 @@
-import { test, expect, Page, Browser, WebSocketRoute } from "@playwright/test";
-
-function unique(base: string): string {
-  return `${base}-${Math.random().toString(36).slice(2, 8)}`;
-}
-
-/** Opens `path` as `name` in a fresh browser context (its own cookies: another person). */
-async function open(browser: Browser, path: string, name: string): Promise<Page> {
-  const page = await (await browser.newContext()).newPage();
-  await page.goto(`${path}?name=${encodeURIComponent(name)}`);
-  await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
-  return page;
-}
-
-async function send(page: Page, text: string) {
-  const input = page.getByLabel("Message");
-  await input.fill(text);
-  await input.press("Enter");
-  await expect(input).toHaveValue("");
-}
-
-/** The texts of the delivered (not pending) messages on a page, in order. */
-async function delivered(page: Page): Promise<string[]> {
-  return page.locator(".messages .message:not(.pending) .text").allTextContents();
-}
+import { test, expect, WebSocketRoute } from "@playwright/test";
+import { delivered, open, send, unique } from "./support";
 
 test("rooms are created by joining, switched between, and keep to themselves", async ({ browser }) => {
   const room = unique("room");
