@@ -147,12 +147,12 @@ pub async fn replay(
 ) -> Result<Replay, sqlx::Error> {
     let bounds = store.bounds(room).await?;
     if let Some(after) = after {
-        let all_kept = if bounds.oldest_seq == 0 {
-            after == bounds.last_seq
-        } else {
-            after + 1 >= bounds.oldest_seq
+        // The first message the store still has (none: the next one to come).
+        let first_kept = match bounds.oldest_seq {
+            0 => bounds.last_seq + 1,
+            oldest => oldest,
         };
-        if after <= bounds.last_seq && all_kept && bounds.last_seq - after <= limits.max_missed {
+        if limits.can_catch_up(after, bounds.last_seq) && after + 1 >= first_kept {
             let messages = store.after(room, after, limits.max_missed as usize).await?;
             // Retention may have run between the two reads: then this is not a continuation.
             if messages.first().is_none_or(|m| m.seq == after + 1) {

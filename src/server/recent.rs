@@ -23,6 +23,15 @@ pub struct ReplayLimits {
     pub max_missed: u64,
 }
 
+impl ReplayLimits {
+    /// Whether a client that has everything up to `after` may be replayed the rest of a room whose
+    /// last sequence number is `last_seq` (if it is all still there): `after` is one the room reached,
+    /// and no more than `max_missed` behind.
+    pub fn can_catch_up(&self, after: u64, last_seq: u64) -> bool {
+        after <= last_seq && last_seq - after <= self.max_missed
+    }
+}
+
 #[derive(Debug)]
 pub struct Recent {
     messages: VecDeque<ChatMessage>,
@@ -79,7 +88,7 @@ impl Recent {
     pub fn replay(&self, after: Option<u64>, limits: ReplayLimits) -> Option<Replay> {
         let first_kept = self.messages.front().map_or(self.last_seq + 1, |m| m.seq);
         if let Some(after) = after {
-            if after <= self.last_seq && self.last_seq - after <= limits.max_missed {
+            if limits.can_catch_up(after, self.last_seq) {
                 if after + 1 < first_kept {
                     return None;
                 }
