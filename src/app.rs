@@ -16,7 +16,7 @@ use leptos_router::{
 
 use crate::api::{list_rooms, room_history, DEFAULT_PAGE};
 use crate::chat_state::{ChatState, Line, LineKind, LinkStatus, Pending, RoomView};
-use crate::protocol::{validate_name, validate_room, ClientFrame, DEFAULT_ROOM, MAX_NAME_CHARS};
+use crate::protocol::{validate_name, validate_room, ClientFrame, DEFAULT_ROOM, MAX_ROOM_CHARS};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -50,17 +50,41 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Sends one frame on the socket; false if there is no open link.
+/// The page's link to the server (see `socket.rs`), once it is opened (in the browser only).
 #[derive(Clone, Copy)]
-struct Sender(StoredValue<Option<futures::channel::mpsc::UnboundedSender<ClientFrame>>>);
+struct Sender(StoredValue<Option<SocketLink>, LocalStorage>);
+
+/// The link, as the server renders the page: there is none.
+#[cfg(not(feature = "hydrate"))]
+struct SocketLink;
+
+#[cfg(not(feature = "hydrate"))]
+impl SocketLink {
+    #[allow(dead_code)] // the server never sends: it renders
+    fn send(&self, _: ClientFrame) -> bool {
+        false
+    }
+    fn messages_waiting(&self) {}
+}
+
+#[cfg(feature = "hydrate")]
+use crate::socket::Link as SocketLink;
 
 impl Sender {
+    /// Sends one frame on the socket; false if there is no open link.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // used by browser-only effects
     fn send(&self, frame: ClientFrame) -> bool {
-        self.0.with_value(|outbox| {
-            outbox
-                .as_ref()
-                .is_some_and(|tx| tx.unbounded_send(frame).is_ok())
-        })
+        self.0
+            .with_value(|link| link.as_ref().is_some_and(|link| link.send(frame)))
+    }
+
+    /// Tells the link a new message waits in the chat state's pending ones.
+    fn messages_waiting(&self) {
+        self.0.with_value(|link| {
+            if let Some(link) = link {
+                link.messages_waiting();
+            }
+        });
     }
 }
 
@@ -72,7 +96,7 @@ fn ChatApp() -> impl IntoView {
     // `?name=alice` picks a name; otherwise the session cookie's, or one the server assigns. Changing it
     // reconnects.
     let wanted_name = RwSignal::new(use_query_map().read_untracked().get("name"));
-    let sender = Sender(StoredValue::new(None));
+    let sender = Sender(StoredValue::new_local(None));
     provide_context(sender);
 
     // Effects run only in the browser, after hydration: the socket is opened there and nowhere else.
@@ -128,7 +152,10 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
     let draft = RwSignal::new(String::new());
     let rename = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        match validate_name(&draft.get_untracked(), MAX_NAME_CHARS) {
+        match validate_name(
+            &draft.get_untracked(),
+            chat.limits.with_untracked(|l| l.max_name_chars),
+        ) {
             Err(why) => chat.local_error(format!("That name won't do: {why}.")),
             Ok(name) => {
                 let same = chat.me.with_untracked(|me| {
@@ -152,7 +179,7 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
                     type="text"
                     name="name"
                     placeholder="Choose a name"
-                    maxlength="32"
+                    maxlength=move || chat.limits.with(|l| l.max_name_chars)
                     aria-label="New name"
                     bind:value=draft
                 />
@@ -226,7 +253,7 @@ fn RoomList(chat: ChatState) -> impl IntoView {
                     type="text"
                     name="room"
                     placeholder="room name"
-                    maxlength="40"
+                    maxlength=MAX_ROOM_CHARS
                     aria-label="Room name"
                     bind:value=draft
                 />
@@ -472,16 +499,23 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
             if text.trim().is_empty() {
                 return;
             }
+            let client_id = new_client_id();
             // Refused here rather than by the server, which would close the socket (1009): the
-            // message would wait in `pending` and be sent again after every reconnect.
-            if text.len() > MAX_TEXT_BYTES {
+            // message would wait in `pending` and be sent again after every reconnect. Measured as the
+            // whole frame the socket will send, against the limit the server's welcome gave.
+            let max = chat.limits.with_untracked(|l| l.max_message_bytes);
+            let frame = ClientFrame::Message {
+                room: room.clone(),
+                text: text.clone(),
+                client_id: Some(client_id.clone()),
+            };
+            let size = serde_json::to_string(&frame).map_or(usize::MAX, |json| json.len());
+            if size > max {
                 chat.local_error(format!(
-                    "That message is too long: at most {MAX_TEXT_BYTES} bytes, it has {}.",
-                    text.len()
+                    "That message is too long: a message may take {max} bytes, this one takes {size}."
                 ));
                 return;
             }
-            let client_id = new_client_id();
             chat.add_pending(Pending {
                 client_id: client_id.clone(),
                 room: room.clone(),
@@ -489,11 +523,7 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
             });
             // The socket sends pending messages one at a time, in order, once their room is joined:
             // this tells it there is a new one.
-            sender.send(ClientFrame::Message {
-                room: room.clone(),
-                text,
-                client_id: Some(client_id),
-            });
+            sender.messages_waiting();
             draft.set(String::new());
             // The message ended the typing notice (on the server too); typing on for more than a
             // moment announces it again.
@@ -531,10 +561,6 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
         </form>
     }
 }
-
-/// Longest message text the page sends: the server's default frame limit (64 KiB) less room for the
-/// rest of the JSON frame.
-const MAX_TEXT_BYTES: usize = 60 * 1024;
 
 /// A fresh id for a message this page sends: random enough that one person's ids never collide.
 fn new_client_id() -> String {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::protocol::{ChatMessage, ErrorCode, ServerEvent};
+use crate::protocol::{ChatMessage, ErrorCode, ServerEvent, WelcomeLimits};
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
 /// without bound (they can be paged in again).
@@ -145,6 +145,8 @@ pub struct ChatState {
     pub rooms: RwSignal<BTreeMap<String, RoomView>>,
     /// Sent, not yet acknowledged, oldest first.
     pub pending: RwSignal<Vec<Pending>>,
+    /// The server's limits, from its welcome (its defaults until then).
+    pub limits: RwSignal<WelcomeLimits>,
     next_key: StoredValue<u64>,
 }
 
@@ -156,6 +158,7 @@ impl ChatState {
             current: RwSignal::new(current),
             rooms: RwSignal::new(BTreeMap::new()),
             pending: RwSignal::new(Vec::new()),
+            limits: RwSignal::new(WelcomeLimits::default()),
             next_key: StoredValue::new(0),
         }
     }
@@ -251,8 +254,9 @@ impl ChatState {
     /// Applies one event from the server.
     pub fn apply(&self, event: ServerEvent) {
         match event {
-            ServerEvent::Welcome { name, .. } => {
+            ServerEvent::Welcome { name, limits, .. } => {
                 self.me.set(Some(name));
+                self.limits.set(limits);
                 self.rooms.update(|rooms| {
                     for view in rooms.values_mut() {
                         view.joined = false;
@@ -527,7 +531,12 @@ mod tests {
         chat.apply(ServerEvent::Welcome {
             name: "bob".into(),
             session: "t".into(),
+            limits: WelcomeLimits {
+                max_message_bytes: 1000,
+                max_name_chars: 20,
+            },
         });
+        assert_eq!(chat.limits.get_untracked().max_message_bytes, 1000);
         chat.apply(joined("general", false, vec![stored(1, "old")]));
         chat.apply(ServerEvent::Join {
             room: "general".into(),

@@ -13,6 +13,10 @@ pub const MAX_NAME_CHARS: usize = 32;
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 40;
 
+/// Longest WebSocket message the server takes by default, in bytes (`--max-message-bytes`; the welcome
+/// tells a client the server's actual limit).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Longest client-chosen message id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 64;
 
@@ -114,6 +118,8 @@ pub enum ServerEvent {
         /// A signed token for this person and name. Presented again (the `chat_session` cookie) it
         /// reclaims the same name, and all connections with it count as one person.
         session: String,
+        /// This server's limits, so that a client can refuse what the server would.
+        limits: WelcomeLimits,
     },
     /// You now follow `room`. Followed by the room's live events, starting right after `messages`.
     Joined {
@@ -157,9 +163,78 @@ pub enum ServerEvent {
     /// Who is typing in `room` now (sent whenever that changes; empty when no one is).
     Typing { room: String, names: Vec<String> },
     /// Something the client sent was refused; unless followed by a close frame the connection is fine.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// The frame this answers, when the error is about one frame (not, say, a bad name at connect).
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        answers: Option<FrameRef>,
+    },
     /// The answer to [`ClientFrame::Ping`].
     Pong,
+}
+
+/// A server's limits, as the welcome tells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeLimits {
+    /// Longest message (a WebSocket message's payload) the server takes, in bytes; a longer one closes
+    /// the connection (1009).
+    pub max_message_bytes: usize,
+    /// Longest name, in characters.
+    pub max_name_chars: usize,
+}
+
+impl Default for WelcomeLimits {
+    /// A server's defaults: what a client assumes until it is welcomed.
+    fn default() -> Self {
+        WelcomeLimits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_name_chars: MAX_NAME_CHARS,
+        }
+    }
+}
+
+/// Which client frame an [`ServerEvent::Error`] answers: its type, and its room and `client_id` when it
+/// had them. A client with several frames in flight can tell which one was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameRef {
+    #[serde(rename = "type")]
+    pub kind: FrameKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// The type of a [`ClientFrame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    Message,
+    Join,
+    Leave,
+    Typing,
+    Ping,
+}
+
+impl ClientFrame {
+    /// What an error about this frame says it answers.
+    pub fn reference(&self) -> FrameRef {
+        let (kind, room, client_id) = match self {
+            ClientFrame::Message {
+                room, client_id, ..
+            } => (FrameKind::Message, Some(room), client_id.clone()),
+            ClientFrame::Join { room, .. } => (FrameKind::Join, Some(room), None),
+            ClientFrame::Leave { room } => (FrameKind::Leave, Some(room), None),
+            ClientFrame::Typing { room } => (FrameKind::Typing, Some(room), None),
+            ClientFrame::Ping => (FrameKind::Ping, None, None),
+        };
+        FrameRef {
+            kind,
+            room: room.cloned(),
+            client_id,
+        }
+    }
 }
 
 /// Machine-readable reason carried by [`ServerEvent::Error`].
@@ -186,6 +261,8 @@ pub enum ErrorCode {
     AlreadyJoined,
     /// A join past the number of rooms one connection may follow.
     TooManyRooms,
+    /// A join that would create a new room, past the number of rooms one person may create per minute.
+    TooManyNewRooms,
     /// A `client_id` longer than 64 bytes.
     BadClientId,
     /// Too many frames too fast: this one was dropped. If it goes on, the connection is closed (1008).
@@ -298,11 +375,34 @@ mod tests {
         let json = serde_json::to_string(&ServerEvent::Error {
             code: ErrorCode::NameTaken,
             message: "taken".into(),
+            answers: None,
         })
         .unwrap();
         assert_eq!(
             json,
             r#"{"type":"error","code":"name_taken","message":"taken"}"#
+        );
+    }
+
+    #[test]
+    fn errors_say_which_frame_they_answer() {
+        let typing = ClientFrame::parse(r#"{"type":"typing","room":"dev"}"#).unwrap();
+        let json = serde_json::to_string(&ServerEvent::Error {
+            code: ErrorCode::NotJoined,
+            message: "join it first".into(),
+            answers: Some(typing.reference()),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"not_joined","message":"join it first","ref":{"type":"typing","room":"dev"}}"#
+        );
+        let message =
+            ClientFrame::parse(r#"{"type":"message","text":"hi","client_id":"c1"}"#).unwrap();
+        assert_eq!(
+            message.reference().client_id.as_deref(),
+            Some("c1"),
+            "a refused message names its client_id"
         );
     }
 

@@ -19,11 +19,31 @@ use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 
 use crate::chat_state::{backoff_ms, ChatState};
-use crate::protocol::{ClientFrame, ErrorCode, ServerEvent};
+use crate::protocol::{ClientFrame, ErrorCode, FrameKind, ServerEvent};
 
-/// The page's handle on its link: frames sent here go out on the socket. Dropping it closes the socket
-/// for good (that is how the page closes it on cleanup or before connecting under another name).
-pub type Outbox = UnboundedSender<ClientFrame>;
+/// The page's handle on its link. Dropping it closes the socket for good (that is how the page closes
+/// it on cleanup or before connecting under another name).
+pub struct Link(UnboundedSender<Command>);
+
+/// What the page asks of its link.
+enum Command {
+    /// Send this frame now (if there is a socket).
+    Send(ClientFrame),
+    /// A new message waits in `ChatState::pending`: the link sends those itself, one at a time.
+    MessagesWaiting,
+}
+
+impl Link {
+    /// Sends `frame` on the socket; false if the link is gone.
+    pub fn send(&self, frame: ClientFrame) -> bool {
+        self.0.unbounded_send(Command::Send(frame)).is_ok()
+    }
+
+    /// Tells the link a message was added to the chat state's pending ones.
+    pub fn messages_waiting(&self) {
+        let _ = self.0.unbounded_send(Command::MessagesWaiting);
+    }
+}
 
 /// Quiet time after which the page pings the server, in ms.
 const QUIET_MS: f64 = 20_000.0;
@@ -35,10 +55,10 @@ const RESEND_MS: f64 = 1_500.0;
 const CLOSE_POLICY: u16 = 1008;
 
 /// Opens `/ws` on the page's own host, as `name` if given, and starts the task that keeps it open.
-pub fn open(name: Option<&str>, chat: ChatState) -> Outbox {
-    let (outbox, outgoing) = unbounded();
-    leptos::task::spawn_local(keep_open(socket_url(name), outgoing, chat));
-    outbox
+pub fn open(name: Option<&str>, chat: ChatState) -> Link {
+    let (link, commands) = unbounded();
+    leptos::task::spawn_local(keep_open(socket_url(name), commands, chat));
+    Link(link)
 }
 
 /// `ws://host/ws?room=` (or `wss://` on an https page: the page joins its rooms itself), with `&name=`
@@ -61,7 +81,7 @@ fn socket_url(name: Option<&str>) -> String {
 
 /// How one socket's life ended.
 enum End {
-    /// The page dropped its outbox: stop for good.
+    /// The page dropped its link: stop for good.
     PageGone,
     /// The server refused us for who we are: retrying won't help.
     Refused(String),
@@ -70,7 +90,7 @@ enum End {
 }
 
 /// Connects, and reconnects after every drop, until the page goes or the server refuses us.
-async fn keep_open(url: String, mut outgoing: UnboundedReceiver<ClientFrame>, chat: ChatState) {
+async fn keep_open(url: String, mut outgoing: UnboundedReceiver<Command>, chat: ChatState) {
     let mut failures: u32 = 0;
     loop {
         let end = match WebSocket::open(&url) {
@@ -105,7 +125,7 @@ async fn keep_open(url: String, mut outgoing: UnboundedReceiver<ClientFrame>, ch
 /// Runs one socket until it ends.
 async fn drive(
     mut ws: WebSocket,
-    outgoing: &mut UnboundedReceiver<ClientFrame>,
+    outgoing: &mut UnboundedReceiver<Command>,
     chat: ChatState,
 ) -> End {
     let mut welcomed = false;
@@ -130,7 +150,7 @@ async fn drive(
         let receive = ws.next().fuse();
         let timer = TimeoutFuture::new(wake_in.max(0.0) as u32).fuse();
         pin_mut!(send, receive, timer);
-        // The page's side first: once it has dropped its outbox, this link must not touch the state
+        // The page's side first: once it has dropped its link, this task must not touch the state
         // again (a newer link may own it by then).
         let step = select_biased! {
             frame = send => Step::Send(frame),
@@ -138,9 +158,9 @@ async fn drive(
             () = timer => Step::Timer,
         };
         match step {
-            // The message is in `chat.pending` already: this only says there is one to send.
-            Step::Send(Some(ClientFrame::Message { .. })) => {}
-            Step::Send(Some(frame)) => {
+            // The message is in `chat.pending` already: it goes out below, in its turn.
+            Step::Send(Some(Command::MessagesWaiting)) => {}
+            Step::Send(Some(Command::Send(frame))) => {
                 if let Err(reason) = send_frame(&mut ws, &frame).await {
                     return lost(reason, welcomed);
                 }
@@ -159,14 +179,20 @@ async fn drive(
                             remember_session(session);
                         }
                         let is_welcome = matches!(event, ServerEvent::Welcome { .. });
-                        if let (ServerEvent::Error { code, .. }, Some(id)) = (&event, &in_flight) {
+                        // Only an error that answers the message in flight (by its `client_id`)
+                        // settles it; errors about other frames (a typing notice, a join) do not.
+                        if let (ServerEvent::Error { code, answers, .. }, Some(id)) =
+                            (&event, &in_flight)
+                        {
+                            let about_it = answers.as_ref().is_some_and(|a| {
+                                a.kind == FrameKind::Message && a.client_id.as_ref() == Some(id)
+                            });
                             match code {
+                                _ if !about_it => {}
                                 ErrorCode::RateLimited | ErrorCode::Unavailable => {
                                     in_flight = None;
                                     resend_at = Some(js_sys::Date::now() + RESEND_MS);
                                 }
-                                // About a join: nothing to do with the message.
-                                ErrorCode::AlreadyJoined => {}
                                 // Refused for good: shown as an error, not sent again.
                                 _ => {
                                     chat.drop_pending(id);
@@ -265,7 +291,7 @@ fn remember_session(token: &str) {
 }
 
 enum Step {
-    Send(Option<ClientFrame>),
+    Send(Option<Command>),
     Received(Option<Result<Message, WebSocketError>>),
     Timer,
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{http_get, unlimited_rate, Binary, Client, TestServer, PATIENCE};
 use groupchat::api::HistoryPage;
 use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
-use groupchat::server::store::Retention;
 use groupchat::server::Config;
+use groupchat::server::Retention;
 use serde_json::json;
 
 /// Sends `text` to `room` with `client_id`, and returns the sequence number of its acknowledgement,
@@ -322,9 +322,7 @@ async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
         max_messages: 10,
         max_age: Duration::ZERO,
     };
-    let deleted = groupchat::server::history::apply_retention(&chat.store, &chat.manager, keep_ten)
-        .await
-        .unwrap();
+    let deleted = chat.apply_retention(keep_ten).await.unwrap();
     assert_eq!(deleted, 110);
     let mut pruned = server.connect("/ws?room=").await;
     pruned.welcome().await;
@@ -454,10 +452,7 @@ async fn two_tabs_of_one_person_are_one_presence() {
     assert!(
         matches!(watcher.said().await, ServerEvent::Message { text, from, .. } if text == "from the other tab" && from == "ann")
     );
-    assert_eq!(
-        server.state.chat.manager.online("general"),
-        ["watcher", "ann"]
-    );
+    assert_eq!(server.state.chat.online("general"), ["watcher", "ann"]);
 
     // The last one closes: now ann left.
     tab2.close().await;

@@ -232,7 +232,7 @@ async fn pings_keep_a_live_client_and_drop_a_dead_one() {
     assert!(
         matches!(live.said().await, ServerEvent::Message { text, .. } if text == "still alive")
     );
-    assert_eq!(server.state.chat.manager.connection_count(), 1);
+    assert_eq!(server.state.chat.connection_count(), 1);
     server.stop().await;
 }
 

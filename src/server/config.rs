@@ -30,7 +30,7 @@ pub struct Config {
 
     /// Largest WebSocket message a client may send, in bytes; a larger one closes the connection with
     /// code 1009.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = crate::protocol::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
     /// Frames per second a connection may send, on average (token bucket). Excess frames are refused
@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_REPLAY_LIMIT", default_value_t = 1000)]
     pub replay_limit: u64,
 
+    /// Most bytes of message text one join's replay carries: a catch-up larger than this starts the room
+    /// afresh, and a fresh start sends only as many of the latest messages as fit.
+    #[arg(long, env = "CHAT_REPLAY_BYTES", default_value_t = super::replay::REPLAY_BYTES)]
+    pub replay_bytes: usize,
+
     /// Rooms one connection may follow at once.
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = 50)]
     pub max_rooms_per_connection: usize,
@@ -107,6 +112,21 @@ pub struct Config {
     /// Messages waiting to be stored before new ones are refused as "busy".
     #[arg(long, env = "CHAT_STORE_QUEUE", default_value_t = 10_000)]
     pub store_queue: usize,
+
+    /// Seconds an HTTP connection may take to send a request's headers (and may sit idle between
+    /// requests) before it is closed: a half-sent request (slowloris) holds a socket no longer.
+    #[arg(long, env = "CHAT_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_timeout: Duration,
+
+    /// Accepted sockets that are not (yet) chat sockets: plain HTTP requests and handshakes under way.
+    /// Past it, new sockets are closed at once, so every accepted socket counts against
+    /// `--max-connections` or this.
+    #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
+    /// Rooms one person may create (join while they have no history and no one in them) per minute.
+    #[arg(long, env = "CHAT_ROOM_CREATE_RATE", default_value_t = 5.0)]
+    pub room_create_rate: f64,
 }
 
 impl Default for Config {
@@ -116,7 +136,7 @@ impl Default for Config {
             queue_frames: 1024,
             queue_bytes: 1024 * 1024,
             send_buffer_bytes: 256 * 1024,
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: crate::protocol::DEFAULT_MAX_MESSAGE_BYTES,
             msg_rate: 10.0,
             msg_burst: 20.0,
             max_connections: 10_000,
@@ -134,6 +154,10 @@ impl Default for Config {
             max_rooms_per_connection: 50,
             typing_ttl: Duration::from_secs(6),
             store_queue: 10_000,
+            replay_bytes: super::replay::REPLAY_BYTES,
+            header_timeout: Duration::from_secs(10),
+            max_http_connections: 1024,
+            room_create_rate: 5.0,
         }
     }
 }

@@ -33,18 +33,18 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::config::Config;
-use super::error::{close, ChatError};
+use super::error::ChatError;
+use super::frame::{close, encode, Frame, Kick};
 use super::history::{self, Submission};
-use super::manager::{
-    encode, ConnId, Connected, ConnectionManager, Frame, Identity, Joining, Kick,
-};
+use super::join::Joining;
+use super::manager::{ConnectionManager, Registration};
 use super::metrics as m;
-use super::outbox::Outbox;
 use super::rate_limit::{RateLimiter, Verdict};
-use super::recent::ReplayLimits;
+use super::registry::{ConnId, Identity};
+use super::replay::ReplayLimits;
 use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
 use super::Chat;
-use crate::protocol::{ClientFrame, ServerEvent};
+use crate::protocol::{ClientFrame, FrameRef, ServerEvent};
 
 /// Most frames written with one system call.
 pub const WRITE_BATCH: usize = 64;
@@ -86,8 +86,8 @@ pub async fn serve(
         }
     }
     let mut conn = match manager.connect(identity) {
-        Ok(connected) => Connection::new(stream, connected, &chat, already_read),
-        Err(error) => return refuse(stream, error).await,
+        Ok(registration) => Connection::new(stream, registration, &chat, already_read),
+        Err(error) => return turn_away(stream, error).await,
     };
     let id = conn.id;
     tracing::debug!(conn = id, "connected");
@@ -98,16 +98,18 @@ pub async fn serve(
     if let Goodbye::Close(kick) = goodbye {
         let _ = tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick)).await;
     }
-    manager.leave(id);
+    // Dropping the connection drops its registration, which disconnects it from the manager: here, or
+    // while unwinding from a panic anywhere in this task.
+    drop(conn);
     tracing::debug!(conn = id, ?goodbye, "disconnected");
 }
 
-/// Tells a client why it cannot join (an `error` event), then closes with the error's close code.
-async fn refuse(stream: TcpStream, error: ChatError) {
+/// Tells a client why it cannot connect (an `error` event), then closes with the error's close code.
+async fn turn_away(stream: TcpStream, error: ChatError) {
     tracing::debug!(%error, "connection refused");
     counter!(m::REJECTED, "reason" => error.label()).increment(1);
     let mut frames = VecDeque::from([
-        encode(&error.event()),
+        encode(&error.event(None)),
         websocket::close_frame(
             error.close_code().unwrap_or(close::POLICY),
             &error.to_string(),
@@ -128,7 +130,8 @@ enum Goodbye {
 struct Connection<'a> {
     stream: TcpStream,
     id: ConnId,
-    outbox: Arc<Outbox>,
+    /// This connection in the manager, with its outbox; dropped with the connection, which disconnects it.
+    registration: Registration,
     chat: &'a Arc<Chat>,
     manager: &'a ConnectionManager,
     config: &'a Config,
@@ -147,7 +150,7 @@ struct Connection<'a> {
 impl<'a> Connection<'a> {
     fn new(
         stream: TcpStream,
-        connected: Connected,
+        registration: Registration,
         chat: &'a Arc<Chat>,
         already_read: Bytes,
     ) -> Self {
@@ -155,8 +158,8 @@ impl<'a> Connection<'a> {
         let config = &chat.config;
         Connection {
             stream,
-            id: connected.id,
-            outbox: connected.outbox,
+            id: registration.id,
+            registration,
             chat,
             manager: &chat.manager,
             config,
@@ -171,8 +174,7 @@ impl<'a> Connection<'a> {
 
     /// Moves frames both ways until one side ends the connection.
     async fn exchange(&mut self) -> Goodbye {
-        let manager = self.manager;
-        let outbox = self.outbox.clone();
+        let outbox = self.registration.outbox.clone();
         // Bytes the HTTP server read past the handshake are the client's first frames.
         if let Some(goodbye) = self.decode_received() {
             return goodbye;
@@ -191,13 +193,15 @@ impl<'a> Connection<'a> {
                     return goodbye;
                 }
             }
-            let took = self.unsent.is_empty() && {
+            // Take more only once everything taken before is written: what waits in the logs and the
+            // outbox is bounded, what sits in `unsent` would not be.
+            let mut took = false;
+            if self.unsent.is_empty() {
                 if !self.take_waiting() {
-                    manager.kick(self.id, Kick::TOO_SLOW);
-                    return Goodbye::Close(Kick::TOO_SLOW);
+                    return self.end(Kick::TOO_SLOW);
                 }
-                !self.unsent.is_empty()
-            };
+                took = !self.unsent.is_empty();
+            }
             if self.write_some().is_err() {
                 return Goodbye::Gone;
             }
@@ -236,7 +240,10 @@ impl<'a> Connection<'a> {
     /// Takes the frames waiting for this client into `unsent`: its personal ones first, then its rooms'
     /// past its cursors, up to [`WRITE_BATCH`]. False if it fell behind a room's log: too slow.
     fn take_waiting(&mut self) -> bool {
-        self.outbox.take(&mut self.unsent, WRITE_BATCH).is_ok()
+        self.registration
+            .outbox
+            .take(&mut self.unsent, WRITE_BATCH)
+            .is_ok()
     }
 
     /// Writes as much of `unsent` as the socket takes now, without waiting.
@@ -278,7 +285,8 @@ impl<'a> Connection<'a> {
                 }
                 Ok(None) => return None,
                 Err(WireError::TooBig) => {
-                    return Some(self.refuse(ChatError::TooBig(self.config.max_message_bytes)))
+                    let error = ChatError::TooBig(self.config.max_message_bytes);
+                    return Some(self.close_over(error));
                 }
                 Err(error) => {
                     tracing::debug!(conn = self.id, ?error, "protocol error");
@@ -296,7 +304,7 @@ impl<'a> Connection<'a> {
     fn handle(&mut self, message: Incoming) -> Option<Goodbye> {
         self.last_heard = Instant::now();
         self.pinged_at = None;
-        match &message {
+        let text = match message {
             Incoming::Close(_) => {
                 // Answer the close handshake, then go.
                 return Some(Goodbye::Close(Kick {
@@ -306,54 +314,84 @@ impl<'a> Connection<'a> {
             }
             // A pong only proves the client is alive.
             Incoming::Pong => return None,
-            _ => {}
-        }
-        match self.limiter.check(self.last_heard.into_std()) {
-            Verdict::Accept => {}
-            Verdict::Refuse => {
-                self.manager.reject(self.id, &ChatError::RateLimited);
+            Incoming::Ping(payload) => {
+                if let Err(goodbye) = self.rate_limit(None) {
+                    return goodbye;
+                }
+                return self.reply(websocket::pong_frame(&payload));
+            }
+            Incoming::Binary(_) => {
+                if let Err(goodbye) = self.rate_limit(None) {
+                    return goodbye;
+                }
+                self.manager.reject(self.id, &ChatError::BinaryFrame, None);
                 return None;
             }
-            Verdict::Disconnect => return Some(self.refuse(ChatError::Flooding)),
+            Incoming::Text(text) => text,
+        };
+        // Parsed before the rate limit, so that a refusal says which frame it refuses.
+        let frame = ClientFrame::parse(&text);
+        let answers = frame.as_ref().ok().map(ClientFrame::reference);
+        if let Err(goodbye) = self.rate_limit(answers.clone()) {
+            return goodbye;
         }
-        let outcome = match message {
-            Incoming::Text(text) => match ClientFrame::parse(&text) {
-                Ok(ClientFrame::Message {
-                    room,
-                    text: said,
-                    client_id,
-                }) => {
-                    // Plain text (a terminal client's line) goes to the first room it follows.
-                    let room = if ClientFrame::is_plain_text(&text) {
-                        self.manager.first_room(self.id).unwrap_or(room)
-                    } else {
-                        room
-                    };
-                    self.say(room, said, client_id)
-                }
-                Ok(ClientFrame::Join { room, after }) => {
-                    self.join(room, after);
-                    Ok(())
-                }
-                Ok(ClientFrame::Leave { room }) => self.manager.leave_room(self.id, &room),
-                Ok(ClientFrame::Typing { room }) => self.manager.typing(self.id, &room),
-                Ok(ClientFrame::Ping) => {
-                    self.manager.send_to(self.id, &ServerEvent::Pong);
-                    Ok(())
-                }
-                Err(error) => Err(error.into()),
-            },
-            Incoming::Binary(_) => Err(ChatError::BinaryFrame),
-            Incoming::Ping(payload) => {
-                self.unsent.push_back(websocket::pong_frame(&payload));
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.manager.reject(self.id, &error.into(), None);
+                return None;
+            }
+        };
+        let outcome = match frame {
+            ClientFrame::Message {
+                room,
+                text: said,
+                client_id,
+            } => {
+                // Plain text (a terminal client's line) goes to the first room it follows.
+                let room = if ClientFrame::is_plain_text(&text) {
+                    self.manager.first_room(self.id).unwrap_or(room)
+                } else {
+                    room
+                };
+                self.say(room, said, client_id)
+            }
+            ClientFrame::Join { room, after } => {
+                self.join(room, after);
                 Ok(())
             }
-            Incoming::Pong | Incoming::Close(_) => Ok(()),
+            ClientFrame::Leave { room } => self.manager.leave_room(self.id, &room),
+            ClientFrame::Typing { room } => self.manager.typing(self.id, &room),
+            ClientFrame::Ping => return self.reply(encode(&ServerEvent::Pong)),
         };
         if let Err(error) = outcome {
-            self.manager.reject(self.id, &error);
+            self.manager.reject(self.id, &error, answers);
         }
         None
+    }
+
+    /// Counts one frame against the rate limit. `Err` ends its handling: refused (and told so, the error
+    /// naming the frame it `answers`), or, for a sustained flood, the connection ends.
+    fn rate_limit(&mut self, answers: Option<FrameRef>) -> Result<(), Option<Goodbye>> {
+        match self.limiter.check(self.last_heard.into_std()) {
+            Verdict::Accept => Ok(()),
+            Verdict::Refuse => {
+                self.manager
+                    .reject(self.id, &ChatError::RateLimited, answers);
+                Err(None)
+            }
+            Verdict::Disconnect => Err(Some(self.close_over(ChatError::Flooding))),
+        }
+    }
+
+    /// Queues an answer for this client alone (a pong). Through the outbox, like every personal frame:
+    /// bounded in frames and bytes, so a client that sends pings and never reads is dropped as too slow
+    /// instead of growing the server.
+    fn reply(&mut self, frame: Frame) -> Option<Goodbye> {
+        match self.registration.outbox.send(frame) {
+            Ok(()) => None,
+            Err(_) => Some(self.end(Kick::TOO_SLOW)),
+        }
     }
 
     /// Hands a chat message to the history writer, which stores it, then acknowledges and publishes it.
@@ -378,14 +416,14 @@ impl<'a> Connection<'a> {
                 return;
             }
             Ok(Joining::NeedsHistory(ticket)) => ticket,
-            Err(error) => return self.manager.reject(self.id, &error),
+            Err(error) => {
+                let answers = ClientFrame::Join { room, after }.reference();
+                return self.manager.reject(self.id, &error, Some(answers));
+            }
         };
         counter!(m::JOINS, "source" => "store").increment(1);
         let chat = self.chat.clone();
-        let limits = ReplayLimits {
-            fresh: chat.config.history_on_join,
-            max_missed: chat.config.replay_limit,
-        };
+        let limits = ReplayLimits::from_config(&chat.config);
         tokio::spawn(async move {
             match history::replay(&chat.store, &ticket.room, after, limits).await {
                 Ok(replay) => chat.manager.finish_join(ticket, replay),
@@ -404,14 +442,7 @@ impl<'a> Connection<'a> {
             Some(at) if now.duration_since(at) >= self.config.ping_timeout => {
                 tracing::debug!(conn = self.id, "no answer to ping");
                 counter!(m::PING_TIMEOUTS).increment(1);
-                self.manager.kick(
-                    self.id,
-                    Kick {
-                        code: close::GOING_AWAY,
-                        reason: "ping timeout",
-                    },
-                );
-                Some(Goodbye::Gone)
+                Some(self.end(Kick::PING_TIMEOUT))
             }
             Some(_) => None,
             None if now.duration_since(self.last_heard) >= self.config.ping_interval => {
@@ -424,18 +455,22 @@ impl<'a> Connection<'a> {
     }
 
     /// Ends the connection over something the client did: tells it why, removes it, closes with the code.
-    fn refuse(&mut self, error: ChatError) -> Goodbye {
-        self.manager.reject(self.id, &error);
+    fn close_over(&mut self, error: ChatError) -> Goodbye {
+        self.manager.reject(self.id, &error, None);
         let reason = match error {
             ChatError::Flooding => "flooding",
             ChatError::TooBig(_) => "message too big",
             _ => "refused",
         };
-        let kick = Kick {
+        self.end(Kick {
             code: error.close_code().unwrap_or(close::POLICY),
             reason,
-        };
-        self.manager.kick(self.id, kick);
+        })
+    }
+
+    /// Ends the connection: removes it from the manager (its rooms hear it leave) and closes with `kick`.
+    fn end(&mut self, kick: Kick) -> Goodbye {
+        self.manager.disconnect(self.id, Some(kick));
         Goodbye::Close(kick)
     }
 

@@ -5,7 +5,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::protocol::{ErrorCode, FrameError, ServerEvent};
+use super::frame::close;
+use crate::protocol::{ErrorCode, FrameError, FrameRef, ServerEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {
@@ -21,6 +22,8 @@ pub enum ChatError {
     AlreadyJoined(String),
     #[error("too many rooms: one connection may follow at most {0}")]
     TooManyRooms(usize),
+    #[error("too many new rooms: try again in a minute, or join an existing room")]
+    TooManyNewRooms,
     #[error("a client_id has 1 to {} bytes", crate::protocol::MAX_CLIENT_ID_BYTES)]
     BadClientId,
     #[error("the server is busy: send that again in a moment")]
@@ -49,20 +52,6 @@ pub enum ChatError {
     ForbiddenOrigin(String),
 }
 
-/// RFC 6455 close codes the server uses.
-pub mod close {
-    /// Normal end.
-    pub const NORMAL: u16 = 1000;
-    /// The server is going away (shutdown), or the peer stopped answering.
-    pub const GOING_AWAY: u16 = 1001;
-    /// The peer broke a rule of this endpoint (bad name, flooding).
-    pub const POLICY: u16 = 1008;
-    /// The peer sent a message larger than allowed.
-    pub const TOO_BIG: u16 = 1009;
-    /// Try again later: the peer could not keep up.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
-
 impl ChatError {
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -78,6 +67,7 @@ impl ChatError {
             ChatError::NotJoined(_) => ErrorCode::NotJoined,
             ChatError::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
             ChatError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            ChatError::TooManyNewRooms => ErrorCode::TooManyNewRooms,
             ChatError::BadClientId => ErrorCode::BadClientId,
             ChatError::ShuttingDown
             | ChatError::TooManyConnections
@@ -100,6 +90,7 @@ impl ChatError {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::TooManyNewRooms => "too_many_new_rooms",
             ErrorCode::BadClientId => "bad_client_id",
             ErrorCode::RateLimited if *self == ChatError::Flooding => "flooding",
             ErrorCode::RateLimited => "rate_limited",
@@ -111,11 +102,12 @@ impl ChatError {
         }
     }
 
-    /// The `error` event that tells the client what went wrong.
-    pub fn event(&self) -> ServerEvent {
+    /// The `error` event that tells the client what went wrong (with the frame it `answers`, if any).
+    pub fn event(&self, answers: Option<FrameRef>) -> ServerEvent {
         ServerEvent::Error {
             code: self.code(),
             message: self.to_string(),
+            answers,
         }
     }
 

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::manager::Frame;
+use super::frame::Frame;
 
 pub struct FanoutLog {
     /// A std `Mutex`: held only to push or to clone a few `Frame`s (reference counts), never across an
@@ -70,11 +70,10 @@ impl FanoutLog {
             while ring.frames.len() > self.max_frames
                 || (ring.bytes > self.max_bytes && ring.frames.len() > 1)
             {
-                let oldest = ring
-                    .frames
-                    .pop_front()
-                    .expect("more than one frame is kept");
-                ring.bytes -= oldest.0.len();
+                let Some(oldest) = ring.frames.pop_front() else {
+                    break;
+                };
+                ring.bytes = ring.bytes.saturating_sub(oldest.0.len());
                 ring.first_position += 1;
             }
             ring.first_position
@@ -101,7 +100,10 @@ impl FanoutLog {
         let end = end.unwrap_or(u64::MAX).min(head);
         let mut taken = 0;
         while *cursor < end && taken < limit {
-            let (frame, message_seq) = &ring.frames[(*cursor - ring.first_position) as usize];
+            let index = usize::try_from(*cursor - ring.first_position).unwrap_or(usize::MAX);
+            let Some((frame, message_seq)) = ring.frames.get(index) else {
+                break;
+            };
             if keep(*cursor, *message_seq) {
                 batch.extend([frame.clone()]);
                 taken += 1;

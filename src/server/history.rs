@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::clock::now_ms;
 use super::error::ChatError;
-use super::manager::{now_ms, ConnId, ConnectionManager, Replay};
+use super::manager::ConnectionManager;
 use super::metrics as m;
-use super::recent::ReplayLimits;
+use super::registry::ConnId;
+use super::replay::{Replay, ReplayLimits};
 use super::store::{NewMessage, Retention, Store};
 
 /// Most messages stored in one transaction.
@@ -113,7 +115,8 @@ async fn write(
             Err(error) => {
                 tracing::error!(%error, messages = batch.len(), "storing messages failed");
                 for submission in batch.drain(..) {
-                    manager.reject(submission.sender, &ChatError::StoreFailed);
+                    let answers = submission.message.reference();
+                    manager.reject(submission.sender, &ChatError::StoreFailed, Some(answers));
                 }
             }
         }
@@ -152,10 +155,12 @@ pub async fn replay(
             0 => bounds.last_seq + 1,
             oldest => oldest,
         };
-        if limits.can_catch_up(after, bounds.last_seq) && after + 1 >= first_kept {
-            let messages = store.after(room, after, limits.max_missed as usize).await?;
-            // Retention may have run between the two reads: then this is not a continuation.
-            if messages.first().is_none_or(|m| m.seq == after + 1) {
+        if limits.can_catch_up(after, bounds.last_seq) && after.saturating_add(1) >= first_kept {
+            let max_missed = usize::try_from(limits.max_missed).unwrap_or(usize::MAX);
+            let messages = store.after(room, after, max_missed).await?;
+            // Retention may have run between the two reads: then this is not a continuation. And a
+            // catch-up too large for one frame starts the room afresh instead.
+            if messages.first().is_none_or(|m| m.seq == after + 1) && limits.fits(&messages) {
                 let last_seq = messages.last().map_or(bounds.last_seq, |m| m.seq);
                 return Ok(Replay {
                     recovered: true,
@@ -167,7 +172,8 @@ pub async fn replay(
             }
         }
     }
-    let messages = store.before(room, None, limits.fresh).await?;
+    let latest = store.before(room, None, limits.fresh).await?;
+    let messages = limits.newest_that_fit(latest.iter());
     let last_seq = messages.last().map_or(0, |m| m.seq).max(bounds.last_seq);
     Ok(Replay {
         recovered: false,

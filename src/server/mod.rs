@@ -6,21 +6,40 @@
 //! → [`manager`] (acknowledges it, encodes it once into its room's [`fanout`] log) → [`connection`] (each
 //! member's task takes from the log, and its [`outbox`], and writes).
 
-pub mod config;
-pub mod connection;
-pub mod error;
-pub mod fanout;
-pub mod history;
-pub mod manager;
-pub mod metrics;
-pub mod names;
-pub mod outbox;
-pub mod rate_limit;
-pub mod recent;
-pub mod session;
-pub mod store;
-pub mod upgrade;
-pub mod websocket;
+// Private modules: the server's public API is this file's (`AppState`, `app`, `run`, `Config`, and the
+// `Chat` queries tests and tools use). Grouped by layer, bottom up: each module imports only from its
+// own layer's lower modules or from layers above it in this list, so there is no import cycle.
+
+// Wire and plain values: frames, close codes, settings, time, limits.
+mod clock;
+mod config;
+mod error;
+mod frame;
+mod metrics;
+mod names;
+mod rate_limit;
+mod replay;
+mod websocket;
+
+// Queues and caches: a room's fan-out log, a connection's outbox, a room's newest messages.
+mod fanout;
+mod outbox;
+mod recent;
+
+// Storage and identity.
+mod session;
+pub(crate) mod store;
+
+// The connection manager: its registry of connections and names, its rooms, the join protocol.
+mod join;
+mod manager;
+mod registry;
+mod rooms;
+
+// Message flow: the history writer, one connection's task, the `/ws` admission.
+mod connection;
+mod history;
+mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,15 +62,34 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::app::{shell, App};
 pub use config::Config;
-pub use manager::ConnectionManager;
+use manager::ConnectionManager;
+pub use store::Retention;
 
 /// The chat itself, shared by every connection (one `Arc` each) and every request.
 pub struct Chat {
-    pub config: Config,
-    pub manager: Arc<ConnectionManager>,
-    pub store: store::Store,
-    pub writer: history::HistoryWriter,
-    pub sessions: session::Sessions,
+    pub(crate) config: Config,
+    pub(crate) manager: Arc<ConnectionManager>,
+    pub(crate) store: store::Store,
+    writer: history::HistoryWriter,
+    sessions: session::Sessions,
+}
+
+impl Chat {
+    /// The people in `room` now, in the order they came.
+    pub fn online(&self, room: &str) -> Vec<String> {
+        self.manager.online(room)
+    }
+
+    /// How many chat sockets are connected now.
+    pub fn connection_count(&self) -> usize {
+        self.manager.connection_count()
+    }
+
+    /// Deletes what `retention` no longer keeps, now (the server does it every minute); returns how
+    /// many messages went.
+    pub async fn apply_retention(&self, retention: Retention) -> Result<u64, sqlx::Error> {
+        history::apply_retention(&self.store, &self.manager, retention).await
+    }
 }
 
 /// Everything a request handler may need; cloned per request, so every field is cheap to clone.

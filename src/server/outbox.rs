@@ -13,11 +13,17 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use super::fanout::{FanoutLog, Lagged};
-use super::manager::{Frame, Kick};
+use super::frame::{Frame, Kick};
 
 /// Most personal frames a connection may have waiting before it counts as too slow. They answer the
-/// client's own frames, which are rate-limited, so a live client never comes near it.
+/// client's own frames (WebSocket pongs included), which are rate-limited, so a live client never comes
+/// near it.
 pub const MAX_PERSONAL_FRAMES: usize = 64;
+
+/// Most bytes of personal frames a connection may have waiting before it counts as too slow. Room for
+/// the largest `joined` snapshot (its replay is bounded by `--replay-bytes`, 256 KiB of text, which
+/// JSON may at most double) and then some; a client that asks for more without reading is dropped.
+pub const MAX_PERSONAL_BYTES: usize = 1024 * 1024;
 
 /// One connection following one room.
 pub struct Subscription {
@@ -105,6 +111,8 @@ pub struct Outbox {
 #[derive(Default)]
 struct State {
     personal: VecDeque<Frame>,
+    /// Bytes in `personal`.
+    personal_bytes: usize,
     subscriptions: Vec<Arc<Subscription>>,
     kick: Option<Kick>,
 }
@@ -128,13 +136,18 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame for this connection alone.
+    /// Queues a frame for this connection alone: refused past [`MAX_PERSONAL_FRAMES`] or
+    /// [`MAX_PERSONAL_BYTES`] waiting (but a frame into an empty queue is always taken).
     pub fn send(&self, frame: Frame) -> Result<(), Full> {
         {
             let mut state = self.state();
-            if state.personal.len() >= MAX_PERSONAL_FRAMES {
+            let bytes = state.personal_bytes.saturating_add(frame.len());
+            if !state.personal.is_empty()
+                && (state.personal.len() >= MAX_PERSONAL_FRAMES || bytes > MAX_PERSONAL_BYTES)
+            {
                 return Err(Full);
             }
+            state.personal_bytes = bytes;
             state.personal.push_back(frame);
         }
         self.wake.notify_one();
@@ -158,9 +171,10 @@ impl Outbox {
         let mut state = self.state();
         // Taking the queue leaves an unallocated one: personal frames are rare, idle connections many.
         batch.extend(std::mem::take(&mut state.personal));
+        state.personal_bytes = 0;
         let mut room_for = limit;
         for subscription in &state.subscriptions {
-            room_for -= subscription.read(batch, room_for)?;
+            room_for = room_for.saturating_sub(subscription.read(batch, room_for)?);
             if room_for == 0 {
                 break;
             }
@@ -241,6 +255,24 @@ mod tests {
         outbox.take(&mut batch, 10).unwrap();
         assert_eq!(batch.len(), MAX_PERSONAL_FRAMES);
         assert_eq!(outbox.backlog(), 0);
+    }
+
+    #[test]
+    fn personal_frames_are_bounded_in_bytes_too() {
+        let outbox = Outbox::new();
+        let big = Frame::from(vec![0u8; MAX_PERSONAL_BYTES / 2]);
+        assert_eq!(outbox.send(big.clone()), Ok(()));
+        assert_eq!(outbox.send(big.clone()), Ok(()));
+        assert_eq!(outbox.send(Frame::from_static(b"x")), Err(Full));
+        let mut batch: Vec<Frame> = Vec::new();
+        outbox.take(&mut batch, 10).unwrap();
+        let huge = Frame::from(vec![0u8; 2 * MAX_PERSONAL_BYTES]);
+        assert_eq!(
+            outbox.send(huge),
+            Ok(()),
+            "an empty queue takes any one frame"
+        );
+        assert_eq!(outbox.send(Frame::from_static(b"x")), Err(Full));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 /// A classic token bucket: holds up to `burst` tokens, refills at `rate` per second, each frame takes one.
 #[derive(Debug)]
-struct TokenBucket {
+pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -14,7 +14,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn full(rate: f64, burst: f64, now: Instant) -> Self {
+    pub fn full(rate: f64, burst: f64, now: Instant) -> Self {
         let burst = burst.max(1.0);
         TokenBucket {
             rate: rate.max(0.0),
@@ -24,7 +24,14 @@ impl TokenBucket {
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    /// Whether the bucket would be full again at `now`: it has forgotten every past take.
+    pub fn refilled_by(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.refilled = now;

@@ -8,29 +8,11 @@
 
 use std::collections::VecDeque;
 
-use super::manager::Replay;
+use super::replay::{Replay, ReplayLimits};
 use crate::protocol::ChatMessage;
 
 /// Most bytes of message text kept per room.
 const MAX_BYTES: usize = 256 * 1024;
-
-/// What a join may be sent (the same limits as a store read: see `history::replay`).
-#[derive(Clone, Copy, Debug)]
-pub struct ReplayLimits {
-    /// Messages sent to a client joining afresh (or one too far behind to catch up).
-    pub fresh: usize,
-    /// Most missed messages replayed to a client that says what it has.
-    pub max_missed: u64,
-}
-
-impl ReplayLimits {
-    /// Whether a client that has everything up to `after` may be replayed the rest of a room whose
-    /// last sequence number is `last_seq` (if it is all still there): `after` is one the room reached,
-    /// and no more than `max_missed` behind.
-    pub fn can_catch_up(&self, after: u64, last_seq: u64) -> bool {
-        after <= last_seq && last_seq - after <= self.max_missed
-    }
-}
 
 #[derive(Debug)]
 pub struct Recent {
@@ -92,18 +74,21 @@ impl Recent {
                 if after + 1 < first_kept {
                     return None;
                 }
-                return Some(Replay {
-                    recovered: true,
-                    messages: self
-                        .messages
-                        .iter()
-                        .filter(|m| m.seq > after)
-                        .cloned()
-                        .collect(),
-                    oldest_seq: self.oldest_seq,
-                    after,
-                    last_seq: self.last_seq,
-                });
+                let missed: Vec<ChatMessage> = self
+                    .messages
+                    .iter()
+                    .filter(|m| m.seq > after)
+                    .cloned()
+                    .collect();
+                if limits.fits(&missed) {
+                    return Some(Replay {
+                        recovered: true,
+                        messages: missed,
+                        oldest_seq: self.oldest_seq,
+                        after,
+                        last_seq: self.last_seq,
+                    });
+                }
             }
         }
         // Afresh: the latest `fresh`, if they are all here (or everything the store has is).
@@ -114,10 +99,9 @@ impl Recent {
         if self.messages.len() < limits.fresh && !has_all {
             return None;
         }
-        let skip = self.messages.len().saturating_sub(limits.fresh);
         Some(Replay {
             recovered: false,
-            messages: self.messages.iter().skip(skip).cloned().collect(),
+            messages: limits.newest_that_fit(self.messages.iter()),
             oldest_seq: self.oldest_seq,
             after: 0,
             last_seq: self.last_seq,
@@ -130,8 +114,10 @@ impl Recent {
         while self.messages.len() > self.capacity
             || (self.bytes > MAX_BYTES && self.messages.len() > 1)
         {
-            let dropped = self.messages.pop_front().expect("more than one kept");
-            self.bytes -= dropped.text.len();
+            let Some(dropped) = self.messages.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(dropped.text.len());
         }
     }
 }
@@ -157,6 +143,7 @@ mod tests {
     const LIMITS: ReplayLimits = ReplayLimits {
         fresh: 3,
         max_missed: 100,
+        max_bytes: 1 << 20,
     };
 
     #[test]

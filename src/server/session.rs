@@ -53,6 +53,7 @@ impl Sessions {
     }
 
     /// A key for tests: tokens it signs are valid only for it.
+    #[cfg(test)]
     pub fn ephemeral() -> Sessions {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("randomness");

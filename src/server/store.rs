@@ -67,6 +67,17 @@ pub struct NewMessage {
     pub client_id: Option<String>,
 }
 
+impl NewMessage {
+    /// What an error about this message says it answers: the sender's frame.
+    pub fn reference(&self) -> crate::protocol::FrameRef {
+        crate::protocol::FrameRef {
+            kind: crate::protocol::FrameKind::Message,
+            room: Some(self.room.clone()),
+            client_id: self.client_id.clone(),
+        }
+    }
+}
+
 /// What storing one message did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stored {

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::connection;
 use super::error::ChatError;
-use super::manager::Identity;
 use super::metrics as m;
+use super::registry::Identity;
 use super::session::Sessions;
 use super::websocket::Handshake;
 use super::AppState;

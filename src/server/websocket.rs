@@ -187,7 +187,8 @@ fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The payload of a frame we encoded (for tests and tools that look inside frames).
+/// The payload of a frame we encoded (for tests that look inside frames).
+#[cfg(test)]
 pub fn frame_payload(frame: &[u8]) -> &[u8] {
     let header = match frame[1] & 0x7F {
         126 => 4,

@@ -144,7 +144,7 @@ impl TestServer {
 
     /// Waits (bounded) until the manager holds exactly `n` connections.
     pub async fn wait_for_connections(&self, n: usize) {
-        let manager = self.state.chat.manager.clone();
+        let manager = self.state.chat.clone();
         let waited = tokio::time::timeout(PATIENCE, async {
             while manager.connection_count() != n {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -229,7 +229,7 @@ impl Client {
     /// Reads the welcome; returns the name and the session token.
     pub async fn welcome(&mut self) -> (String, String) {
         match self.event().await {
-            ServerEvent::Welcome { name, session } => (name, session),
+            ServerEvent::Welcome { name, session, .. } => (name, session),
             other => panic!("expected a welcome, got {other:?}"),
         }
     }
