@@ -10,8 +10,11 @@ use std::time::Duration;
 use common::{http_get, unlimited_rate, Binary, Client, TestServer, PATIENCE};
 use groupchat::api::HistoryPage;
 use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
-use groupchat::server::store::Retention;
-use groupchat::server::Config;
+use groupchat::server::history::apply_retention;
+use groupchat::server::manager::{now_ms, Identity, Joining, Replay};
+use groupchat::server::session::Sessions;
+use groupchat::server::store::{NewMessage, Pruned, Retention};
+use groupchat::server::{Config, ConnectionManager};
 use serde_json::json;
 
 /// Sends `text` to `room` with `client_id`, and returns the sequence number of its acknowledgement,
@@ -322,10 +325,10 @@ async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
         max_messages: 10,
         max_age: Duration::ZERO,
     };
-    let deleted = groupchat::server::history::apply_retention(&chat.store, &chat.manager, keep_ten)
+    let report = apply_retention(&chat.store, &chat.manager, keep_ten)
         .await
         .unwrap();
-    assert_eq!(deleted, 110);
+    assert_eq!(report.deleted(), 110);
     let mut pruned = server.connect("/ws?room=").await;
     pruned.welcome().await;
     pruned
@@ -547,4 +550,167 @@ async fn history_survives_a_restart_on_the_same_data_directory() {
     assert_eq!(joined.messages[0].text, "before the restart");
     assert_eq!(send_acked(&mut ann, "general", "after", "r2").await, 2);
     server.stop().await;
+}
+
+/// Whether a join of `room` now would be answered from the room's in-memory recent messages. The probe
+/// asking is a connection of the manager's alone (no socket), left in the room if it joined.
+fn served_from_memory(manager: &ConnectionManager, room: &str) -> bool {
+    let probe = manager
+        .connect(Identity::default())
+        .expect("the server is running");
+    match manager.begin_join(probe.id, room, None).unwrap() {
+        Joining::Done => true,
+        Joining::NeedsHistory(ticket) => {
+            manager.abort_join(ticket, &groupchat::server::error::ChatError::Busy);
+            manager.leave(probe.id);
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn acks_keep_flowing_while_retention_prunes_a_large_backlog() {
+    // No retention of the server's own: the test runs the pass itself.
+    let server = TestServer::start_with(Config {
+        retain_messages: 0,
+        retain_days: Duration::ZERO,
+        ..unlimited_rate()
+    })
+    .await;
+    let chat = server.state.chat.clone();
+    // 50,000 messages two days old in "general"; a few fresh ones in "quiet".
+    const OLD: u64 = 50_000;
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    let message = |room: &str, i: u64, ts: u64| NewMessage {
+        room: room.into(),
+        author_id: 1,
+        author: "old-timer".into(),
+        text: format!("old {i}"),
+        ts,
+        client_id: None,
+    };
+    for chunk in 0..OLD / 5_000 {
+        let batch: Vec<NewMessage> = (0..5_000)
+            .map(|i| message("general", chunk * 5_000 + i, two_days_ago))
+            .collect();
+        chat.store.append(&batch).await.unwrap();
+    }
+    let fresh: Vec<NewMessage> = (0..5).map(|i| message("quiet", i, now_ms())).collect();
+    chat.store.append(&fresh).await.unwrap();
+
+    // Ann follows "general", bob "quiet": both rooms' recent messages are in memory.
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let mut bob = server.connect("/ws?name=bob&room=quiet").await;
+    bob.welcome().await;
+    assert_eq!(bob.joined("quiet").await.messages.len(), 5);
+    assert!(served_from_memory(&chat.manager, "general"));
+    assert!(served_from_memory(&chat.manager, "quiet"));
+    assert_eq!(send_acked(&mut ann, "general", "a0", "a0").await, OLD + 1);
+
+    // The pass runs on a thread of its own, as the server's does, while ann keeps sending and waits for
+    // each acknowledgement.
+    let one_day = Retention {
+        max_messages: 0,
+        max_age: Duration::from_secs(86_400),
+    };
+    let pass = std::thread::spawn({
+        let chat = chat.clone();
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(apply_retention(&chat.store, &chat.manager, one_day))
+        }
+    });
+    let mut acked = vec![OLD + 1];
+    let mut during_pass = 0;
+    while !pass.is_finished() || acked.len() < 50 {
+        let n = acked.len();
+        acked.push(send_acked(&mut ann, "general", &format!("a{n}"), &format!("a{n}")).await);
+        if !pass.is_finished() {
+            during_pass += 1;
+        }
+    }
+    let report = pass.join().unwrap().unwrap();
+    eprintln!(
+        "{during_pass} acks during the pass; {} batches, the longest {:?}",
+        report.batches, report.longest_batch
+    );
+
+    // Every message was acknowledged, in order, with no gaps...
+    let sent = acked.len() as u64;
+    assert_eq!(acked, (OLD + 1..=OLD + sent).collect::<Vec<_>>());
+    // ...exactly the old ones went, in batches, and only "general" was touched.
+    assert_eq!(
+        report.rooms,
+        [Pruned {
+            room: "general".into(),
+            deleted: OLD,
+            oldest_seq: OLD + 1
+        }]
+    );
+    assert!(report.batches > 1);
+    // The store agrees: ann's messages, all of them, and nothing older.
+    let kept = chat.store.after("general", 0, 100_000).await.unwrap();
+    assert_eq!(seqs(&kept), (OLD + 1..=OLD + sent).collect::<Vec<_>>());
+    assert!(kept.iter().all(|m| m.from == "ann"));
+    assert_eq!(chat.store.after("quiet", 0, 100).await.unwrap().len(), 5);
+
+    // "general" lost messages: its recent ones are forgotten, and a new joiner reads the store (and
+    // gets the new oldest). "quiet" lost none: its recent messages are still in memory.
+    assert!(!served_from_memory(&chat.manager, "general"));
+    assert!(served_from_memory(&chat.manager, "quiet"));
+    let mut carl = server.connect("/ws?name=carl").await;
+    carl.welcome().await;
+    let joined = carl.joined("general").await;
+    assert_eq!(joined.oldest_seq, OLD + 1);
+    assert_eq!(joined.messages.last().map(|m| m.seq), Some(OLD + sent));
+    server.stop().await;
+}
+
+#[test]
+fn a_store_read_under_way_while_retention_prunes_starts_no_cache() {
+    let manager = ConnectionManager::new(&Config::default(), Sessions::ephemeral());
+    let message = |seq: u64| ChatMessage {
+        seq,
+        from: "ann".into(),
+        text: format!("m{seq}"),
+        ts: 0,
+        client_id: None,
+    };
+    let join = |name: &str| {
+        let conn = manager
+            .connect(Identity {
+                session: None,
+                chosen: Some(name.into()),
+            })
+            .unwrap();
+        manager.begin_join(conn.id, "r", None).unwrap()
+    };
+    // Ann's join reads messages 1..=3; retention deletes 1..=2 before her read comes back.
+    let Joining::NeedsHistory(ticket) = join("ann") else {
+        panic!("nothing is in memory yet");
+    };
+    manager.forget_recent_in("r");
+    let before_pruning = Replay {
+        messages: (1..=3).map(message).collect(),
+        oldest_seq: 1,
+        last_seq: 3,
+        ..Replay::default()
+    };
+    manager.finish_join(ticket, before_pruning);
+    // So her read does not become the room's memory: the next join reads the store again...
+    let Joining::NeedsHistory(ticket) = join("bob") else {
+        panic!("served messages retention deleted");
+    };
+    let after_pruning = Replay {
+        messages: vec![message(3)],
+        oldest_seq: 3,
+        last_seq: 3,
+        ..Replay::default()
+    };
+    manager.finish_join(ticket, after_pruning);
+    // ...and that read, current, does.
+    assert!(matches!(join("carl"), Joining::Done));
 }

@@ -179,7 +179,7 @@ struct Room {
     typing: HashMap<String, (String, Instant)>,
     /// Joins under way: the room must outlive them even with no members.
     pending_joins: usize,
-    /// Messages published so far (see `JoinTicket::published`).
+    /// Messages published so far, and retention passes that deleted some (see `JoinTicket::published`).
     published: u64,
     /// The newest messages, once known (see `recent.rs`).
     recent: Option<Recent>,
@@ -622,6 +622,16 @@ impl ConnectionManager {
     pub fn forget_recent(&self) {
         for room in self.registry().rooms.values_mut() {
             room.recent = None;
+        }
+    }
+
+    /// Drops `room`'s in-memory recent messages: retention deleted some of its messages from the store.
+    pub fn forget_recent_in(&self, room: &str) {
+        if let Some(r) = self.registry().rooms.get_mut(room) {
+            r.recent = None;
+            // A join reading the store now may have read the deleted messages: counted as a change, the
+            // deletion keeps that read from starting a new cache (see `finish_join`).
+            r.published += 1;
         }
     }
 
