@@ -15,8 +15,8 @@
 //!   Only these two ever write, and they take turns (see `Store::write_turn`).
 
 use std::borrow::{Borrow, Cow};
-use std::path::Path;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,6 +127,8 @@ pub struct PruneReport {
     /// The longest of them, waiting for the write turn excluded: about the most a writer batch waited
     /// for retention.
     pub longest_batch: Duration,
+    /// All of them together.
+    pub write_time: Duration,
 }
 
 impl PruneReport {
@@ -341,7 +343,13 @@ impl Store {
         if retention.max_messages == 0 && retention.max_age.is_zero() {
             return Ok(report);
         }
-        let mut conn = SqliteConnection::connect_with(&self.options).await?;
+        // This connection never checkpoints as it commits: a commit's automatic checkpoint would run
+        // while it still holds the write turn (the writer waiting). It checkpoints after each batch
+        // instead, having handed the turn back: a passive checkpoint runs beside the writer's
+        // transactions, and keeps the deletes' pages from piling up in the WAL for one of the writer's
+        // commits to checkpoint (on the acknowledgement path).
+        let options = self.options.clone().pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&options).await?;
         let plan = prune_plan(&mut conn, retention, now_ms).await?;
         let batch_rows = batch_rows.clamp(1, i64::MAX as u64) as i64;
         for (room, keep_from) in plan {
@@ -363,10 +371,15 @@ impl Store {
                 .execute(&mut conn)
                 .await?
                 .rows_affected();
-                report.longest_batch = report.longest_batch.max(started.elapsed());
+                let took = started.elapsed();
                 drop(turn);
+                report.longest_batch = report.longest_batch.max(took);
+                report.write_time += took;
                 report.batches += 1;
                 deleted += rows;
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&mut conn)
+                    .await?;
                 if rows < batch_rows as u64 {
                     break;
                 }
@@ -659,8 +672,11 @@ mod tests {
             } else {
                 let report = prune(&store, retention, 0).await;
                 println!(
-                    "batched: {} transactions of at most {PRUNE_BATCH_ROWS} rows, longest {:?}",
-                    report.batches, report.longest_batch
+                    "batched: {} transactions of at most {PRUNE_BATCH_ROWS} rows, longest {:?}, \
+                     mean {:?}",
+                    report.batches,
+                    report.longest_batch,
+                    report.write_time / report.batches.max(1) as u32
                 );
                 report.deleted()
             };
