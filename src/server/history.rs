@@ -173,8 +173,8 @@ pub async fn apply_retention(
     retention: Retention,
 ) -> Result<PruneReport, sqlx::Error> {
     store
-        .prune(retention, now_ms(), PRUNE_BATCH_ROWS, |pruned| {
-            manager.forget_recent_in(&pruned.room)
+        .prune(retention, now_ms(), PRUNE_BATCH_ROWS, |room| {
+            manager.forget_recent_in(room)
         })
         .await
 }

@@ -323,7 +323,8 @@ impl Store {
     }
 
     /// Deletes what `retention` no longer keeps, room by room, oldest first, at most `batch_rows` per
-    /// transaction; `on_room` hears of each room that lost messages as soon as it is done.
+    /// transaction; `on_room` hears of each room that lost messages as soon as it is done (or, if the
+    /// pass fails, of the room it failed in, if that had already lost some).
     ///
     /// A room keeps its history contiguous: retention deletes every message up to the newest one it no
     /// longer keeps. By count that is exactly the messages beyond the newest `max_messages`; by age, every
@@ -337,7 +338,7 @@ impl Store {
         retention: Retention,
         now_ms: u64,
         batch_rows: u64,
-        mut on_room: impl FnMut(&Pruned),
+        mut on_room: impl FnMut(&str),
     ) -> Result<PruneReport, sqlx::Error> {
         let mut report = PruneReport::default();
         if retention.max_messages == 0 && retention.max_age.is_zero() {
@@ -351,39 +352,23 @@ impl Store {
         let options = self.options.clone().pragma("wal_autocheckpoint", "0");
         let mut conn = SqliteConnection::connect_with(&options).await?;
         let plan = prune_plan(&mut conn, retention, now_ms).await?;
-        let batch_rows = batch_rows.clamp(1, i64::MAX as u64) as i64;
         for (room, keep_from) in plan {
-            let keep_from = keep_from.min(i64::MAX as u64) as i64;
             let mut deleted = 0;
-            loop {
-                // The subquery finds the room's (batch_rows + 1)-th oldest message through the primary
-                // key (room, seq); everything below it (and below `keep_from`) goes: an index range,
-                // oldest first, never more than `batch_rows` rows whatever gaps the numbers have.
-                let turn = self.write_turn.lock().await;
-                let started = Instant::now();
-                let rows = sqlx::query(
-                    "DELETE FROM messages WHERE room = ?1 AND seq < MIN(?2, COALESCE( \
-                     (SELECT seq FROM messages WHERE room = ?1 ORDER BY seq LIMIT 1 OFFSET ?3), ?2))",
+            let swept = self
+                .delete_oldest(
+                    &mut conn,
+                    &room,
+                    keep_from,
+                    batch_rows,
+                    &mut deleted,
+                    &mut report,
                 )
-                .bind(&room)
-                .bind(keep_from)
-                .bind(batch_rows)
-                .execute(&mut conn)
-                .await?
-                .rows_affected();
-                let took = started.elapsed();
-                drop(turn);
-                report.longest_batch = report.longest_batch.max(took);
-                report.write_time += took;
-                report.batches += 1;
-                deleted += rows;
-                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&mut conn)
-                    .await?;
-                if rows < batch_rows as u64 {
-                    break;
-                }
+                .await;
+            if deleted > 0 {
+                // Even if a later batch failed: what the earlier ones deleted is gone.
+                on_room(&room);
             }
+            swept?;
             if deleted == 0 {
                 continue;
             }
@@ -392,16 +377,58 @@ impl Store {
                     .bind(&room)
                     .fetch_one(&mut conn)
                     .await?;
-            let pruned = Pruned {
+            report.rooms.push(Pruned {
                 room,
                 deleted,
                 oldest_seq: oldest.unwrap_or(0) as u64,
-            };
-            on_room(&pruned);
-            report.rooms.push(pruned);
+            });
         }
         conn.close().await?;
         Ok(report)
+    }
+
+    /// Deletes `room`'s messages below `keep_from`, oldest first, at most `batch_rows` a transaction,
+    /// each holding the write turn; counts them into `deleted` as they commit.
+    async fn delete_oldest(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &str,
+        keep_from: u64,
+        batch_rows: u64,
+        deleted: &mut u64,
+        report: &mut PruneReport,
+    ) -> Result<(), sqlx::Error> {
+        let keep_from = keep_from.min(i64::MAX as u64) as i64;
+        let batch_rows = batch_rows.clamp(1, i64::MAX as u64);
+        loop {
+            // The subquery finds the room's (batch_rows + 1)-th oldest message through the primary key
+            // (room, seq); everything below it (and below `keep_from`) goes: an index range, oldest
+            // first, never more than `batch_rows` rows whatever gaps the numbers have.
+            let turn = self.write_turn.lock().await;
+            let started = Instant::now();
+            let rows = sqlx::query(
+                "DELETE FROM messages WHERE room = ?1 AND seq < MIN(?2, COALESCE( \
+                 (SELECT seq FROM messages WHERE room = ?1 ORDER BY seq LIMIT 1 OFFSET ?3), ?2))",
+            )
+            .bind(room)
+            .bind(keep_from)
+            .bind(batch_rows as i64)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            let took = started.elapsed();
+            drop(turn);
+            report.longest_batch = report.longest_batch.max(took);
+            report.write_time += took;
+            report.batches += 1;
+            *deleted += rows;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await?;
+            if rows < batch_rows {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -594,7 +621,7 @@ mod tests {
         };
         let mut heard = Vec::new();
         let report = store
-            .prune(retention, 1_052, 7, |room| heard.push(room.clone()))
+            .prune(retention, 1_052, 7, |room| heard.push(room.to_owned()))
             .await
             .unwrap();
         let pruned = |room: &str, deleted, oldest_seq| Pruned {
@@ -612,7 +639,11 @@ mod tests {
             pruned("e", 3, 0),
         ];
         assert_eq!(report.rooms, expected);
-        assert_eq!(heard, expected, "each room reported as it is done");
+        assert_eq!(
+            heard,
+            ["a", "b", "c", "d", "e"],
+            "each room told as it is done"
+        );
         assert_eq!(kept(&store, "a").await, (76..=100).collect::<Vec<_>>());
         assert_eq!(kept(&store, "b").await, (6..=30).collect::<Vec<_>>());
         assert_eq!(kept(&store, "c").await, [3, 4, 5]);
