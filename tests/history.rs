@@ -11,7 +11,7 @@ use common::{http_get, unlimited_rate, Binary, Client, TestServer, PATIENCE};
 use groupchat::api::HistoryPage;
 use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
 use groupchat::server::Config;
-use groupchat::server::Retention;
+use groupchat::server::{Pruned, Retention};
 use serde_json::json;
 
 /// Sends `text` to `room` with `client_id`, and returns the sequence number of its acknowledgement,
@@ -322,8 +322,8 @@ async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
         max_messages: 10,
         max_age: Duration::ZERO,
     };
-    let deleted = chat.apply_retention(keep_ten).await.unwrap();
-    assert_eq!(deleted, 110);
+    let report = chat.apply_retention(keep_ten).await.unwrap();
+    assert_eq!(report.deleted(), 110);
     let mut pruned = server.connect("/ws?room=").await;
     pruned.welcome().await;
     pruned
@@ -541,5 +541,130 @@ async fn history_survives_a_restart_on_the_same_data_directory() {
     assert!(joined.recovered);
     assert_eq!(joined.messages[0].text, "before the restart");
     assert_eq!(send_acked(&mut ann, "general", "after", "r2").await, 2);
+    server.stop().await;
+}
+
+/// Writes `count` messages two days old into `room` of the (stopped) server's `chat.db`, the way an
+/// old deployment's history would be: the store has no API for back-dated messages.
+async fn seed_old_messages(data_dir: &std::path::Path, room: &str, count: u64) {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+    let mut db = SqliteConnectOptions::new()
+        .filename(data_dir.join("chat.db"))
+        .connect()
+        .await
+        .unwrap();
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO messages (room, seq, author_id, author, text, ts, client_id)
+         SELECT ?2, i, 1, 'old-timer', 'old ' || i, ?3, NULL FROM n",
+    )
+    .bind(count as i64)
+    .bind(room)
+    .bind(two_days_ago as i64)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO rooms (name, last_seq, created_at) VALUES (?1, ?2, ?3)")
+        .bind(room)
+        .bind(count as i64)
+        .bind(two_days_ago as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    db.close().await.unwrap();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn acks_keep_flowing_while_retention_prunes_a_large_backlog() {
+    // No retention of the server's own: the test runs the pass itself.
+    let config = || Config {
+        retain_messages: 0,
+        retain_days: Duration::ZERO,
+        ..unlimited_rate()
+    };
+    // 50,000 messages two days old in "general"; a few fresh ones in "quiet".
+    const OLD: u64 = 50_000;
+    let server = TestServer::start_with(config()).await;
+    let data_dir = server.data_dir.clone();
+    let mut bob = server.connect("/ws?name=bob&room=quiet").await;
+    bob.welcome().await;
+    bob.joined("quiet").await;
+    for i in 0..5 {
+        send_acked(&mut bob, "quiet", &format!("fresh {i}"), &format!("q{i}")).await;
+    }
+    server.stop().await;
+    seed_old_messages(data_dir.path(), "general", OLD).await;
+
+    let server = TestServer::start_in(config(), data_dir).await;
+    let chat = server.state.chat.clone();
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    assert_eq!(send_acked(&mut ann, "general", "a0", "a0").await, OLD + 1);
+
+    // The pass runs on a thread of its own, as the server's does, while ann keeps sending and waits for
+    // each acknowledgement.
+    let one_day = Retention {
+        max_messages: 0,
+        max_age: Duration::from_secs(86_400),
+    };
+    let pass = std::thread::spawn({
+        let chat = chat.clone();
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(chat.apply_retention(one_day))
+        }
+    });
+    let mut acked = vec![OLD + 1];
+    let mut during_pass = 0;
+    while !pass.is_finished() || acked.len() < 50 {
+        let n = acked.len();
+        acked.push(send_acked(&mut ann, "general", &format!("a{n}"), &format!("a{n}")).await);
+        if !pass.is_finished() {
+            during_pass += 1;
+        }
+    }
+    let report = pass.join().unwrap().unwrap();
+    eprintln!(
+        "{during_pass} acks during the pass; {} batches, the longest {:?}",
+        report.batches, report.longest_batch
+    );
+
+    // Every message was acknowledged, in order, with no gaps...
+    let sent = acked.len() as u64;
+    assert_eq!(acked, (OLD + 1..=OLD + sent).collect::<Vec<_>>());
+    // ...exactly the old ones went, in batches, and only "general" was touched.
+    assert_eq!(
+        report.rooms,
+        [Pruned {
+            room: "general".into(),
+            deleted: OLD,
+            oldest_seq: OLD + 1
+        }]
+    );
+    assert!(report.batches > 1);
+
+    // A new joiner reads what is left: ann's messages, all of them, and nothing older ("general" lost
+    // messages, so its in-memory recent ones were dropped); "quiet" keeps its five.
+    let mut carl = server.connect("/ws?name=carl").await;
+    carl.welcome().await;
+    let joined = carl.joined("general").await;
+    assert_eq!(joined.oldest_seq, OLD + 1);
+    assert_eq!(joined.messages.last().map(|m| m.seq), Some(OLD + sent));
+    assert!(joined.messages.iter().all(|m| m.from == "ann"));
+    let page = history_page(&server.http_get("/api/history?room=quiet").await);
+    assert_eq!(page.messages.len(), 5);
     server.stop().await;
 }

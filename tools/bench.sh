@@ -12,9 +12,40 @@
 #   idle-5k      5,000 idle connections: server memory per connection
 #   held-10k     10,000 idle connections held
 # BENCH_QUICK=1 shrinks everything to a one-minute smoke run. Results: target/bench/results.jsonl
+#
+# BENCH_BASELINE=/path/to/groupchat adds a third side, "baseline": another build of this server (say,
+# from the commit before a change), run through every scenario right after ours, so one run on one
+# machine gives before and after numbers under the same conditions. The table lists each scenario's sides
+# together, with ours compared to the baseline. To make one (any target directory but the site's):
+#   git stash   # or check out the commit to compare with
+#   CARGO_TARGET_DIR=target/baseline-build cargo build --release --features ssr --bin groupchat
+#   git stash pop; BENCH_BASELINE=target/baseline-build/release/groupchat make bench
+#
+# Everything is built into target/bench-build (BENCH_TARGET_DIR), never target/release: `cargo leptos`
+# builds the site's server there with its own settings (the site's name and file hashes the pages load),
+# and a plain `cargo build` over it leaves a server whose pages ask for files the site does not have.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Resolved before leaving the caller's directory; copied once built (below), as the file may be rebuilt
+# (or be the site's binary) while this runs.
+baseline="${BENCH_BASELINE:-}"
+if [ -n "$baseline" ]; then
+  if [ ! -x "$baseline" ] || [ -d "$baseline" ]; then
+    echo "BENCH_BASELINE=$baseline: not an executable file" >&2
+    exit 1
+  fi
+  baseline="$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")"
+fi
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Every cargo call below (the builds, and each scenario's `cargo bench` run of the load generator, which
+# would otherwise rebuild the server binary too) uses this directory, whatever CARGO_TARGET_DIR was.
+export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-target/bench-build}"
+server_bin="$CARGO_TARGET_DIR/release/groupchat"
+sides=(ours)
+[ -n "$baseline" ] && sides+=(baseline)
+sides+=(reference)
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   CLIENTS=200 WINDOW=3 WARMUP=1 IDLE=1000 HELD=2000
@@ -38,9 +69,17 @@ if [ ! -x "$venv/bin/uvicorn" ] || [ bench/reference/requirements.txt -nt "$venv
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/reference/requirements.txt
 fi
 
-step "building the server and the load generator (release)"
+step "building the server and the load generator (release, into $CARGO_TARGET_DIR)"
 cargo build --release --features ssr --bin groupchat
 cargo bench --features ssr --bench loadgen --no-run
+# What was measured, for the table.
+ours_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD 2>/dev/null || ours_rev="$ours_rev+uncommitted changes"
+if [ -n "$baseline" ]; then
+  cp "$baseline" "$out/baseline-groupchat"
+  baseline_desc="$baseline ($(date -ur "$baseline" '+built %Y-%m-%d %H:%M UTC'))"
+  baseline="$out/baseline-groupchat"
+fi
 
 server_pid=""
 stop_server() {
@@ -53,15 +92,18 @@ stop_server() {
 }
 trap stop_server EXIT
 
-start_server() { # $1 = ours | reference
+start_server() { # $1 = ours | baseline | reference
   stop_server
-  if [ "$1" = ours ]; then
+  if [ "$1" = ours ] || [ "$1" = baseline ]; then
+    local bin=$server_bin
+    [ "$1" = baseline ] && bin=$baseline
     # Rate limits off: the benchmark's senders are far faster than any person.
     # A fresh data directory per run: every message is stored (SQLite, synced) before it is sent out.
+    # Only the socket is measured: the pages (and the site root) do not matter here.
     rm -rf "$out/data"
     CHAT_MSG_RATE=1000000 CHAT_MSG_BURST=1000000 CHAT_MAX_CONNECTIONS=20000 DATA_DIR="$out/data" \
       LEPTOS_SITE_ADDR="127.0.0.1:$OURS_PORT" LEPTOS_OUTPUT_NAME=groupchat LEPTOS_SITE_ROOT=target/site \
-      RUST_LOG=warn taskset -c 0 target/release/groupchat >"$out/ours.log" 2>&1 &
+      RUST_LOG=warn taskset -c 0 "$bin" >"$out/$1.log" 2>&1 &
     server_pid=$!
     port=$OURS_PORT
   else
@@ -78,7 +120,7 @@ start_server() { # $1 = ours | reference
   exit 1
 }
 
-loadgen() { # $1 = ours | reference, $2 = label, then loadgen flags
+loadgen() { # $1 = ours | baseline | reference, $2 = label, then loadgen flags
   local side=$1 label=$2
   shift 2
   local target=groupchat port=$OURS_PORT
@@ -101,37 +143,69 @@ loadgen() { # $1 = ours | reference, $2 = label, then loadgen flags
   fi
 }
 
-for side in ours reference; do
-  fan=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration "$WINDOW")
-  start_server "$side"; loadgen "$side" fanout-20k "${fan[@]}" --rate 20
-  start_server "$side"; loadgen "$side" fanout-100k "${fan[@]}" --rate 100
-  start_server "$side"; loadgen "$side" fanout-max "${fan[@]}" --rate 1000
-  long=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration $((WINDOW * 2)) --rate 100 --pad 1000)
-  start_server "$side"; loadgen "$side" padded-100k "${long[@]}"
-  start_server "$side"; loadgen "$side" stalled "${long[@]}" --stalled
-  start_server "$side"; loadgen "$side" idle-5k --mode idle --clients "$IDLE"
-  start_server "$side"; loadgen "$side" held-10k --mode idle --clients "$HELD"
-done
+# Scenario by scenario, every side in turn: the runs compared are minutes apart, not the whole benchmark.
+fan=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration "$WINDOW")
+long=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration $((WINDOW * 2)) --rate 100 --pad 1000)
+scenario() { # $1 = label, then loadgen flags
+  local side
+  for side in "${sides[@]}"; do
+    start_server "$side"; loadgen "$side" "$@"
+  done
+}
+scenario fanout-20k "${fan[@]}" --rate 20
+scenario fanout-100k "${fan[@]}" --rate 100
+scenario fanout-max "${fan[@]}" --rate 1000
+scenario padded-100k "${long[@]}"
+scenario stalled "${long[@]}" --stalled
+scenario idle-5k --mode idle --clients "$IDLE"
+scenario held-10k --mode idle --clients "$HELD"
 stop_server
 
 step "results"
-python3 - "$results" <<'PY'
+python3 - "$results" "$ours_rev" "${baseline_desc:-}" <<'PY'
 import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+path, ours_rev, baseline_desc = sys.argv[1:4]
+rows = [json.loads(line) for line in open(path) if line.strip()]
+print(f"ours: {ours_rev}" + (f"; baseline: {baseline_desc}" if baseline_desc else ""))
+# Each scenario's sides together, in the order they ran.
+scenarios, by = [], {}
+for r in rows:
+    side, _, scenario = r["label"].partition(" ")
+    if scenario not in by:
+        scenarios.append(scenario)
+        by[scenario] = {}
+    by[scenario][side] = r
 def cell(r, k, fmt="{}"):
     v = r.get(k)
     return "-" if v is None else fmt.format(v)
+def versus(ours, base):
+    """Ours against the baseline: the change in latency, CPU and memory, where both have them."""
+    changes = []
+    for key, name in [("deliveries_per_sec", "deliv/s"), ("p50_ms", "p50"), ("p99_ms", "p99"),
+                      ("cpu_us_per_delivery", "cpu"), ("rss_kib_per_connection", "KiB/conn")]:
+        a, b = ours.get(key), base.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+            changes.append(f"{name} {100 * (a - b) / b:+.0f}%")
+    return "vs baseline: " + ", ".join(changes) if changes else ""
 print(f"{'scenario':<24}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>10}{'dup':>6}{'ooo':>6}{'cpu us/deliv':>14}{'rss KiB':>10}  notes")
-for r in rows:
-    if "failed" in r:
-        print(f"{r['label']:<24} FAILED: {r['failed'][-120:]!r}")
-    elif "rss_kib_per_connection" in r:
-        print(f"{r['label']:<24}{'':>10}{'':>9}{'':>9}{'':>9}{'':>10}{'':>6}{'':>6}{'':>14}{r['rss_kib_after']:>10}  "
-              f"{r['held']} held, {r['rss_kib_per_connection']:.2f} KiB per connection")
-    else:
-        note = f"stalled client: {r['stalled']}" if r.get("stalled") else ""
-        print(f"{r['label']:<24}{cell(r,'deliveries_per_sec','{:.0f}'):>10}{cell(r,'p50_ms','{:.1f}'):>9}"
-              f"{cell(r,'p99_ms','{:.1f}'):>9}{cell(r,'max_ms','{:.1f}'):>9}{cell(r,'lost'):>10}"
-              f"{cell(r,'duplicated_or_late'):>6}{cell(r,'out_of_order'):>6}"
-              f"{cell(r,'cpu_us_per_delivery','{:.2f}'):>14}{cell(r,'rss_kib_end'):>10}  {note}")
+for scenario in scenarios:
+    sides = by[scenario]
+    for side, r in sides.items():
+        notes = []
+        if side == "ours" and "baseline" in sides and "failed" not in r and "failed" not in sides["baseline"]:
+            notes.append(versus(r, sides["baseline"]))
+        if "failed" in r:
+            print(f"{r['label']:<24} FAILED: {r['failed'][-120:]!r}")
+        elif "rss_kib_per_connection" in r:
+            notes.insert(0, f"{r['held']} held, {r['rss_kib_per_connection']:.2f} KiB per connection")
+            print(f"{r['label']:<24}{'':>10}{'':>9}{'':>9}{'':>9}{'':>10}{'':>6}{'':>6}{'':>14}{r['rss_kib_after']:>10}  "
+                  + "; ".join(n for n in notes if n))
+        else:
+            if r.get("stalled"):
+                notes.insert(0, f"stalled client: {r['stalled']}")
+            print(f"{r['label']:<24}{cell(r,'deliveries_per_sec','{:.0f}'):>10}{cell(r,'p50_ms','{:.1f}'):>9}"
+                  f"{cell(r,'p99_ms','{:.1f}'):>9}{cell(r,'max_ms','{:.1f}'):>9}{cell(r,'lost'):>10}"
+                  f"{cell(r,'duplicated_or_late'):>6}{cell(r,'out_of_order'):>6}"
+                  f"{cell(r,'cpu_us_per_delivery','{:.2f}'):>14}{cell(r,'rss_kib_end'):>10}  "
+                  + "; ".join(n for n in notes if n))
 PY

@@ -1,5 +1,5 @@
-//! History on the way in and out: the writer task that stores every message before anyone sees it, and
-//! the replay a joining connection gets.
+//! History on the way in and out: the writer task that stores every message before anyone sees it, the
+//! retention task that deletes what is no longer kept, and the replay a joining connection gets.
 //!
 //! **Writing.** Connections hand messages to one writer task through a bounded queue. The writer runs on
 //! a thread of its own (with a one-thread tokio runtime), not among the connection tasks: each store
@@ -13,12 +13,19 @@
 //! failed transaction refuses the whole batch; in both cases the client may resend with the same
 //! `client_id`, which is stored at most once.
 //!
+//! **Pruning.** Retention (`--retain-messages`, `--retain-days`) runs every minute on a thread of its
+//! own, not the writer's: a pass over a large backlog takes seconds, and on the writer's thread every
+//! acknowledgement would wait for all of it. It deletes in short transactions that take turns with the
+//! writer's batches (see `Store::prune`), so a batch waits for one small delete at most. Each room that
+//! lost messages has its in-memory recent messages dropped as soon as it is done (see
+//! [`apply_retention`]); every other room keeps its own.
+//!
 //! **Replaying.** See [`replay`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::clock::now_ms;
 use super::error::ChatError;
@@ -26,7 +33,7 @@ use super::manager::ConnectionManager;
 use super::metrics as m;
 use super::registry::ConnId;
 use super::replay::{Replay, ReplayLimits};
-use super::store::{NewMessage, Retention, Store};
+use super::store::{NewMessage, PruneReport, Retention, Store, PRUNE_BATCH_ROWS};
 
 /// Most messages stored in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -47,8 +54,9 @@ pub struct HistoryWriter {
 }
 
 impl HistoryWriter {
-    /// Starts the writer on its own thread: it stores what is submitted into `store`, tells `manager`,
-    /// and applies `retention` every minute. It ends when every `HistoryWriter` is dropped.
+    /// Starts the writer on its own thread: it stores what is submitted into `store` and tells
+    /// `manager`. It ends when every `HistoryWriter` is dropped. Unless `retention` keeps everything, a
+    /// second thread applies it every minute (the first time at once), until the writer ends.
     pub fn start(
         store: Store,
         manager: Arc<ConnectionManager>,
@@ -56,12 +64,30 @@ impl HistoryWriter {
         queue_len: usize,
     ) -> std::io::Result<(HistoryWriter, std::thread::JoinHandle<()>)> {
         let (queue, submissions) = mpsc::channel(queue_len.max(1));
+        // Dropped when the writer ends, which stops the pruner.
+        let (stop_pruning, writer_ended) = oneshot::channel::<()>();
+        if retention.max_messages > 0 || !retention.max_age.is_zero() {
+            // A thread and a runtime of its own, for the writer's reason: when a delete commits it
+            // must wake at once to hand the write turn back, not queue behind the connection tasks.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (store, manager) = (store.clone(), manager.clone());
+            std::thread::Builder::new()
+                .name("history-pruner".into())
+                .spawn(move || {
+                    runtime.block_on(prune_every_minute(store, manager, retention, writer_ended))
+                })?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let thread = std::thread::Builder::new()
             .name("history-writer".into())
-            .spawn(move || runtime.block_on(write(submissions, store, manager, retention)))?;
+            .spawn(move || {
+                let _stop_pruning = stop_pruning;
+                runtime.block_on(write(submissions, store, manager));
+            })?;
         Ok((HistoryWriter { queue }, thread))
     }
 
@@ -75,26 +101,11 @@ async fn write(
     mut submissions: mpsc::Receiver<Submission>,
     store: Store,
     manager: Arc<ConnectionManager>,
-    retention: Retention,
 ) {
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Submission> = Vec::new();
     loop {
-        tokio::select! {
-            received = submissions.recv_many(&mut batch, MAX_BATCH) => {
-                if received == 0 {
-                    return;
-                }
-            }
-            _ = prune.tick() => {
-                match apply_retention(&store, &manager, retention).await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "retention: deleted old messages"),
-                    Err(error) => tracing::warn!(%error, "retention failed"),
-                }
-                continue;
-            }
+        if submissions.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         let messages: Vec<&NewMessage> = batch.iter().map(|s| &s.message).collect();
         let started = std::time::Instant::now();
@@ -123,18 +134,52 @@ async fn write(
     }
 }
 
-/// Deletes what `retention` no longer keeps; returns how many messages went. The rooms' in-memory recent
-/// messages may hold some of them, so they are dropped too (the next joins read the store).
+/// Applies `retention` every [`PRUNE_EVERY`] until `writer_ended` resolves (the writer is gone).
+async fn prune_every_minute(
+    store: Store,
+    manager: Arc<ConnectionManager>,
+    retention: Retention,
+    writer_ended: oneshot::Receiver<()>,
+) {
+    let mut ticks = tokio::time::interval(PRUNE_EVERY);
+    // A pass that overran the minute (a huge backlog) is not followed by another at once.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let passes = async {
+        loop {
+            ticks.tick().await;
+            match apply_retention(&store, &manager, retention).await {
+                Ok(report) if report.rooms.is_empty() => {}
+                Ok(report) => tracing::info!(
+                    deleted = report.deleted(),
+                    rooms = report.rooms.len(),
+                    batches = report.batches,
+                    longest_batch_ms = report.longest_batch.as_secs_f64() * 1e3,
+                    "retention: deleted old messages"
+                ),
+                Err(error) => tracing::warn!(%error, "retention failed"),
+            }
+        }
+    };
+    // Stopping mid-pass is safe: each batch is a transaction of its own.
+    tokio::select! {
+        () = passes => {}
+        _ = writer_ended => {}
+    }
+}
+
+/// Deletes what `retention` no longer keeps (see `Store::prune`), and drops the in-memory recent
+/// messages of each room that lost some, as soon as that room is done: they may hold deleted messages
+/// (the next join there reads the store). Other rooms keep theirs.
 pub async fn apply_retention(
     store: &Store,
     manager: &ConnectionManager,
     retention: Retention,
-) -> Result<u64, sqlx::Error> {
-    let deleted = store.prune(retention, now_ms()).await?;
-    if deleted > 0 {
-        manager.forget_recent();
-    }
-    Ok(deleted)
+) -> Result<PruneReport, sqlx::Error> {
+    store
+        .prune(retention, now_ms(), PRUNE_BATCH_ROWS, |room| {
+            manager.forget_recent_in(room)
+        })
+        .await
 }
 
 /// What to send a client joining `room` that has everything up to `after` (if it says so).

@@ -332,9 +332,9 @@ impl ConnectionManager {
         state.disconnect_lagging(lagging);
     }
 
-    /// Drops every room's in-memory recent messages (retention deleted some from the store).
-    pub fn forget_recent(&self) {
-        self.state().rooms.forget_recent();
+    /// Drops `room`'s in-memory recent messages: retention deleted some of its messages from the store.
+    pub fn forget_recent_in(&self, room: &str) {
+        self.state().rooms.forget_recent_in(room);
     }
 
     /// Tells connection `to` (only) why a frame it sent (the one `answers` names, if known) was refused.
@@ -554,7 +554,7 @@ mod tests {
 
         // Bob's join starts (and must read the store); message 1 is stored and published while his
         // history is being read, and the read sees it: the replay has it, and the live copy is skipped.
-        manager.forget_recent();
+        manager.forget_recent_in("r");
         let bob = connect(&manager, "bob");
         let ticket = ticket(&manager, &bob, None);
         let m1 = store_message(&manager, &ann, 1);
@@ -612,7 +612,7 @@ mod tests {
         assert_eq!(texts(&carl_events), ["replay m2", "replay m3", "live m4"]);
 
         // A read that raced with a publish does not start the cache.
-        manager.forget_recent();
+        manager.forget_recent_in("r");
         let dan = connect(&manager, "dan");
         let ticket = ticket(&manager, &dan, None);
         store_message(&manager, &ann, 5);
@@ -621,6 +621,45 @@ mod tests {
         assert!(matches!(
             manager.begin_join(eve.id, "r", None),
             Ok(Joining::NeedsHistory(_))
+        ));
+    }
+
+    #[test]
+    fn a_store_read_under_way_while_retention_prunes_starts_no_cache() {
+        let manager = with(Config::default());
+        let message = |seq: u64| ChatMessage {
+            seq,
+            from: "ann".into(),
+            text: format!("m{seq}"),
+            ts: 0,
+            client_id: None,
+        };
+        // Ann's join reads messages 1..=3; retention deletes 1..=2 before her read comes back.
+        let ann = connect(&manager, "ann");
+        let read = ticket(&manager, &ann, None);
+        manager.forget_recent_in("r");
+        let before_pruning = Replay {
+            messages: (1..=3).map(message).collect(),
+            oldest_seq: 1,
+            last_seq: 3,
+            ..Replay::default()
+        };
+        manager.finish_join(read, before_pruning);
+        // So her read does not become the room's memory: the next join reads the store again...
+        let bob = connect(&manager, "bob");
+        let read = ticket(&manager, &bob, None);
+        let after_pruning = Replay {
+            messages: vec![message(3)],
+            oldest_seq: 3,
+            last_seq: 3,
+            ..Replay::default()
+        };
+        manager.finish_join(read, after_pruning);
+        // ...and that read, current, does.
+        let carl = connect(&manager, "carl");
+        assert!(matches!(
+            manager.begin_join(carl.id, "r", None),
+            Ok(Joining::Done)
         ));
     }
 
@@ -681,7 +720,7 @@ mod tests {
         join(&manager, &slow);
         // A message fills the two-frame log (slow does not read); bob's join must read the store.
         store_message(&manager, &slow, 1);
-        manager.forget_recent();
+        manager.forget_recent_in("r");
         let bob = connect(&manager, "bob");
         let ticket = ticket(&manager, &bob, None);
         drain(&bob);

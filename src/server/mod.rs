@@ -63,7 +63,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::app::{shell, App};
 pub use config::Config;
 use manager::ConnectionManager;
-pub use store::Retention;
+pub use store::{PruneReport, Pruned, Retention};
 
 /// The chat itself, shared by every connection (one `Arc` each) and every request.
 pub struct Chat {
@@ -85,9 +85,9 @@ impl Chat {
         self.manager.connection_count()
     }
 
-    /// Deletes what `retention` no longer keeps, now (the server does it every minute); returns how
-    /// many messages went.
-    pub async fn apply_retention(&self, retention: Retention) -> Result<u64, sqlx::Error> {
+    /// Deletes what `retention` no longer keeps, now (the server does it every minute); reports what
+    /// went, room by room.
+    pub async fn apply_retention(&self, retention: Retention) -> Result<PruneReport, sqlx::Error> {
         history::apply_retention(&self.store, &self.manager, retention).await
     }
 }

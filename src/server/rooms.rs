@@ -325,10 +325,13 @@ impl Rooms {
         self.rooms.clear();
     }
 
-    /// Drops every room's in-memory recent messages.
-    pub fn forget_recent(&mut self) {
-        for room in self.rooms.values_mut() {
-            room.recent = None;
+    /// Drops `room`'s in-memory recent messages (retention deleted some of its messages).
+    pub fn forget_recent_in(&mut self, room: &str) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.recent = None;
+            // A join reading the store now may have read the deleted messages: counted as a change, the
+            // deletion keeps that read from becoming the room's memory (see `join::finish`).
+            r.published += 1;
         }
     }
 

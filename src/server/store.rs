@@ -4,23 +4,31 @@
 //!   the same transaction that stores the message (`rooms.last_seq + 1`), so a failed transaction gives
 //!   none away, and retention can delete old messages without a number ever being reused.
 //! - **Durability**: WAL journal with `synchronous = FULL`: a commit returns once the WAL is on disk. The
-//!   writer (`writer.rs`) acknowledges a message only after its commit, so a `kill -9` (or a power cut)
+//!   writer (`history.rs`) acknowledges a message only after its commit, so a `kill -9` (or a power cut)
 //!   loses nothing that was acknowledged.
 //! - **Idempotency**: a message with a `client_id` is stored once per (room, sender, client id); storing
 //!   it again returns the sequence number it already has.
 //! - **Migrations**: `migrations/*.sql`, embedded in the binary and applied by sqlx's migrator at start.
+//! - **Retention** ([`Store::prune`]): runs beside the writer, on a connection of its own, and deletes each
+//!   room's oldest messages in short transactions of at most [`PRUNE_BATCH_ROWS`] rows, so the writer's
+//!   batches (and so every acknowledgement) wait for one small delete at most, never for the whole pass.
+//!   Only these two ever write, and they take turns (see `Store::write_turn`).
 
 use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::Connection;
 
 use crate::protocol::ChatMessage;
 
@@ -105,10 +113,57 @@ pub struct Retention {
     pub max_age: Duration,
 }
 
+/// Most messages one retention transaction deletes. Small enough that a delete holds SQLite's write lock
+/// for a few milliseconds (see `PruneReport::longest_batch`), large enough that a pass over a big backlog
+/// is not mostly per-transaction overhead (each commit is a disk sync).
+pub const PRUNE_BATCH_ROWS: u64 = 2_000;
+
+/// What one room lost to retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    pub room: String,
+    /// Messages deleted.
+    pub deleted: u64,
+    /// The room's oldest stored sequence number afterwards (0: none is left).
+    pub oldest_seq: u64,
+}
+
+/// What a retention pass did.
+#[derive(Clone, Debug, Default)]
+pub struct PruneReport {
+    /// The rooms that lost messages, by name.
+    pub rooms: Vec<Pruned>,
+    /// Delete transactions committed.
+    pub batches: u64,
+    /// The longest of them, waiting for the write turn excluded: about the most a writer batch waited
+    /// for retention.
+    pub longest_batch: Duration,
+    /// All of them together.
+    pub write_time: Duration,
+}
+
+impl PruneReport {
+    /// Messages deleted, all rooms together.
+    pub fn deleted(&self) -> u64 {
+        self.rooms.iter().map(|r| r.deleted).sum()
+    }
+}
+
 /// A handle on the database; cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// How `pool` connects: retention opens its own connection with them.
+    options: SqliteConnectOptions,
+    /// Held by whoever writes, for a whole transaction: the history writer (`append`) or one retention
+    /// batch (`prune`). SQLite allows one writer at a time anyway; taking turns here first does two
+    /// things its own lock cannot. The writer's transaction begins deferred (a read, then writes): had
+    /// retention committed between that read and the first write, SQLite would refuse the upgrade at once
+    /// (`SQLITE_BUSY`, a stale snapshot; the busy timeout does not apply) and the whole batch would be
+    /// refused. And a writer kept waiting by SQLite sleeps in growing steps (up to 100 ms) before it
+    /// retries, where a tokio `Mutex` is fair (first come, first served) and hands the turn over the
+    /// moment a batch commits: the writer and retention alternate, a batch each.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Row = (i64, String, String, i64, Option<String>);
@@ -136,10 +191,14 @@ impl Store {
         // A few connections: WAL lets readers (history pages, joins) run beside the one writer.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            options,
+            write_turn: Arc::default(),
+        })
     }
 
     /// Stores `batch` in one transaction (one disk sync for all of it), in order; returns what became
@@ -148,6 +207,7 @@ impl Store {
         &self,
         batch: &[M],
     ) -> Result<Vec<Stored>, sqlx::Error> {
+        let _turn = self.write_turn.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut outcome = Vec::with_capacity(batch.len());
         for new in batch.iter().map(Borrow::borrow) {
@@ -273,29 +333,154 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
     }
 
-    /// Deletes what `retention` no longer keeps; returns how many messages went.
-    pub async fn prune(&self, retention: Retention, now_ms: u64) -> Result<u64, sqlx::Error> {
-        let mut deleted = 0;
-        if retention.max_messages > 0 {
-            deleted += sqlx::query(
-                "DELETE FROM messages \
-                 WHERE seq <= (SELECT last_seq FROM rooms WHERE rooms.name = messages.room) - ?",
+    /// Deletes what `retention` no longer keeps, room by room, oldest first, at most `batch_rows` per
+    /// transaction; `on_room` hears of each room that lost messages as soon as it is done (or, if the
+    /// pass fails, of the room it failed in, if that had already lost some).
+    ///
+    /// A room keeps its history contiguous: retention deletes every message up to the newest one it no
+    /// longer keeps. By count that is exactly the messages beyond the newest `max_messages`; by age, every
+    /// message up to the room's newest one older than `max_age` (a message stamped a moment later but
+    /// numbered earlier, as concurrent senders' can be, goes with it rather than leave a gap).
+    ///
+    /// Runs on a connection of its own, so it takes none of the pool's from history reads. Messages
+    /// stored meanwhile are never deleted by this pass: they are newer than anything it plans to cut.
+    pub async fn prune(
+        &self,
+        retention: Retention,
+        now_ms: u64,
+        batch_rows: u64,
+        mut on_room: impl FnMut(&str),
+    ) -> Result<PruneReport, sqlx::Error> {
+        let mut report = PruneReport::default();
+        if retention.max_messages == 0 && retention.max_age.is_zero() {
+            return Ok(report);
+        }
+        // This connection never checkpoints as it commits: a commit's automatic checkpoint would run
+        // while it still holds the write turn (the writer waiting). It checkpoints after each batch
+        // instead, having handed the turn back: a passive checkpoint runs beside the writer's
+        // transactions, and keeps the deletes' pages from piling up in the WAL for one of the writer's
+        // commits to checkpoint (on the acknowledgement path).
+        let options = self.options.clone().pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        let plan = prune_plan(&mut conn, retention, now_ms).await?;
+        for (room, keep_from) in plan {
+            let mut deleted = 0;
+            let swept = self
+                .delete_oldest(
+                    &mut conn,
+                    &room,
+                    keep_from,
+                    batch_rows,
+                    &mut deleted,
+                    &mut report,
+                )
+                .await;
+            if deleted > 0 {
+                // Even if a later batch failed: what the earlier ones deleted is gone.
+                on_room(&room);
+            }
+            swept?;
+            if deleted == 0 {
+                continue;
+            }
+            let (oldest,): (Option<i64>,) =
+                sqlx::query_as("SELECT MIN(seq) FROM messages WHERE room = ?")
+                    .bind(&room)
+                    .fetch_one(&mut conn)
+                    .await?;
+            report.rooms.push(Pruned {
+                room,
+                deleted,
+                oldest_seq: oldest.unwrap_or(0) as u64,
+            });
+        }
+        conn.close().await?;
+        Ok(report)
+    }
+
+    /// Deletes `room`'s messages below `keep_from`, oldest first, at most `batch_rows` a transaction,
+    /// each holding the write turn; counts them into `deleted` as they commit.
+    async fn delete_oldest(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &str,
+        keep_from: u64,
+        batch_rows: u64,
+        deleted: &mut u64,
+        report: &mut PruneReport,
+    ) -> Result<(), sqlx::Error> {
+        let keep_from = keep_from.min(i64::MAX as u64) as i64;
+        let batch_rows = batch_rows.clamp(1, i64::MAX as u64);
+        loop {
+            // The subquery finds the room's (batch_rows + 1)-th oldest message through the primary key
+            // (room, seq); everything below it (and below `keep_from`) goes: an index range, oldest
+            // first, never more than `batch_rows` rows whatever gaps the numbers have.
+            let turn = self.write_turn.lock().await;
+            let started = Instant::now();
+            let rows = sqlx::query(
+                "DELETE FROM messages WHERE room = ?1 AND seq < MIN(?2, COALESCE( \
+                 (SELECT seq FROM messages WHERE room = ?1 ORDER BY seq LIMIT 1 OFFSET ?3), ?2))",
             )
-            .bind(retention.max_messages.min(i64::MAX as u64) as i64)
-            .execute(&self.pool)
+            .bind(room)
+            .bind(keep_from)
+            .bind(batch_rows as i64)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
+            let took = started.elapsed();
+            drop(turn);
+            report.longest_batch = report.longest_batch.max(took);
+            report.write_time += took;
+            report.batches += 1;
+            *deleted += rows;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await?;
+            if rows < batch_rows {
+                return Ok(());
+            }
         }
-        if !retention.max_age.is_zero() {
-            let cutoff = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
-            deleted += sqlx::query("DELETE FROM messages WHERE ts < ?")
-                .bind(cutoff as i64)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        }
-        Ok(deleted)
     }
+}
+
+/// The rooms that have messages `retention` no longer keeps, each with the first sequence number it
+/// keeps, by name. Reads only (no write lock), each through an index: the count rule probes each room's
+/// oldest message by primary key; the age rule reads only the old part of `messages_by_ts`.
+async fn prune_plan(
+    conn: &mut SqliteConnection,
+    retention: Retention,
+    now_ms: u64,
+) -> Result<BTreeMap<String, u64>, sqlx::Error> {
+    let mut keep_from = BTreeMap::new();
+    let mut cut = |rooms: Vec<(String, i64)>| {
+        for (room, first_kept) in rooms {
+            let first_kept = first_kept.max(0) as u64;
+            let entry = keep_from.entry(room).or_insert(first_kept);
+            *entry = (*entry).max(first_kept);
+        }
+    };
+    if retention.max_messages > 0 {
+        cut(sqlx::query_as(
+            "SELECT name, last_seq - ?1 + 1 FROM rooms WHERE last_seq > ?1 \
+             AND (SELECT MIN(seq) FROM messages WHERE room = name) <= last_seq - ?1",
+        )
+        .bind(retention.max_messages.min(i64::MAX as u64) as i64)
+        .fetch_all(&mut *conn)
+        .await?);
+    }
+    if !retention.max_age.is_zero() {
+        let cutoff = now_ms.saturating_sub(retention.max_age.as_millis() as u64);
+        // `INDEXED BY`: without statistics, SQLite would rather scan the whole table in room order for
+        // the GROUP BY than the old entries of the ts index.
+        cut(sqlx::query_as(
+            "SELECT room, MAX(seq) + 1 FROM messages INDEXED BY messages_by_ts \
+             WHERE ts < ? GROUP BY room",
+        )
+        .bind(cutoff.min(i64::MAX as u64) as i64)
+        .fetch_all(&mut *conn)
+        .await?);
+    }
+    Ok(keep_from)
 }
 
 #[cfg(test)]
@@ -311,6 +496,14 @@ mod tests {
             ts: 1_000,
             client_id: client_id.map(Into::into),
         }
+    }
+
+    /// One retention pass, in batches of the usual size.
+    async fn prune(store: &Store, retention: Retention, now_ms: u64) -> PruneReport {
+        store
+            .prune(retention, now_ms, PRUNE_BATCH_ROWS, |_| {})
+            .await
+            .unwrap()
     }
 
     fn seqs(stored: &[Stored]) -> Vec<u64> {
@@ -369,7 +562,7 @@ mod tests {
             max_messages: 3,
             max_age: Duration::ZERO,
         };
-        assert_eq!(store.prune(keep_three, 0).await.unwrap(), 7);
+        assert_eq!(prune(&store, keep_three, 0).await.deleted(), 7);
         assert_eq!(
             store.bounds("a").await.unwrap(),
             RoomBounds {
@@ -381,7 +574,7 @@ mod tests {
             max_messages: 0,
             max_age: Duration::from_secs(1),
         };
-        assert_eq!(store.prune(by_age, 1_000 + 1_001).await.unwrap(), 3);
+        assert_eq!(prune(&store, by_age, 1_000 + 1_001).await.deleted(), 3);
         assert_eq!(
             store.bounds("a").await.unwrap(),
             RoomBounds {
@@ -397,5 +590,144 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).await.unwrap();
         assert_eq!(store.bounds("a").await.unwrap().last_seq, 11);
+    }
+
+    /// `count` messages in `room`, stamped `first_ts`, `first_ts + 1`, ...
+    async fn fill(store: &Store, room: &str, count: u64, first_ts: u64) {
+        let batch: Vec<NewMessage> = (0..count)
+            .map(|i| NewMessage {
+                ts: first_ts + i,
+                ..new(room, &format!("{room}{i}"), None)
+            })
+            .collect();
+        store.append(&batch).await.unwrap();
+    }
+
+    /// Every sequence number `room` still has, oldest first.
+    async fn kept(store: &Store, room: &str) -> Vec<u64> {
+        store
+            .after(room, 0, usize::MAX >> 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_exactly_the_old_rows_of_each_room_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        // "a": 100 messages, stamped 0..100. "b": 30, stamped 1000..1030. "c": 5, stamped 50..55.
+        // "d": 40, stamped 1000..1040. "e": 3, stamped 0..3.
+        fill(&store, "a", 100, 0).await;
+        fill(&store, "b", 30, 1_000).await;
+        fill(&store, "c", 5, 50).await;
+        fill(&store, "d", 40, 1_000).await;
+        fill(&store, "e", 3, 0).await;
+        // Keep the newest 25 per room, and nothing stamped before 52 (now 1052, age 1000 ms).
+        let retention = Retention {
+            max_messages: 25,
+            max_age: Duration::from_millis(1_000),
+        };
+        let mut heard = Vec::new();
+        let report = store
+            .prune(retention, 1_052, 7, |room| heard.push(room.to_owned()))
+            .await
+            .unwrap();
+        let pruned = |room: &str, deleted, oldest_seq| Pruned {
+            room: room.into(),
+            deleted,
+            oldest_seq,
+        };
+        // a: by count, everything up to 75 (age alone would stop at 52); b: 5 by count; c: seqs 1..=2
+        // (ts 50, 51) by age; d: 15 by count; e: all three by age.
+        let expected = [
+            pruned("a", 75, 76),
+            pruned("b", 5, 6),
+            pruned("c", 2, 3),
+            pruned("d", 15, 16),
+            pruned("e", 3, 0),
+        ];
+        assert_eq!(report.rooms, expected);
+        assert_eq!(
+            heard,
+            ["a", "b", "c", "d", "e"],
+            "each room told as it is done"
+        );
+        assert_eq!(kept(&store, "a").await, (76..=100).collect::<Vec<_>>());
+        assert_eq!(kept(&store, "b").await, (6..=30).collect::<Vec<_>>());
+        assert_eq!(kept(&store, "c").await, [3, 4, 5]);
+        assert_eq!(kept(&store, "d").await, (16..=40).collect::<Vec<_>>());
+        assert!(kept(&store, "e").await.is_empty());
+        // At most 7 rows a transaction: a takes 11 (the last one short), b, c and e one each, d three.
+        assert_eq!(report.batches, 11 + 1 + 1 + 3 + 1);
+
+        // Nothing more to do: no room is touched again, no transaction is spent.
+        let again = store.prune(retention, 1_052, 7, |_| {}).await.unwrap();
+        assert!(again.rooms.is_empty());
+        assert_eq!(again.batches, 0);
+        assert_eq!(
+            store.bounds("e").await.unwrap(),
+            RoomBounds {
+                oldest_seq: 0,
+                last_seq: 3
+            }
+        );
+    }
+
+    /// Not a test but a measurement, run by hand (`cargo test --release --features ssr --lib
+    /// measure_retention -- --ignored --nocapture`): how long 200,000 old messages in 20 rooms take to
+    /// delete as the single statement retention used to run, and the longest of the batches that replace
+    /// it (each of which a writer batch may have to wait for).
+    #[tokio::test]
+    #[ignore]
+    async fn measure_retention() {
+        const ROOMS: u64 = 20;
+        const OLD: u64 = 10_000;
+        const KEPT: u64 = 1_000;
+        let retention = Retention {
+            max_messages: KEPT,
+            max_age: Duration::ZERO,
+        };
+        for single in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).await.unwrap();
+            for r in 0..ROOMS {
+                let room = format!("room-{r}");
+                for _ in 0..(OLD + KEPT) / 1_000 {
+                    fill(&store, &room, 1_000, 0).await;
+                }
+            }
+            let started = Instant::now();
+            let deleted = if single {
+                // The statement retention ran before it went in batches.
+                sqlx::query(
+                    "DELETE FROM messages WHERE seq <= \
+                     (SELECT last_seq FROM rooms WHERE rooms.name = messages.room) - ?",
+                )
+                .bind(KEPT as i64)
+                .execute(&store.pool)
+                .await
+                .unwrap()
+                .rows_affected()
+            } else {
+                let report = prune(&store, retention, 0).await;
+                println!(
+                    "batched: {} transactions of at most {PRUNE_BATCH_ROWS} rows, longest {:?}, \
+                     mean {:?}",
+                    report.batches,
+                    report.longest_batch,
+                    report.write_time / report.batches.max(1) as u32
+                );
+                report.deleted()
+            };
+            assert_eq!(deleted, ROOMS * OLD);
+            let took = started.elapsed();
+            println!(
+                "{}: {deleted} rows in {took:?}",
+                if single { "single DELETE" } else { "batched" }
+            );
+        }
     }
 }
