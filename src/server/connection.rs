@@ -95,8 +95,14 @@ pub async fn serve(
         conn.join(room, None);
     }
     let goodbye = conn.exchange().await;
-    if let Goodbye::Close(kick) = goodbye {
-        let _ = tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick)).await;
+    match goodbye {
+        Goodbye::Close(kick) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick)).await;
+        }
+        Goodbye::Answer(kick) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn.answer_close(kick)).await;
+        }
+        Goodbye::Gone => {}
     }
     // Dropping the connection drops its registration, which disconnects it from the manager: here, or
     // while unwinding from a panic anywhere in this task.
@@ -125,6 +131,9 @@ enum Goodbye {
     Gone,
     /// We end it: send this close frame (if the client still takes one).
     Close(Kick),
+    /// The client closed: answer with this close frame, without the room traffic queued meanwhile (in
+    /// a busy room, that could hold the answer back past the client's patience).
+    Answer(Kick),
 }
 
 struct Connection<'a> {
@@ -137,6 +146,8 @@ struct Connection<'a> {
     config: &'a Config,
     /// Frames taken from the log or the outbox and not yet fully written; the first may be partly sent.
     unsent: VecDeque<Frame>,
+    /// Whether the first of `unsent` is partly sent (then it must be finished before a close frame).
+    front_started: bool,
     /// Bytes received and not yet decoded. Empty (and unallocated) between messages.
     received: BytesMut,
     decoder: Decoder,
@@ -164,6 +175,7 @@ impl<'a> Connection<'a> {
             manager: &chat.manager,
             config,
             unsent: VecDeque::new(),
+            front_started: false,
             received: BytesMut::from(&already_read[..]),
             decoder: Decoder::new(config.max_message_bytes),
             limiter: RateLimiter::new(config.msg_rate, config.msg_burst, now.into_std()),
@@ -248,7 +260,7 @@ impl<'a> Connection<'a> {
 
     /// Writes as much of `unsent` as the socket takes now, without waiting.
     fn write_some(&mut self) -> io::Result<()> {
-        match try_write(&self.stream, &mut self.unsent) {
+        match try_write(&self.stream, &mut self.unsent, &mut self.front_started) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             other => other,
         }
@@ -305,10 +317,10 @@ impl<'a> Connection<'a> {
         self.last_heard = Instant::now();
         self.pinged_at = None;
         let text = match message {
-            Incoming::Close(_) => {
-                // Answer the close handshake, then go.
-                return Some(Goodbye::Close(Kick {
-                    code: close::NORMAL,
+            Incoming::Close(code) => {
+                // Answer the close handshake (echoing the client's code, RFC 6455 §5.5.1), then go.
+                return Some(Goodbye::Answer(Kick {
+                    code: code.unwrap_or(close::NORMAL),
                     reason: "bye",
                 }));
             }
@@ -490,11 +502,24 @@ impl<'a> Connection<'a> {
             .push_back(websocket::close_frame(kick.code, kick.reason));
         write_all(&self.stream, &mut self.unsent).await
     }
+
+    /// Answers the client's close: finishes the frame under way, if one is partly sent, then sends the
+    /// close frame. Nothing else: the client is leaving and reads nothing more.
+    async fn answer_close(&mut self, kick: Kick) -> io::Result<()> {
+        self.unsent.truncate(usize::from(self.front_started));
+        self.unsent
+            .push_back(websocket::close_frame(kick.code, kick.reason));
+        write_all(&self.stream, &mut self.unsent).await
+    }
 }
 
 /// Writes the front of `frames` with one vectored write, dropping what was fully sent and advancing
-/// the first frame past what was partly sent.
-fn try_write(stream: &TcpStream, frames: &mut VecDeque<Frame>) -> io::Result<()> {
+/// the first frame past what was partly sent (`front_started` says whether there is such a frame).
+fn try_write(
+    stream: &TcpStream,
+    frames: &mut VecDeque<Frame>,
+    front_started: &mut bool,
+) -> io::Result<()> {
     while !frames.is_empty() {
         let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
         let count = frames.len().min(WRITE_BATCH);
@@ -507,9 +532,11 @@ fn try_write(stream: &TcpStream, frames: &mut VecDeque<Frame>) -> io::Result<()>
             if written >= first.len() {
                 written -= first.len();
                 frames.pop_front();
+                *front_started = false;
             } else {
                 first.advance(written);
                 written = 0;
+                *front_started = true;
             }
         }
     }
@@ -518,9 +545,11 @@ fn try_write(stream: &TcpStream, frames: &mut VecDeque<Frame>) -> io::Result<()>
 
 /// Writes all of `frames`, waiting for the socket as needed.
 async fn write_all(stream: &TcpStream, frames: &mut VecDeque<Frame>) -> io::Result<()> {
+    // It finishes every frame, so no caller needs to know whether one is left partly sent.
+    let mut front_started = false;
     while !frames.is_empty() {
         stream.writable().await?;
-        match try_write(stream, frames) {
+        match try_write(stream, frames, &mut front_started) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => other?,
         }

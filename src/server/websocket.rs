@@ -7,6 +7,14 @@
 //! per-recipient framing, no copy, and no per-connection read or write buffer while a connection is idle
 //! (tungstenite keeps both for the connection's whole life).
 //!
+//! Decoding is ours too (`websocket/decode.rs`), not tungstenite's frame parser
+//! (`tungstenite::protocol::frame`). That parser reads one frame header; everything the chat needs on top
+//! of it (the message size limit across fragments, refusing a frame from its header before its payload
+//! is buffered, UTF-8 checked fragment by fragment, close frame validation) would still be ours, around
+//! a second buffer of tungstenite's. Our header parse is forty lines, all of its length arithmetic
+//! checked, and has a fuzz target (`fuzz/`) and a property test; the decoder depending on nothing but
+//! `bytes` is also what lets that fuzz target build in seconds.
+//!
 //! What is supported: text, binary (refused by the chat, but parsed), continuation, ping, pong and close
 //! frames; fragmented messages; a maximum message size; no extensions (a browser's offer of
 //! `permessage-deflate` is simply not taken up) and no subprotocols.
@@ -20,6 +28,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+mod decode;
+
+pub use decode::{Decoder, Incoming, WireError};
+#[cfg(test)]
+use decode::{OP_BINARY, OP_CONTINUATION};
+use decode::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 // ---------------------------------------------------------------------------------------------------
 // Handshake
@@ -68,6 +83,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
         let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
             return Err(bad("missing Sec-WebSocket-Key"));
         };
+        if !is_valid_key(key) {
+            return Err(bad("Sec-WebSocket-Key must be the base64 of 16 bytes"));
+        }
         let accept_key = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
             return Err(bad("this connection cannot be upgraded"));
@@ -120,6 +138,14 @@ impl Handshake {
     }
 }
 
+/// Whether `key` is what RFC 6455 §4.1 says a client sends: 16 random bytes in (padded) base64.
+fn is_valid_key(key: &HeaderValue) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .is_ok_and(|bytes| bytes.len() == 16)
+}
+
 /// Whether a comma-separated header lists `token` (case-insensitively), as `Connection: keep-alive,
 /// Upgrade` does.
 fn header_has_token(headers: &HeaderMap, name: &axum::http::HeaderName, token: &str) -> bool {
@@ -133,13 +159,6 @@ fn header_has_token(headers: &HeaderMap, name: &axum::http::HeaderName, token: &
 
 // ---------------------------------------------------------------------------------------------------
 // Encoding (server → client: unmasked)
-
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 /// A complete text frame carrying `text`.
 pub fn text_frame(text: &str) -> Bytes {
@@ -196,171 +215,6 @@ pub fn frame_payload(frame: &[u8]) -> &[u8] {
         _ => 2,
     };
     &frame[header..]
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Decoding (client → server: masked)
-
-/// A whole message or control frame from the client.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong,
-    /// The client's close frame: its code, if it gave one.
-    Close(Option<u16>),
-}
-
-/// Why a client's bytes cannot be a WebSocket stream; each ends the connection with its close code.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WireError {
-    /// 1002: not a valid frame sequence.
-    Protocol(&'static str),
-    /// 1007: a text message that is not UTF-8.
-    NotUtf8,
-    /// 1009: a message larger than allowed.
-    TooBig,
-}
-
-impl WireError {
-    pub fn close_code(&self) -> u16 {
-        match self {
-            WireError::Protocol(_) => 1002,
-            WireError::NotUtf8 => 1007,
-            WireError::TooBig => 1009,
-        }
-    }
-
-    pub fn reason(&self) -> &'static str {
-        match self {
-            WireError::Protocol(why) => why,
-            WireError::NotUtf8 => "text message is not valid UTF-8",
-            WireError::TooBig => "message too big",
-        }
-    }
-}
-
-/// Turns the bytes a client sends into [`Incoming`] messages. Holds only the parts of a fragmented
-/// message received so far.
-pub struct Decoder {
-    max_message: usize,
-    /// A fragmented message in progress: its opcode and the payload so far.
-    partial: Option<(u8, Vec<u8>)>,
-}
-
-impl Decoder {
-    pub fn new(max_message: usize) -> Self {
-        Decoder {
-            max_message,
-            partial: None,
-        }
-    }
-
-    /// Decodes the next complete message from the front of `buf`, removing the bytes it used. `Ok(None)`
-    /// means more bytes are needed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, WireError> {
-        loop {
-            let Some((header, payload_len)) = self.frame_header(buf)? else {
-                return Ok(None);
-            };
-            if buf.len() < header + payload_len {
-                return Ok(None);
-            }
-            let first = buf[0];
-            let fin = first & 0x80 != 0;
-            let opcode = first & 0x0F;
-            let frame = buf.split_to(header + payload_len);
-            let mask = [
-                frame[header - 4],
-                frame[header - 3],
-                frame[header - 2],
-                frame[header - 1],
-            ];
-            let mut payload = frame[header..].to_vec();
-            for (i, byte) in payload.iter_mut().enumerate() {
-                *byte ^= mask[i % 4];
-            }
-
-            match opcode {
-                OP_CLOSE => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    return Ok(Some(Incoming::Close(code)));
-                }
-                OP_PING => return Ok(Some(Incoming::Ping(payload))),
-                OP_PONG => return Ok(Some(Incoming::Pong)),
-                OP_TEXT | OP_BINARY if self.partial.is_some() => {
-                    return Err(WireError::Protocol("new message inside a fragmented one"))
-                }
-                OP_TEXT | OP_BINARY if fin => return finish(opcode, payload).map(Some),
-                OP_TEXT | OP_BINARY => self.partial = Some((opcode, payload)),
-                OP_CONTINUATION => {
-                    let Some((_, so_far)) = self.partial.as_mut() else {
-                        return Err(WireError::Protocol("continuation without a message"));
-                    };
-                    so_far.extend_from_slice(&payload);
-                    if fin {
-                        let (opcode, whole) = self.partial.take().expect("checked above");
-                        return finish(opcode, whole).map(Some);
-                    }
-                }
-                _ => return Err(WireError::Protocol("unknown opcode")),
-            }
-        }
-    }
-
-    /// Parses the header at the front of `buf`: its length and the payload's, once enough bytes are
-    /// there. Checks everything that can be checked before the payload arrives, including the size limit,
-    /// so an oversized message is refused before it is buffered.
-    fn frame_header(&self, buf: &[u8]) -> Result<Option<(usize, usize)>, WireError> {
-        if buf.len() < 2 {
-            return Ok(None);
-        }
-        let (first, second) = (buf[0], buf[1]);
-        if first & 0x70 != 0 {
-            return Err(WireError::Protocol("reserved bits set"));
-        }
-        if second & 0x80 == 0 {
-            return Err(WireError::Protocol("client frames must be masked"));
-        }
-        let opcode = first & 0x0F;
-        let (len_bytes, len) = match second & 0x7F {
-            126 => {
-                if buf.len() < 4 {
-                    return Ok(None);
-                }
-                (2, u16::from_be_bytes([buf[2], buf[3]]) as u64)
-            }
-            127 => {
-                if buf.len() < 10 {
-                    return Ok(None);
-                }
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(&buf[2..10]);
-                (8, u64::from_be_bytes(bytes))
-            }
-            short => (0, short as u64),
-        };
-        if opcode >= 0x8 && (len > 125 || first & 0x80 == 0) {
-            return Err(WireError::Protocol("control frames are short and whole"));
-        }
-        let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len()) as u64;
-        if opcode < 0x8 && so_far + len > self.max_message as u64 {
-            return Err(WireError::TooBig);
-        }
-        Ok(Some((2 + len_bytes + 4, len as usize)))
-    }
-}
-
-fn finish(opcode: u8, payload: Vec<u8>) -> Result<Incoming, WireError> {
-    if opcode == OP_TEXT {
-        String::from_utf8(payload)
-            .map(Incoming::Text)
-            .map_err(|_| WireError::NotUtf8)
-    } else {
-        Ok(Incoming::Binary(payload))
-    }
 }
 
 #[cfg(test)]
@@ -471,7 +325,7 @@ mod tests {
             ),
             (
                 client_frame(true, 0x3, b"x"),
-                WireError::Protocol("unknown opcode"),
+                WireError::Protocol("reserved opcode"),
             ),
             (
                 client_frame(false, OP_PING, b"x"),
@@ -514,5 +368,396 @@ mod tests {
         let mut decoder = Decoder::new(1000);
         let mut buf = BytesMut::from(&[0x81, 0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 0][..]);
         assert_eq!(decoder.decode(&mut buf), Err(WireError::TooBig));
+    }
+
+    /// A client frame header declaring `len` bytes of payload with a 64-bit length, and its mask.
+    fn long_header(first: u8, len: u64) -> Vec<u8> {
+        let mut out = vec![first, 0x80 | 127];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        out
+    }
+
+    // Finding 1: a 64-bit length near 2^64 made `so_far + len` and `header + payload_len` wrap, and the
+    // slicing that followed panicked.
+    #[test]
+    fn a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() {
+        for len in [1 << 63, u64::MAX - 13, u64::MAX] {
+            let out = decode_all(&mut Decoder::new(1 << 20), &long_header(0x81, len));
+            assert_eq!(
+                out,
+                vec![Err(WireError::Protocol(
+                    "payload length has its most significant bit set"
+                ))],
+                "{len:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_continuation_after_a_fragment_does_not_panic() {
+        for len in [u64::MAX, u64::MAX - 13, (1 << 63) - 1] {
+            // 14 bytes buffered: with `u64::MAX - 13`, the old sum wrapped to 0.
+            let mut bytes = client_frame(false, OP_TEXT, &[b'a'; 14]);
+            bytes.extend(long_header(0x80, len));
+            bytes.extend_from_slice(&[0; 32]);
+            let out = decode_all(&mut Decoder::new(1 << 20), &bytes);
+            assert!(matches!(out.last(), Some(Err(_))), "{len:#x}: {out:?}");
+        }
+    }
+
+    // Finding 2: 16 + 0xFFFF_FFFF_FFFF_FFF0 wrapped to 0, passed the size check, and the decoder then
+    // waited (buffering) for a frame it could never have.
+    #[test]
+    fn a_continuation_whose_length_wraps_the_total_is_refused_at_once() {
+        let mut decoder = Decoder::new(64 * 1024);
+        let mut bytes = client_frame(false, OP_TEXT, &[b'x'; 16]);
+        bytes.extend(long_header(0x80, 0xFFFF_FFFF_FFFF_FFF0));
+        let out = decode_all(&mut decoder, &bytes);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Err(WireError::TooBig | WireError::Protocol(_)))
+            ),
+            "{out:?}"
+        );
+        // Also when the length does not have its top bit set: the total is checked, not wrapped.
+        let mut bytes = client_frame(false, OP_BINARY, &[0; 16]);
+        bytes.extend(long_header(0x80, 0x7FFF_FFFF_FFFF_FFFF));
+        let out = decode_all(&mut Decoder::new(64 * 1024), &bytes);
+        assert_eq!(out.last(), Some(&Err(WireError::TooBig)));
+    }
+
+    // Finding 3: close frames were taken as they came.
+    #[test]
+    fn close_frames_are_checked() {
+        let close = |body: &[u8]| {
+            decode_all(&mut Decoder::new(1024), &client_frame(true, OP_CLOSE, body))
+                .pop()
+                .expect("an outcome")
+        };
+        assert_eq!(close(b""), Ok(Incoming::Close(None)));
+        assert_eq!(
+            close(b"\x03"),
+            Err(WireError::Protocol("close frame with a one-byte body"))
+        );
+        for code in [
+            0u16, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(
+                close(&code.to_be_bytes()),
+                Err(WireError::Protocol("invalid close code")),
+                "{code}"
+            );
+        }
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            assert_eq!(
+                close(&code.to_be_bytes()),
+                Ok(Incoming::Close(Some(code))),
+                "{code}"
+            );
+            let with_reason = [&code.to_be_bytes()[..], "au revoir, ça va".as_bytes()].concat();
+            assert_eq!(close(&with_reason), Ok(Incoming::Close(Some(code))));
+        }
+        assert_eq!(
+            close(&[0x03, 0xE8, b'o', 0xFF, b'k']),
+            Err(WireError::NotUtf8)
+        );
+    }
+
+    // Finding 4: strictness.
+    #[test]
+    fn the_handshake_key_must_be_16_bytes_of_base64() {
+        let valid = |key: &'static str| is_valid_key(&HeaderValue::from_static(key));
+        assert!(valid("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid("AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",       // unpadded
+            "dGhlIHNhbXBsZSBub25jZQ==AAAA", // 19 bytes
+            "AAAAAAAAAAAAAAAAAAAA",         // 15 bytes
+            "dGhlIHNhbXBsZSBub25jZQ=!",
+            "not a key at all, sorry",
+        ] {
+            assert!(!valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_in_the_fragment_that_carries_it() {
+        // The message is not over, and will never be: it fails now.
+        let mut decoder = Decoder::new(1024);
+        let mut buf = BytesMut::from(&client_frame(false, OP_TEXT, b"ok \xFF")[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(WireError::NotUtf8));
+
+        let mut decoder = Decoder::new(1024);
+        let mut bytes = client_frame(false, OP_TEXT, b"fine");
+        bytes.extend(client_frame(false, OP_CONTINUATION, &[0xC3, 0x28]));
+        assert_eq!(
+            decode_all(&mut decoder, &bytes),
+            vec![Err(WireError::NotUtf8)]
+        );
+    }
+
+    #[test]
+    fn characters_split_across_fragments_are_fine() {
+        let text = "é€😀";
+        let bytes = text.as_bytes();
+        for cut1 in 0..=bytes.len() {
+            for cut2 in cut1..=bytes.len() {
+                let mut frames = client_frame(false, OP_TEXT, &bytes[..cut1]);
+                frames.extend(client_frame(false, OP_CONTINUATION, &bytes[cut1..cut2]));
+                frames.extend(client_frame(true, OP_CONTINUATION, &bytes[cut2..]));
+                assert_eq!(
+                    decode_all(&mut Decoder::new(64), &frames),
+                    vec![Ok(Incoming::Text(text.into()))],
+                    "cut at {cut1} and {cut2}"
+                );
+            }
+        }
+        // A character still cut off when the message ends is not UTF-8.
+        let mut frames = client_frame(false, OP_TEXT, b"a");
+        frames.extend(client_frame(true, OP_CONTINUATION, &[0xE2, 0x82]));
+        assert_eq!(
+            decode_all(&mut Decoder::new(64), &frames),
+            vec![Err(WireError::NotUtf8)]
+        );
+    }
+
+    #[test]
+    fn frames_are_refused_from_their_header_before_their_payload_arrives() {
+        // Each header declares 0x1000 bytes that never come: the refusal cannot wait for them.
+        let header = |first: u8| vec![first, 0x80 | 126, 0x10, 0x00];
+        for opcode in [0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+            let mut buf = BytesMut::from(&header(0x80 | opcode)[..]);
+            assert_eq!(
+                Decoder::new(1 << 20).decode(&mut buf),
+                Err(WireError::Protocol("reserved opcode")),
+                "opcode {opcode:#x}"
+            );
+        }
+        let mut buf = BytesMut::from(&header(0x80)[..]);
+        assert_eq!(
+            Decoder::new(1 << 20).decode(&mut buf),
+            Err(WireError::Protocol("continuation without a message"))
+        );
+        let mut bytes = client_frame(false, OP_TEXT, b"a");
+        bytes.extend(header(0x81));
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(
+            Decoder::new(1 << 20).decode(&mut buf),
+            Err(WireError::Protocol("new message inside a fragmented one"))
+        );
+    }
+
+    // Finding 5: the decoder holds at most `max_message` bytes of a partial message.
+    #[test]
+    fn a_fragmented_message_never_holds_more_than_the_limit() {
+        let mut decoder = Decoder::new(64);
+        let mut bytes = client_frame(false, OP_BINARY, &[0; 40]);
+        bytes.extend(client_frame(false, OP_CONTINUATION, &[0; 20]));
+        assert_eq!(decode_all(&mut decoder, &bytes), vec![]);
+        assert!(
+            decoder.buffered_capacity() <= 64,
+            "{}",
+            decoder.buffered_capacity()
+        );
+        let out = decode_all(&mut decoder, &client_frame(true, OP_CONTINUATION, &[0; 4]));
+        assert_eq!(out, vec![Ok(Incoming::Binary(vec![0; 64]))]);
+    }
+
+    /// A global allocator that can report the largest single allocation a piece of code made on this
+    /// thread: the decoder must never allocate more than its limit, whatever a client declares.
+    mod probe {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            /// While measuring: the largest allocation seen so far.
+            static LARGEST: Cell<Option<usize>> = const { Cell::new(None) };
+        }
+
+        pub struct Probe;
+
+        fn note(size: usize) {
+            let _ = LARGEST.try_with(|largest| {
+                if let Some(so_far) = largest.get() {
+                    largest.set(Some(so_far.max(size)));
+                }
+            });
+        }
+
+        // SAFETY: every call is passed on to the system allocator unchanged.
+        unsafe impl GlobalAlloc for Probe {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                note(layout.size());
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                note(layout.size());
+                unsafe { System.alloc_zeroed(layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                note(new_size);
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        /// Runs `f`; its result and the largest single allocation it made on this thread.
+        pub fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            LARGEST.set(Some(0));
+            let out = f();
+            (out, LARGEST.replace(None).unwrap_or(0))
+        }
+    }
+
+    #[global_allocator]
+    static PROBE: probe::Probe = probe::Probe;
+
+    #[test]
+    fn the_allocation_probe_sees_allocations() {
+        let (_, largest) = probe::largest_allocation(|| vec![0u8; 12_345]);
+        assert!(largest >= 12_345);
+    }
+
+    /// Feeds `stream` to a decoder in the pieces `cuts` makes of it, as reads would bring it; every
+    /// outcome, until the first error. Fails if a `decode` call allocates more than `max_message` at
+    /// once (or 125 bytes, a ping's payload), or the decoder holds more than `max_message`.
+    fn decode_in_pieces(
+        max_message: usize,
+        stream: &[u8],
+        cuts: &[usize],
+    ) -> Vec<Result<Incoming, WireError>> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        let mut decoder = Decoder::new(max_message);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        for cut in cuts {
+            buf.extend_from_slice(&stream[fed..cut]);
+            fed = cut;
+            loop {
+                let (outcome, largest) = probe::largest_allocation(|| decoder.decode(&mut buf));
+                assert!(
+                    largest <= max_message.max(decode::MAX_CONTROL_PAYLOAD),
+                    "decode allocated {largest} bytes at once (limit {max_message})"
+                );
+                assert!(decoder.buffered_capacity() <= max_message);
+                match outcome {
+                    Ok(Some(message)) => out.push(Ok(message)),
+                    Ok(None) => break,
+                    Err(error) => {
+                        out.push(Err(error));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One message for the property test: its payload, and the points its fragments are cut at.
+    #[derive(Debug, Clone)]
+    enum Sent {
+        Text(String, Vec<usize>),
+        Binary(Vec<u8>, Vec<usize>),
+        Ping(Vec<u8>),
+    }
+
+    fn sent() -> impl proptest::strategy::Strategy<Value = Sent> {
+        use proptest::prelude::*;
+        let cuts = || proptest::collection::vec(any::<usize>(), 0..4);
+        prop_oneof![
+            ("\\PC{0,60}", cuts()).prop_map(|(text, cuts)| Sent::Text(text, cuts)),
+            (proptest::collection::vec(any::<u8>(), 0..300), cuts())
+                .prop_map(|(bytes, cuts)| Sent::Binary(bytes, cuts)),
+            proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Sent::Ping),
+        ]
+    }
+
+    /// The frames of `message`, fragmented at its cut points, with a ping inside when there is room.
+    fn frames_of(message: &Sent, out: &mut Vec<u8>, expected: &mut Vec<Incoming>) {
+        let (opcode, payload, cuts) = match message {
+            Sent::Ping(payload) => {
+                out.extend(client_frame(true, OP_PING, payload));
+                expected.push(Incoming::Ping(payload.clone()));
+                return;
+            }
+            Sent::Text(text, cuts) => (OP_TEXT, text.as_bytes(), cuts),
+            Sent::Binary(bytes, cuts) => (OP_BINARY, &bytes[..], cuts),
+        };
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (payload.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(payload.len());
+        let mut start = 0;
+        for (i, &cut) in cuts.iter().enumerate() {
+            let last = i == cuts.len() - 1;
+            let op = if i == 0 { opcode } else { OP_CONTINUATION };
+            out.extend(client_frame(last, op, &payload[start..cut]));
+            if i == 0 && !last {
+                // A control frame between fragments is answered at once.
+                out.extend(client_frame(true, OP_PING, b"mid"));
+                expected.push(Incoming::Ping(b"mid".to_vec()));
+            }
+            start = cut;
+        }
+        expected.push(match message {
+            Sent::Text(text, _) => Incoming::Text(text.clone()),
+            _ => Incoming::Binary(payload.to_vec()),
+        });
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn valid_streams_round_trip_however_they_are_split(
+            messages in proptest::collection::vec(sent(), 0..8),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..12),
+        ) {
+            let (mut stream, mut expected) = (Vec::new(), Vec::new());
+            for message in &messages {
+                frames_of(message, &mut stream, &mut expected);
+            }
+            stream.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
+            expected.push(Incoming::Close(Some(1000)));
+            let out = decode_in_pieces(300, &stream, &cuts);
+            let expected: Vec<_> = expected.into_iter().map(Ok).collect();
+            proptest::prop_assert_eq!(out, expected);
+        }
+
+        #[test]
+        fn random_bytes_never_panic_nor_overallocate(
+            max_message in 0usize..2048,
+            stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            decode_in_pieces(max_message, &stream, &cuts);
+        }
+
+        #[test]
+        fn damaged_valid_streams_never_panic_nor_overallocate(
+            messages in proptest::collection::vec(sent(), 1..6),
+            damage in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let (mut stream, mut expected) = (Vec::new(), Vec::new());
+            for message in &messages {
+                frames_of(message, &mut stream, &mut expected);
+            }
+            for (at, byte) in damage {
+                let at = at % stream.len();
+                stream[at] = byte;
+            }
+            decode_in_pieces(300, &stream, &cuts);
+        }
     }
 }
