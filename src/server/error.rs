@@ -35,6 +35,8 @@ pub enum ChatError {
     BinaryFrame,
     #[error("empty message: there is nothing to send")]
     EmptyMessage,
+    #[error("bad text: {0}")]
+    BadText(String),
     #[error("slow down: too many frames, this one was dropped")]
     RateLimited,
     #[error("flooding: too many frames refused")]
@@ -72,6 +74,7 @@ impl ChatError {
             ChatError::UnknownType(_) => ErrorCode::UnknownType,
             ChatError::BinaryFrame => ErrorCode::BinaryFrame,
             ChatError::EmptyMessage => ErrorCode::EmptyMessage,
+            ChatError::BadText(_) => ErrorCode::BadText,
             ChatError::RateLimited | ChatError::Flooding => ErrorCode::RateLimited,
             ChatError::TooBig(_) => ErrorCode::TooBig,
             ChatError::BadRoom(_) => ErrorCode::BadRoom,
@@ -94,6 +97,7 @@ impl ChatError {
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::BinaryFrame => "binary_frame",
             ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::BadText => "bad_text",
             ErrorCode::BadName => "bad_name",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::BadRoom => "bad_room",

@@ -31,7 +31,7 @@ use super::recent::{Recent, ReplayLimits};
 use super::session::{Session, Sessions};
 use super::store::{NewMessage, PersonId, Stored};
 use crate::protocol::{
-    validate_name, validate_room, ChatMessage, ServerEvent, MAX_CLIENT_ID_BYTES,
+    validate_room, validate_text, ChatMessage, ServerEvent, MAX_CLIENT_ID_BYTES,
 };
 
 /// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
@@ -72,6 +72,8 @@ pub struct Identity {
     pub session: Option<Session>,
     /// A name asked for explicitly (`/ws?name=`, `/ws/{client_id}`): this one or a refusal.
     pub chosen: Option<String>,
+    /// From `/ws/{client_id}`, the one route whose names may start with `Client #`.
+    pub legacy: bool,
 }
 
 /// A connection the manager accepted: its id, who it is, and its outbox (the welcome already queued).
@@ -242,8 +244,8 @@ impl ConnectionManager {
         };
         let name = match identity.chosen {
             Some(raw) => {
-                let name =
-                    validate_name(&raw, self.limits.max_name_chars).map_err(ChatError::BadName)?;
+                let name = names::validate(&raw, self.limits.max_name_chars, identity.legacy)
+                    .map_err(ChatError::BadName)?;
                 if !free(&reg, &name) {
                     return Err(ChatError::NameTaken(name));
                 }
@@ -251,7 +253,7 @@ impl ConnectionManager {
             }
             None => match identity.session {
                 Some(Session { name, .. })
-                    if validate_name(&name, self.limits.max_name_chars).as_ref() == Ok(&name)
+                    if names::validate(&name, self.limits.max_name_chars, false).as_ref() == Ok(&name)
                         && free(&reg, &name) =>
                 {
                     name
@@ -506,6 +508,7 @@ impl ConnectionManager {
         if text.trim().is_empty() {
             return Err(ChatError::EmptyMessage);
         }
+        validate_text(&text).map_err(ChatError::BadText)?;
         if client_id
             .as_ref()
             .is_some_and(|id| id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES)
@@ -855,6 +858,7 @@ mod tests {
             .connect(Identity {
                 session: None,
                 chosen: Some(name.into()),
+                legacy: false,
             })
             .unwrap()
     }

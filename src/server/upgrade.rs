@@ -22,6 +22,7 @@ use super::connection;
 use super::error::ChatError;
 use super::manager::Identity;
 use super::metrics as m;
+use super::names::LEGACY_PREFIX;
 use super::session::Sessions;
 use super::websocket::Handshake;
 use super::AppState;
@@ -43,6 +44,7 @@ pub async fn chat_socket(
     let identity = Identity {
         session: session(&headers, &state.chat.sessions),
         chosen: query.name,
+        legacy: false,
     };
     let first_room = match query.room {
         None => Some(DEFAULT_ROOM.to_owned()),
@@ -61,7 +63,8 @@ pub async fn legacy_chat_socket(
 ) -> Response {
     let identity = Identity {
         session: None,
-        chosen: Some(format!("Client #{client_id}")),
+        chosen: Some(format!("{LEGACY_PREFIX}{client_id}")),
+        legacy: true,
     };
     accept(
         upgrade,
