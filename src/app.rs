@@ -430,7 +430,10 @@ fn TypingLine(chat: ChatState, room: String) -> impl IntoView {
         });
         // Each name isolated (FSI … PDI, what `<bdi>` does for an element): a right-to-left name must
         // not reorder the words around it.
-        let names: Vec<String> = names.iter().map(|n| format!("\u{2068}{n}\u{2069}")).collect();
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| format!("\u{2068}{n}\u{2069}"))
+            .collect();
         match names.as_slice() {
             [] => String::new(),
             [one] => format!("{one} is typing…"),

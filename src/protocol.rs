@@ -198,6 +198,8 @@ pub enum ErrorCode {
     ForbiddenOrigin,
     /// Message text with control characters other than line feed and tab. The connection stays open.
     BadText,
+    /// An HTTP request for a host name this server does not answer to (HTTP 421; see `--allowed-hosts`).
+    ForbiddenHost,
 }
 
 /// Checks a room name: 1–[`MAX_ROOM_CHARS`] characters, each a lowercase ASCII letter, a digit or `-`.
@@ -261,10 +263,7 @@ pub fn validate_name(raw: &str, max_chars: usize) -> Result<String, String> {
 /// carriage return, …) show as nothing or as garbage, and each costs six bytes (`\u001b`) in every
 /// JSON frame that carries it. Used by the server to accept a message and by the page to refuse one.
 pub fn validate_text(text: &str) -> Result<(), String> {
-    match text
-        .chars()
-        .find(|&c| c < ' ' && c != '\n' && c != '\t')
-    {
+    match text.chars().find(|&c| c < ' ' && c != '\n' && c != '\t') {
         Some(c) => Err(format!(
             "message text may not contain control characters (U+{:04X}); only line breaks and tabs",
             c as u32
@@ -310,7 +309,10 @@ pub fn is_default_ignorable(c: char) -> bool {
 fn is_visible(c: char) -> bool {
     !c.is_whitespace()
         && !is_default_ignorable(c)
-        && !matches!(c, '\u{2800}' | '\u{3164}' | '\u{FFA0}' | '\u{115F}' | '\u{1160}')
+        && !matches!(
+            c,
+            '\u{2800}' | '\u{3164}' | '\u{FFA0}' | '\u{115F}' | '\u{1160}'
+        )
         && !is_combining_mark(c)
 }
 
@@ -443,7 +445,14 @@ mod tests {
         ] {
             assert!(!valid(hidden), "{hidden:?} accepted");
         }
-        for fine in ["👩\u{200D}💻 dev", "Ali ❤\u{FE0F}", "Zoë", "李小龍", "mañana", "e\u{301}"] {
+        for fine in [
+            "👩\u{200D}💻 dev",
+            "Ali ❤\u{FE0F}",
+            "Zoë",
+            "李小龍",
+            "mañana",
+            "e\u{301}",
+        ] {
             assert!(valid(fine), "{fine:?} refused");
         }
     }

@@ -36,13 +36,13 @@ async fn look_alike_names_are_refused_while_the_original_is_online() {
     let (_alice, name) = server.join("/ws?name=alice").await;
     assert_eq!(name, "alice");
     for look_alike in [
-        "alice\u{200B}",                                // a zero-width space after it
-        "\u{202E}ecila",                                // right-to-left override: shows "alice"
-        "\u{0430}lice",                                 // Cyrillic а
-        "\u{FF21}\u{FF2C}\u{FF29}\u{FF23}\u{FF25}",     // full-width ＡＬＩＣＥ
-        "\u{200B}",                                     // nothing visible at all
-        "Client #5",                                    // the /ws/{client_id} route's names
-        "\u{0421}lient #5",                             // …and a look-alike of them
+        "alice\u{200B}",                            // a zero-width space after it
+        "\u{202E}ecila",                            // right-to-left override: shows "alice"
+        "\u{0430}lice",                             // Cyrillic а
+        "\u{FF21}\u{FF2C}\u{FF29}\u{FF23}\u{FF25}", // full-width ＡＬＩＣＥ
+        "\u{200B}",                                 // nothing visible at all
+        "Client #5",                                // the /ws/{client_id} route's names
+        "\u{0421}lient #5",                         // …and a look-alike of them
     ] {
         let mut client = server
             .connect(&format!("/ws?name={}", query_escape(look_alike)))
@@ -71,7 +71,12 @@ async fn control_characters_in_text_are_refused_and_the_connection_stays_open() 
     let server = TestServer::start().await;
     let (mut client, name) = server.join("/ws").await;
     let escapes = "\u{1}".repeat(1000);
-    for text in [escapes.as_str(), "bell\u{7}", "\u{1b}[31mred", "carriage\rreturn"] {
+    for text in [
+        escapes.as_str(),
+        "bell\u{7}",
+        "\u{1b}[31mred",
+        "carriage\rreturn",
+    ] {
         client
             .send_json(serde_json::json!({"type": "message", "text": text}))
             .await;
@@ -87,9 +92,107 @@ async fn control_characters_in_text_are_refused_and_the_connection_stays_open() 
         .await;
     match client.said().await {
         ServerEvent::Message { from, text, .. } => {
-            assert_eq!((from.as_str(), text.as_str()), (name.as_str(), "two\nlines\tand a tab"))
+            assert_eq!(
+                (from.as_str(), text.as_str()),
+                (name.as_str(), "two\nlines\tand a tab")
+            )
         }
         other => panic!("expected the message, got {other:?}"),
     }
     server.stop().await;
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) to `server`; the whole response.
+async fn raw_request(server: &TestServer, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A `GET path` with these extra header lines (each ending in `\r\n`).
+fn get(path: &str, headers: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n")
+}
+
+/// The headers of a WebSocket handshake.
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+fn status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+#[tokio::test]
+async fn a_rebound_host_name_is_refused_and_the_servers_own_names_work() {
+    let server = TestServer::start().await;
+    let port = server.addr.port();
+
+    // DNS rebinding: evil.example now resolves to us; the browser sends its own name as Host, and
+    // its page's origin, which "matches" that Host.
+    let evil = format!("Host: evil.example:{port}\r\n");
+    let page = raw_request(&server, &get("/", &evil)).await;
+    assert_eq!(status(&page), 421, "{page}");
+    assert!(
+        page.contains("--allowed-hosts"),
+        "the body says why: {page}"
+    );
+    assert_eq!(
+        status(&raw_request(&server, &get("/healthz", &evil)).await),
+        421
+    );
+    let evil_socket = format!("{evil}Origin: http://evil.example:{port}\r\n{UPGRADE}");
+    assert_eq!(
+        status(&raw_request(&server, &get("/ws", &evil_socket)).await),
+        421
+    );
+    assert_eq!(
+        status(&raw_request(&server, &get("/ws/7", &evil_socket)).await),
+        421
+    );
+
+    // An allowed Host does not make a foreign Origin acceptable.
+    let foreign_origin =
+        format!("Host: 127.0.0.1:{port}\r\nOrigin: http://evil.example:{port}\r\n{UPGRADE}");
+    assert_eq!(
+        status(&raw_request(&server, &get("/ws", &foreign_origin)).await),
+        403
+    );
+
+    // The server's own names: its address, and localhost (it is bound to loopback).
+    for own in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let health = raw_request(&server, &get("/healthz", &format!("Host: {own}\r\n"))).await;
+        assert_eq!(status(&health), 200, "{own}: {health}");
+        let socket = format!("Host: {own}\r\nOrigin: http://{own}\r\n{UPGRADE}");
+        let upgraded = raw_request_head(&server, &get("/ws?room=", &socket)).await;
+        assert_eq!(status(&upgraded), 101, "{own}: {upgraded}");
+    }
+    server.stop().await;
+}
+
+/// Sends `request` and reads the response head only (an upgraded socket stays open).
+async fn raw_request_head(server: &TestServer, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(common::PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert_eq!(read, 1, "the response head ended early: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }

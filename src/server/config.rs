@@ -66,10 +66,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "20", value_parser = seconds)]
     pub ping_timeout: Duration,
 
-    /// Extra origins allowed to open the WebSocket, besides the site's own (comma-separated, e.g.
-    /// `https://chat.example.com`). Any other browser origin gets HTTP 403.
+    /// Extra origins allowed to open the WebSocket, besides the server's own host names (below;
+    /// comma-separated, e.g. `https://chat.example.com`). Any other browser origin gets HTTP 403.
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Host names this server answers to, besides the address it is bound to (and `localhost` when
+    /// that is a loopback address, or every address): comma-separated, `name` for any port or
+    /// `name:port`. Requests for any other `Host` get HTTP 421 (DNS rebinding). See `hosts.rs`.
+    #[arg(long, env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 
     /// Seconds to wait on shutdown for sockets to take their close frame.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5", value_parser = seconds)]
@@ -125,6 +131,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             data_dir: PathBuf::from("./data"),
             retain_messages: 100_000,

@@ -49,6 +49,8 @@ pub enum ChatError {
     TooManyConnections,
     #[error("origin {0:?} may not open a chat socket here")]
     ForbiddenOrigin(String),
+    #[error("this server does not answer to the host name {0:?} (see --allowed-hosts)")]
+    ForbiddenHost(String),
 }
 
 /// RFC 6455 close codes the server uses.
@@ -87,6 +89,7 @@ impl ChatError {
             | ChatError::Busy
             | ChatError::StoreFailed => ErrorCode::Unavailable,
             ChatError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
+            ChatError::ForbiddenHost(_) => ErrorCode::ForbiddenHost,
         }
     }
 
@@ -112,6 +115,7 @@ impl ChatError {
             ErrorCode::Unavailable if *self == ChatError::StoreFailed => "store_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::ForbiddenHost => "forbidden_host",
         }
     }
 
@@ -142,6 +146,8 @@ impl ChatError {
     pub fn status(&self) -> StatusCode {
         match self {
             ChatError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            // 421 Misdirected Request: "this server is not the one for that name".
+            ChatError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ChatError::TooManyConnections | ChatError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -253,7 +253,8 @@ impl ConnectionManager {
             }
             None => match identity.session {
                 Some(Session { name, .. })
-                    if names::validate(&name, self.limits.max_name_chars, false).as_ref() == Ok(&name)
+                    if names::validate(&name, self.limits.max_name_chars, false).as_ref()
+                        == Ok(&name)
                         && free(&reg, &name) =>
                 {
                     name

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod error;
 pub mod fanout;
 pub mod history;
+pub mod hosts;
 pub mod manager;
 pub mod metrics;
 pub mod names;
@@ -100,8 +101,8 @@ impl AppState {
 }
 
 /// The whole HTTP surface: Leptos pages, static files from the site root, the chat sockets, health and
-/// metrics.
-pub fn app(state: AppState) -> Router {
+/// metrics; each request only for a host name `hosts` allows.
+pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     Router::new()
@@ -111,6 +112,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Outside every route and the fallback: no request for a foreign host name gets anything.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            hosts::check_host,
+        ))
         // A deadline for every response (a WebSocket's is its `101`, the socket then lives on): a
         // page whose render failed must not hold its visitor, or the connection, forever.
         .layer(TimeoutLayer::with_status_code(
@@ -141,7 +147,8 @@ pub async fn run(
     let sockets = state.sockets.clone();
     let grace = state.chat.config.shutdown_grace;
     let sweep_every = ping_sweep_period(&state.chat.config);
-    let service = TowerToHyperService::new(app(state));
+    let hosts = hosts::HostPolicy::new(listener.local_addr()?, &state.chat.config);
+    let service = TowerToHyperService::new(app(state, hosts));
     // Plain HTTP connections, so shutdown can ask each to finish its request in flight and close.
     let http = TaskTracker::new();
     let stopping = CancellationToken::new();

@@ -115,7 +115,11 @@ mod tests {
             assert_eq!(name_key(look_alike), alice, "{look_alike:?}");
         }
         assert_ne!(name_key("alice"), name_key("alicia"));
-        assert_ne!(name_key("Zoë"), name_key("Zoe"), "accents are not look-alikes");
+        assert_ne!(
+            name_key("Zoë"),
+            name_key("Zoe"),
+            "accents are not look-alikes"
+        );
     }
 
     #[test]
