@@ -169,7 +169,7 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
 #[component]
 fn RoomList(chat: ChatState) -> impl IntoView {
     let refresh = RwSignal::new(0u32);
-    let rooms = Resource::new(move || refresh.get(), |_| list_rooms());
+    let rooms = Resource::new(move || refresh.get(), |_| list_rooms(None, None));
     // The list is refreshed every few seconds, and whenever a room is followed or a link opens.
     #[cfg(feature = "hydrate")]
     {

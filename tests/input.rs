@@ -6,7 +6,10 @@
 mod common;
 
 use common::{Client, TestServer};
+use groupchat::api::{HistoryPage, MAX_PAGE_BYTES};
 use groupchat::protocol::{ErrorCode, ServerEvent};
+use groupchat::server::store::NewMessage;
+use groupchat::server::Config;
 
 /// Percent-encodes `text` for a query string.
 fn query_escape(text: &str) -> String {
@@ -195,4 +198,125 @@ async fn raw_request_head(server: &TestServer, request: &str) -> String {
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The JSON body of a `200` response.
+fn json_body(response: &str) -> serde_json::Value {
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn stored(room: &str, text: &str) -> NewMessage {
+    NewMessage {
+        room: room.into(),
+        author_id: 1,
+        author: "spammer".into(),
+        text: text.into(),
+        ts: 1,
+        client_id: None,
+    }
+}
+
+#[tokio::test]
+async fn the_room_list_puts_busy_rooms_first_however_many_rooms_exist() {
+    let server = TestServer::start().await;
+    let store = &server.state.chat.store;
+    // 600 rooms of one message each, named to sort before the one that matters, then a busy room
+    // created last.
+    let spam: Vec<NewMessage> = (0..600)
+        .map(|i| stored(&format!("aaa-{i:03}"), "spam"))
+        .collect();
+    store.append(&spam).await.unwrap();
+    let busy: Vec<NewMessage> = (0..5).map(|_| stored("zz-busy", "hello")).collect();
+    store.append(&busy).await.unwrap();
+
+    let rooms = json_body(&server.http_get("/api/rooms").await);
+    assert_eq!(rooms[0]["name"], "zz-busy", "{rooms}");
+    assert_eq!(rooms[0]["messages"], 5);
+
+    // Someone online comes before any history; an empty room with people in it is listed.
+    let mut client = server.connect("/ws?room=zz-quiet").await;
+    client.welcome().await;
+    client.joined("zz-quiet").await;
+    let rooms = json_body(&server.http_get("/api/rooms?limit=3").await);
+    let names: Vec<&str> = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["zz-quiet", "zz-busy", "aaa-000"]);
+    assert_eq!(rooms[0]["online"], 1);
+
+    // Paging reaches every room exactly once, and a page is capped.
+    let mut seen = std::collections::HashSet::new();
+    let mut offset = 0;
+    loop {
+        let page = json_body(
+            &server
+                .http_get(&format!("/api/rooms?limit=1000&offset={offset}"))
+                .await,
+        );
+        let page = page.as_array().unwrap();
+        assert!(page.len() <= 500, "a page is capped");
+        for room in page {
+            assert!(seen.insert(room["name"].as_str().unwrap().to_owned()));
+        }
+        offset += page.len();
+        if page.len() < 500 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 602);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_history_page_is_capped_in_bytes_and_paging_reaches_every_message() {
+    let server = TestServer::start_with(Config {
+        max_message_bytes: 128 * 1024,
+        ..common::unlimited_rate()
+    })
+    .await;
+    let (mut client, _) = server.join("/ws").await;
+    for i in 0..20u8 {
+        let text = char::from(b'a' + i).to_string().repeat(64 * 1024);
+        client.send_text(&text).await;
+        assert!(matches!(client.said().await, ServerEvent::Message { .. }));
+    }
+
+    let mut seqs = Vec::new();
+    let mut before: Option<u64> = None;
+    let mut pages = 0;
+    loop {
+        let path = match before {
+            Some(before) => format!("/api/history?room=general&limit=200&before={before}"),
+            None => "/api/history?room=general&limit=200".to_owned(),
+        };
+        let response = server.http_get(&path).await;
+        let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+        assert!(
+            body.len() <= MAX_PAGE_BYTES,
+            "a page of {} bytes",
+            body.len()
+        );
+        let page: HistoryPage = serde_json::from_value(json_body(&response)).unwrap();
+        pages += 1;
+        assert!(!page.messages.is_empty(), "older messages remain");
+        let mut got: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        got.extend(seqs);
+        seqs = got;
+        // As the page does: on from the oldest message received.
+        before = Some(page.messages[0].seq);
+        if page.messages[0].seq <= page.oldest_seq {
+            break;
+        }
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+    assert!(
+        pages >= 2,
+        "the 1.25 MiB of messages took more than one page"
+    );
+    server.stop().await;
 }
