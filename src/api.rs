@@ -8,6 +8,8 @@
 //! - `GET /api/rooms?limit=100&offset=0`: rooms with people in them (most people first), then rooms with
 //!   stored history (most messages first), a page at a time (at most [`MAX_ROOMS_PAGE`]); a page shorter
 //!   than `limit` is the last.
+//! - `POST /api/session` (form field `token`): sets the `chat_session` cookie to a welcome's token;
+//!   the page calls it after every welcome (see `server/session.rs`).
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
@@ -142,6 +144,92 @@ pub async fn list_rooms(
         }));
     }
     Ok(rooms)
+}
+
+/// Keeps the welcome's session `token` in the browser: answers with the `chat_session` cookie, set by
+/// the server so that it can be `HttpOnly` (see `server/session.rs` for why this way). The page calls
+/// it after every welcome; the cookie is rewritten only when the browser's is another person's or
+/// past half its life.
+#[server(endpoint = "session")]
+pub async fn keep_session(token: String) -> Result<(), ServerFnError> {
+    set_session_cookie(token).await
+}
+
+#[cfg(feature = "ssr")]
+async fn set_session_cookie(token: String) -> Result<(), ServerFnError> {
+    use axum::http::header::{COOKIE, ORIGIN, SET_COOKIE};
+    use axum::http::{request::Parts, HeaderValue, StatusCode};
+
+    use crate::server::hosts::HostPolicy;
+    use crate::server::session::{now_secs, Sessions};
+
+    let chat = chat()?;
+    let response = expect_context::<leptos_axum::ResponseOptions>();
+    let refuse = |status: StatusCode, why: &str| {
+        response.set_status(status);
+        Err(ServerFnError::new(why))
+    };
+    let Some(request) = use_context::<Parts>() else {
+        return refuse(StatusCode::BAD_REQUEST, "not an HTTP request");
+    };
+    // Only this server's own pages may set its cookie (a foreign page could otherwise plant its own
+    // person's token in a visitor's browser).
+    if let Some(origin) = request.headers.get(ORIGIN) {
+        let allowed = request
+            .extensions
+            .get::<std::sync::Arc<HostPolicy>>()
+            .is_some_and(|hosts| hosts.allows_origin(origin.to_str().unwrap_or_default()));
+        if !allowed {
+            return refuse(StatusCode::FORBIDDEN, "this origin may not set the session");
+        }
+    }
+    let now = now_secs();
+    let Some(session) = chat.sessions.verify_at(&token, now) else {
+        return refuse(StatusCode::BAD_REQUEST, "not a valid session token");
+    };
+    let held = request
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(Sessions::from_cookie_header)
+        .and_then(|held| chat.sessions.verify_at(held, now));
+    let lifetime = chat.sessions.lifetime();
+    if held.is_some_and(|held| {
+        held.person == session.person
+            && held.name == session.name
+            && !held.needs_renewal(lifetime, now)
+    }) {
+        return Ok(());
+    }
+    let cookie = Sessions::cookie(&token, session.expires, now, served_over_https(&request));
+    let cookie = HeaderValue::from_str(&cookie).map_err(ServerFnError::new)?;
+    response.append_header(SET_COOKIE, cookie);
+    Ok(())
+}
+
+/// The browser reached this server over HTTPS: directly (an absolute `https:` request target), or
+/// through a TLS-terminating proxy that says so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`).
+#[cfg(feature = "ssr")]
+fn served_over_https(request: &axum::http::request::Parts) -> bool {
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    // The first proxy's word counts: the one the browser talked to.
+    let forwarded_proto = header("x-forwarded-proto");
+    let first_proto = forwarded_proto.split(',').next().unwrap_or_default().trim();
+    let forwarded = header("forwarded");
+    let first_hop = forwarded.split(',').next().unwrap_or_default();
+    request.uri.scheme_str() == Some("https")
+        || first_proto == "https"
+        || first_hop
+            .split(';')
+            .any(|pair| pair.trim() == "proto=https")
 }
 
 #[cfg(feature = "ssr")]

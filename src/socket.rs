@@ -7,8 +7,9 @@
 //! frame at all comes back in time. After any drop it reconnects with capped exponential backoff and
 //! jitter, so a restarted server is not hit by every client in the same millisecond.
 //!
-//! On every new link: the welcome's session token goes into the `chat_session` cookie (so the next
-//! link, and other tabs, are the same person under the same name); every followed room is rejoined with
+//! On every new link: the welcome's session token goes to `POST /api/session`, whose answer sets the
+//! `chat_session` cookie (HttpOnly: the page never writes or reads it itself), so the next link, and
+//! other tabs, are the same person under the same name; every followed room is rejoined with
 //! the last sequence number the page has of it, so the server replays exactly what was missed; and once
 //! a room is joined, the messages still waiting for an acknowledgement are sent again (under their
 //! `client_id`, so the server stores each once).
@@ -248,20 +249,17 @@ async fn send_frame(ws: &mut WebSocket, frame: &ClientFrame) -> Result<(), Strin
         .map_err(|error| format!("send failed: {error}"))
 }
 
-/// Keeps the session token in the `chat_session` cookie for a year: the browser sends it with every
-/// later `/ws` handshake on this site, from every tab.
+/// Hands the session token to the server, which keeps it in the `chat_session` cookie (HttpOnly, so
+/// only the server can set it): the browser sends it with every later `/ws` handshake on this site,
+/// from every tab. In the background: the link does not wait for it, and if it fails the next welcome
+/// tries again.
 fn remember_session(token: &str) {
-    use wasm_bindgen::JsCast;
-    let Some(document) = leptos::prelude::document()
-        .dyn_into::<web_sys::HtmlDocument>()
-        .ok()
-    else {
-        return;
-    };
-    let cookie = format!("chat_session={token}; path=/; max-age=31536000; samesite=strict");
-    if document.set_cookie(&cookie).is_err() {
-        leptos::logging::warn!("cannot keep the session cookie");
-    }
+    let token = token.to_owned();
+    leptos::task::spawn_local(async move {
+        if let Err(error) = crate::api::keep_session(token).await {
+            leptos::logging::warn!("cannot keep the session cookie: {error}");
+        }
+    });
 }
 
 enum Step {

@@ -320,3 +320,140 @@ async fn a_history_page_is_capped_in_bytes_and_paging_reaches_every_message() {
     );
     server.stop().await;
 }
+
+/// `POST /api/session` with `token`, and these extra header lines; the whole response.
+async fn keep_session(server: &TestServer, token: &str, headers: &str) -> String {
+    let body = format!("token={token}");
+    let request = format!(
+        "POST /api/session HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{headers}\
+         Connection: close\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    raw_request(server, &request).await
+}
+
+/// The `Set-Cookie` header of a response, if it has one.
+fn set_cookie(response: &str) -> Option<String> {
+    let (head, _) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("set-cookie")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+fn now_secs() -> u64 {
+    groupchat::server::session::now_secs()
+}
+
+#[tokio::test]
+async fn the_server_sets_the_session_cookie_http_only_and_secure_behind_https() {
+    let server = TestServer::start().await;
+    let mut client = server.connect("/ws?name=ann").await;
+    let (_, token) = client.welcome().await;
+    let origin = format!("Origin: http://{}\r\n", server.addr);
+
+    let plain = keep_session(&server, &token, &origin).await;
+    assert_eq!(status(&plain), 200, "{plain}");
+    let cookie = set_cookie(&plain).expect("a Set-Cookie");
+    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert_eq!(attributes[0], format!("chat_session={token}"));
+    for wanted in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(attributes.contains(&wanted), "{wanted} in {cookie}");
+    }
+    let max_age: u64 = attributes
+        .iter()
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("a Max-Age")
+        .parse()
+        .unwrap();
+    assert!((29 * 86_400..=30 * 86_400).contains(&max_age), "{max_age}");
+    assert!(
+        !attributes.contains(&"Secure"),
+        "not over plain HTTP: {cookie}"
+    );
+
+    let proxied = keep_session(&server, &token, "X-Forwarded-Proto: https\r\n").await;
+    let cookie = set_cookie(&proxied).expect("a Set-Cookie");
+    assert!(cookie.split(';').any(|a| a.trim() == "Secure"), "{cookie}");
+
+    // A forged token, or a foreign page, sets nothing.
+    let forged = keep_session(&server, &token.replacen('0', "1", 1), "").await;
+    assert_eq!(status(&forged), 400, "{forged}");
+    assert_eq!(set_cookie(&forged), None);
+    let foreign = keep_session(&server, &token, "Origin: http://evil.example\r\n").await;
+    assert_eq!(status(&foreign), 403, "{foreign}");
+    assert_eq!(set_cookie(&foreign), None);
+
+    // The browser holds a fresh cookie of this person already: nothing to rewrite.
+    let held = format!("Cookie: chat_session={token}\r\n");
+    let again = keep_session(&server, &token, &held).await;
+    assert_eq!(status(&again), 200, "{again}");
+    assert_eq!(set_cookie(&again), None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_ignored_and_one_near_expiry_is_renewed() {
+    let server = TestServer::start().await;
+    let sessions = &server.state.chat.sessions;
+    let life = sessions.lifetime().as_secs();
+
+    let expired = sessions.issue_at(7, "ann", now_secs() - life - 1);
+    let mut client = server.connect_with_cookie("/ws", Some(&expired)).await;
+    let (name, token) = client.welcome().await;
+    assert_ne!(name, "ann", "an expired token names no one");
+    assert_ne!(sessions.verify(&token).unwrap().person, 7);
+    client.close().await;
+
+    // An hour left: the same person and name, and a token good for the whole lifetime again.
+    let ageing = sessions.issue_at(8, "bob", now_secs() - life + 3_600);
+    let mut client = server.connect_with_cookie("/ws", Some(&ageing)).await;
+    let (name, token) = client.welcome().await;
+    assert_eq!(name, "bob");
+    let renewed = sessions.verify(&token).unwrap();
+    assert_eq!(renewed.person, 8);
+    assert!(renewed.expires >= now_secs() + life - 60, "{renewed:?}");
+    // …which the server writes into the browser's cookie in place of the ageing one.
+    let held = format!("Cookie: chat_session={ageing}\r\n");
+    let response = keep_session(&server, &token, &held).await;
+    let cookie = set_cookie(&response).expect("the renewed token is set");
+    assert!(
+        cookie.starts_with(&format!("chat_session={token};")),
+        "{cookie}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rotating_the_session_key_invalidates_every_token() {
+    let server = TestServer::start().await;
+    let data_dir = server.data_dir.clone();
+    let mut client = server.connect("/ws?name=ann").await;
+    let (_, token) = client.welcome().await;
+    client.close().await;
+    server.stop().await;
+
+    // A plain restart keeps the key: the token still names ann.
+    let restarted = TestServer::start_in(Config::default(), data_dir.clone()).await;
+    let mut client = restarted.connect_with_cookie("/ws", Some(&token)).await;
+    assert_eq!(client.welcome().await.0, "ann");
+    client.close().await;
+    restarted.stop().await;
+
+    let rotated = TestServer::start_in(
+        Config {
+            rotate_session_key: true,
+            ..Config::default()
+        },
+        data_dir,
+    )
+    .await;
+    assert_eq!(rotated.state.chat.sessions.verify(&token), None);
+    let mut client = rotated.connect_with_cookie("/ws", Some(&token)).await;
+    let (name, _) = client.welcome().await;
+    assert_ne!(name, "ann", "the old token is refused: a new person");
+    rotated.stop().await;
+}

@@ -110,6 +110,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_TYPING_TTL", default_value = "6", value_parser = seconds)]
     pub typing_ttl: Duration,
 
+    /// Days a session token (the `chat_session` cookie) stays valid after it was issued; every
+    /// connection gets a fresh one, so only a person away this long gets a new identity.
+    #[arg(long, env = "CHAT_SESSION_DAYS", default_value = "30", value_parser = days)]
+    pub session_lifetime: Duration,
+
+    /// Replace the session signing key at start: every session token issued so far is refused, and
+    /// everyone gets a new identity. A flag for one start, so deliberately without an environment
+    /// variable (one left set would rotate the key on every restart).
+    #[arg(long)]
+    pub rotate_session_key: bool,
+
     /// Messages waiting to be stored before new ones are refused as "busy".
     #[arg(long, env = "CHAT_STORE_QUEUE", default_value_t = 10_000)]
     pub store_queue: usize,
@@ -141,6 +152,8 @@ impl Default for Config {
             max_rooms_per_connection: 50,
             typing_ttl: Duration::from_secs(6),
             store_queue: 10_000,
+            session_lifetime: super::session::DEFAULT_LIFETIME,
+            rotate_session_key: false,
         }
     }
 }

@@ -68,11 +68,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the store and the session key in `--data-dir` (creating them on first start) and starts
-    /// the history writer.
+    /// Opens the store and the session key in `--data-dir` (creating them on first start, replacing the
+    /// key with `--rotate-session-key`) and starts the history writer.
     pub async fn new(leptos_options: LeptosOptions, config: Config) -> anyhow::Result<Self> {
         let store = store::Store::open(&config.data_dir).await?;
-        let sessions = session::Sessions::load_or_create(&config.data_dir)?;
+        let sessions = if config.rotate_session_key {
+            tracing::warn!("session key rotated: every session token issued so far is refused");
+            session::Sessions::rotate(&config.data_dir, config.session_lifetime)?
+        } else {
+            session::Sessions::load_or_create(&config.data_dir, config.session_lifetime)?
+        };
         let manager = Arc::new(ConnectionManager::new(&config, sessions.clone()));
         let retention = store::Retention {
             max_messages: config.retain_messages,
