@@ -32,6 +32,8 @@ const QUIET_MS: f64 = 20_000.0;
 const ANSWER_MS: f64 = 10_000.0;
 /// How long after a "later" refusal (rate limit, busy) the unacknowledged messages are sent again, in ms.
 const RESEND_MS: f64 = 1_500.0;
+/// Longest the page waits for the server to set the session cookie after a welcome, in ms.
+const SESSION_MS: u32 = 5_000;
 /// Close code the server uses when it refuses who we are (bad or taken name): retrying won't help.
 const CLOSE_POLICY: u16 = 1008;
 
@@ -157,7 +159,9 @@ async fn drive(
                     Ok(event) => {
                         if let ServerEvent::Welcome { session, .. } = &event {
                             welcomed = true;
-                            remember_session(session);
+                            // Before the name shows: once it does, a new tab (which sends the
+                            // cookie) must be the same person.
+                            remember_session(session).await;
                         }
                         let is_welcome = matches!(event, ServerEvent::Welcome { .. });
                         if let (ServerEvent::Error { code, .. }, Some(id)) = (&event, &in_flight) {
@@ -251,15 +255,21 @@ async fn send_frame(ws: &mut WebSocket, frame: &ClientFrame) -> Result<(), Strin
 
 /// Hands the session token to the server, which keeps it in the `chat_session` cookie (HttpOnly, so
 /// only the server can set it): the browser sends it with every later `/ws` handshake on this site,
-/// from every tab. In the background: the link does not wait for it, and if it fails the next welcome
-/// tries again.
-fn remember_session(token: &str) {
-    let token = token.to_owned();
-    leptos::task::spawn_local(async move {
-        if let Err(error) = crate::api::keep_session(token).await {
-            leptos::logging::warn!("cannot keep the session cookie: {error}");
+/// from every tab. Waits at most a few seconds (frames meanwhile wait in the socket); if it fails, the
+/// next welcome tries again.
+async fn remember_session(token: &str) {
+    let keep = crate::api::keep_session(token.to_owned());
+    let deadline = TimeoutFuture::new(SESSION_MS);
+    pin_mut!(keep);
+    match futures::future::select(keep, deadline).await {
+        futures::future::Either::Left((Ok(()), _)) => {}
+        futures::future::Either::Left((Err(error), _)) => {
+            leptos::logging::warn!("cannot keep the session cookie: {error}")
         }
-    });
+        futures::future::Either::Right(_) => {
+            leptos::logging::warn!("cannot keep the session cookie: no answer in time")
+        }
+    }
 }
 
 enum Step {
