@@ -2,8 +2,14 @@
 //! HTTP (`GET /api/...`, JSON) by the browser and anyone else.
 //!
 //! - `GET /api/history?room=general&before=120&limit=50`: a page of a room's history, oldest first:
-//!   the `limit` (default 50, at most 200) messages before sequence number `before` (default: the newest).
-//! - `GET /api/rooms`: rooms with people in them or stored history, busiest first.
+//!   the `limit` (default 50, at most 200) messages before sequence number `before` (default: the newest),
+//!   and no more than [`MAX_PAGE_BYTES`] of them: a page of large messages is shorter (never empty while
+//!   older messages exist), and a client pages on from the oldest `seq` it got.
+//! - `GET /api/rooms?limit=100&offset=0`: rooms with people in them (most people first), then rooms with
+//!   stored history (most messages first), a page at a time (at most [`MAX_ROOMS_PAGE`]); a page shorter
+//!   than `limit` is the last.
+//! - `POST /api/session` (form field `token`): sets the `chat_session` cookie to a welcome's token;
+//!   the page calls it after every welcome (see `server/session.rs`).
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
@@ -16,6 +22,20 @@ pub const MAX_PAGE: usize = 200;
 
 /// Messages in a history page unless asked otherwise.
 pub const DEFAULT_PAGE: usize = 50;
+
+/// Most bytes of messages one history page may hold: 200 messages at the 64 KiB size limit would be
+/// 12.5 MiB in one response. Counted as stored (text, sender, client id, and [`PAGE_BYTES_PER_MESSAGE`]
+/// for the rest of each message's JSON), before JSON escaping.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// What one message's JSON costs besides its text, sender and client id (field names, numbers).
+pub const PAGE_BYTES_PER_MESSAGE: usize = 100;
+
+/// Rooms in a room list page unless asked otherwise.
+pub const DEFAULT_ROOMS_PAGE: usize = 100;
+
+/// Most rooms one room list page may hold.
+pub const MAX_ROOMS_PAGE: usize = 500;
 
 /// One page of a room's history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +67,16 @@ pub async fn room_history(
     crate::protocol::validate_room(&room).map_err(ServerFnError::new)?;
     let chat = chat()?;
     let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    // The page's own fields (room, oldest_seq) come off the budget too.
     let messages = chat
         .store
-        .before(&room, before, limit)
+        .before_within(
+            &room,
+            before,
+            limit,
+            MAX_PAGE_BYTES - 256,
+            PAGE_BYTES_PER_MESSAGE,
+        )
         .await
         .map_err(store_error)?;
     let oldest_seq = chat
@@ -65,35 +92,144 @@ pub async fn room_history(
     })
 }
 
-/// The rooms worth listing: those with people in them or stored history, busiest first.
+/// The rooms worth listing, a page at a time: those with people in them first (most people first),
+/// then those with stored history (most messages first).
+///
+/// Online counts live in the manager's memory, history in the store: the online rooms are ordered here
+/// and take the first places, and the store orders and pages the rest, leaving the online ones out. So
+/// however many rooms exist (spam included), the busy ones come first.
 #[server(endpoint = "rooms", input = GetUrl)]
-pub async fn list_rooms() -> Result<Vec<RoomSummary>, ServerFnError> {
-    use std::collections::BTreeMap;
+pub async fn list_rooms(
+    limit: Option<usize>,
+    offset: Option<usize>,
+) -> Result<Vec<RoomSummary>, ServerFnError> {
+    use std::collections::HashMap;
     let chat = chat()?;
-    let mut rooms: BTreeMap<String, RoomSummary> = BTreeMap::new();
-    for (name, messages) in chat.store.rooms(500).await.map_err(store_error)? {
-        rooms.insert(
-            name.clone(),
-            RoomSummary {
-                name,
-                online: 0,
-                messages,
-            },
-        );
+    let limit = limit.unwrap_or(DEFAULT_ROOMS_PAGE).clamp(1, MAX_ROOMS_PAGE);
+    let offset = offset.unwrap_or(0);
+    let mut online = chat.manager.room_counts();
+    online.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let on_page: Vec<(String, usize)> = online.iter().skip(offset).take(limit).cloned().collect();
+    let names: Vec<String> = on_page.iter().map(|(name, _)| name.clone()).collect();
+    let sizes: HashMap<String, u64> = chat
+        .store
+        .room_sizes(&names)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .collect();
+    let mut rooms: Vec<RoomSummary> = on_page
+        .into_iter()
+        .map(|(name, online)| RoomSummary {
+            messages: sizes.get(&name).copied().unwrap_or(0),
+            name,
+            online,
+        })
+        .collect();
+    if rooms.len() < limit {
+        let all_online: Vec<String> = online.into_iter().map(|(name, _)| name).collect();
+        let stored = chat
+            .store
+            .rooms_by_messages(
+                &all_online,
+                limit - rooms.len(),
+                offset.saturating_sub(all_online.len()),
+            )
+            .await
+            .map_err(store_error)?;
+        rooms.extend(stored.into_iter().map(|(name, messages)| RoomSummary {
+            name,
+            online: 0,
+            messages,
+        }));
     }
-    for (name, online) in chat.manager.room_counts() {
-        rooms
-            .entry(name.clone())
-            .or_insert(RoomSummary {
-                name,
-                online: 0,
-                messages: 0,
-            })
-            .online = online;
-    }
-    let mut rooms: Vec<RoomSummary> = rooms.into_values().collect();
-    rooms.sort_by(|a, b| b.online.cmp(&a.online).then(a.name.cmp(&b.name)));
     Ok(rooms)
+}
+
+/// Keeps the welcome's session `token` in the browser: answers with the `chat_session` cookie, set by
+/// the server so that it can be `HttpOnly` (see `server/session.rs` for why this way). The page calls
+/// it after every welcome; the cookie is rewritten only when the browser's is another person's or
+/// past half its life.
+#[server(endpoint = "session")]
+pub async fn keep_session(token: String) -> Result<(), ServerFnError> {
+    set_session_cookie(token).await
+}
+
+#[cfg(feature = "ssr")]
+async fn set_session_cookie(token: String) -> Result<(), ServerFnError> {
+    use axum::http::header::{COOKIE, ORIGIN, SET_COOKIE};
+    use axum::http::{request::Parts, HeaderValue, StatusCode};
+
+    use crate::server::hosts::HostPolicy;
+    use crate::server::session::{now_secs, Sessions};
+
+    let chat = chat()?;
+    let response = expect_context::<leptos_axum::ResponseOptions>();
+    let refuse = |status: StatusCode, why: &str| {
+        response.set_status(status);
+        Err(ServerFnError::new(why))
+    };
+    let Some(request) = use_context::<Parts>() else {
+        return refuse(StatusCode::BAD_REQUEST, "not an HTTP request");
+    };
+    // Only this server's own pages may set its cookie (a foreign page could otherwise plant its own
+    // person's token in a visitor's browser).
+    if let Some(origin) = request.headers.get(ORIGIN) {
+        let allowed = request
+            .extensions
+            .get::<std::sync::Arc<HostPolicy>>()
+            .is_some_and(|hosts| hosts.allows_origin(origin.to_str().unwrap_or_default()));
+        if !allowed {
+            return refuse(StatusCode::FORBIDDEN, "this origin may not set the session");
+        }
+    }
+    let now = now_secs();
+    let Some(session) = chat.sessions.verify_at(&token, now) else {
+        return refuse(StatusCode::BAD_REQUEST, "not a valid session token");
+    };
+    let held = request
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(Sessions::from_cookie_header)
+        .and_then(|held| chat.sessions.verify_at(held, now));
+    let lifetime = chat.sessions.lifetime();
+    if held.is_some_and(|held| {
+        held.person == session.person
+            && held.name == session.name
+            && !held.needs_renewal(lifetime, now)
+    }) {
+        return Ok(());
+    }
+    let cookie = Sessions::cookie(&token, session.expires, now, served_over_https(&request));
+    let cookie = HeaderValue::from_str(&cookie).map_err(ServerFnError::new)?;
+    response.append_header(SET_COOKIE, cookie);
+    Ok(())
+}
+
+/// The browser reached this server over HTTPS: directly (an absolute `https:` request target), or
+/// through a TLS-terminating proxy that says so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`).
+#[cfg(feature = "ssr")]
+fn served_over_https(request: &axum::http::request::Parts) -> bool {
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    // The first proxy's word counts: the one the browser talked to.
+    let forwarded_proto = header("x-forwarded-proto");
+    let first_proto = forwarded_proto.split(',').next().unwrap_or_default().trim();
+    let forwarded = header("forwarded");
+    let first_hop = forwarded.split(',').next().unwrap_or_default();
+    request.uri.scheme_str() == Some("https")
+        || first_proto == "https"
+        || first_hop
+            .split(';')
+            .any(|pair| pair.trim() == "proto=https")
 }
 
 #[cfg(feature = "ssr")]

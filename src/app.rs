@@ -4,7 +4,8 @@
 //! into the page (so it reads, and can be shared as a link, before any script runs), and the browser
 //! then follows the room live over one socket for all rooms. Every piece of user text (names, messages)
 //! is rendered as a text node, which Leptos escapes: a message that looks like HTML shows as the
-//! characters typed and runs nothing.
+//! characters typed and runs nothing. Names are shown inside `<bdi>` (or between Unicode isolates in
+//! plain text): a right-to-left name cannot reorder the words around it.
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
@@ -16,7 +17,9 @@ use leptos_router::{
 
 use crate::api::{list_rooms, room_history, DEFAULT_PAGE};
 use crate::chat_state::{ChatState, Line, LineKind, LinkStatus, Pending, RoomView};
-use crate::protocol::{validate_name, validate_room, ClientFrame, DEFAULT_ROOM, MAX_ROOM_CHARS};
+use crate::protocol::{
+    validate_name, validate_room, validate_text, ClientFrame, DEFAULT_ROOM, MAX_ROOM_CHARS,
+};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -172,7 +175,7 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
     view! {
         <div class="identity">
             <span class="me">
-                "You are " <strong data-testid="my-name">{move || chat.me.get().unwrap_or_else(|| "…".into())}</strong>
+                "You are " <strong data-testid="my-name"><bdi>{move || chat.me.get().unwrap_or_else(|| "…".into())}</bdi></strong>
             </span>
             <form class="rename" on:submit=rename>
                 <input
@@ -193,7 +196,7 @@ fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl Into
 #[component]
 fn RoomList(chat: ChatState) -> impl IntoView {
     let refresh = RwSignal::new(0u32);
-    let rooms = Resource::new(move || refresh.get(), |_| list_rooms());
+    let rooms = Resource::new(move || refresh.get(), |_| list_rooms(None, None));
     // The list is refreshed every few seconds, and whenever a room is followed or a link opens.
     #[cfg(feature = "hydrate")]
     {
@@ -396,7 +399,7 @@ fn MessageList(chat: ChatState, room: String) -> impl IntoView {
             </For>
             <For each=pending key=|p| p.client_id.clone() let:pending>
                 <li class="line message mine pending">
-                    <strong class="from">{move || chat.me.get().unwrap_or_default()}</strong>
+                    <strong class="from"><bdi>{move || chat.me.get().unwrap_or_default()}</bdi></strong>
                     <span class="text">{pending.text}</span>
                     <span class="ts">"sending…"</span>
                 </li>
@@ -416,7 +419,7 @@ fn LineView(line: Line) -> impl IntoView {
             mine,
         } => view! {
             <li class="line message" class:mine=mine data-seq=seq>
-                <strong class="from">{from}</strong>
+                <strong class="from"><bdi>{from}</bdi></strong>
                 <span class="text">{text}</span>
                 <time class="ts">{clock(ts)}</time>
             </li>
@@ -424,14 +427,14 @@ fn LineView(line: Line) -> impl IntoView {
         .into_any(),
         LineKind::Joined { name } => view! {
             <li class="line notice join">
-                <strong>{name}</strong>
+                <strong><bdi>{name}</bdi></strong>
                 " joined the room"
             </li>
         }
         .into_any(),
         LineKind::Left { name } => view! {
             <li class="line notice leave">
-                <strong>{name}</strong>
+                <strong><bdi>{name}</bdi></strong>
                 " left the room"
             </li>
         }
@@ -452,6 +455,12 @@ fn TypingLine(chat: ChatState, room: String) -> impl IntoView {
                 .cloned()
                 .collect()
         });
+        // Each name isolated (FSI … PDI, what `<bdi>` does for an element): a right-to-left name must
+        // not reorder the words around it.
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| format!("\u{2068}{n}\u{2069}"))
+            .collect();
         match names.as_slice() {
             [] => String::new(),
             [one] => format!("{one} is typing…"),
@@ -474,7 +483,7 @@ fn OnlineList(chat: ChatState, room: String) -> impl IntoView {
             <h2>"Online " <span class="count">{count}</span></h2>
             <ul>
                 <For each=move || chat.read_room(&room, |view| view.online.clone()) key=|name| name.clone() let:name>
-                    <li>{name}</li>
+                    <li><bdi>{name}</bdi></li>
                 </For>
             </ul>
         </aside>
@@ -514,6 +523,12 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
                 chat.local_error(format!(
                     "That message is too long: a message may take {max} bytes, this one takes {size}."
                 ));
+                return;
+            }
+            // Refused here too (the server would refuse it for good): control characters other than
+            // line breaks and tabs.
+            if let Err(why) = validate_text(&text) {
+                chat.local_error(format!("That message can't be sent: {why}."));
                 return;
             }
             chat.add_pending(Pending {

@@ -7,14 +7,15 @@
 //! ## Layout
 //! - [`protocol`]: every frame on the wire, shared by both sides. Start here.
 //! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), the `/ws` admission checks
-//!   (`upgrade.rs`) and session tokens (`session.rs`), the WebSocket wire format (`websocket.rs`), one
+//!   (`upgrade.rs`), the host names it answers to (`hosts.rs`), session tokens and the cookie
+//!   (`session.rs`), the WebSocket wire format (`websocket.rs`), one
 //!   connection's task (`connection.rs`), the history writer and join replays (`history.rs`) over the
 //!   SQLite store (`store.rs`), the connection manager: people, rooms, presence, typing and the order
 //!   of events (`manager.rs`), each room's in-memory newest messages (`recent.rs`), the per-room log
 //!   broadcasts fan out through (`fanout.rs`), each connection's cursors and personal frames
 //!   (`outbox.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error type
 //!   (`error.rs`), settings (`config.rs`), metric names (`metrics.rs`).
-//! - [`api`]: `/api/history` and `/api/rooms`, as server functions.
+//! - [`api`]: `/api/history`, `/api/rooms` and `/api/session`, as server functions.
 //! - [`app`]: the page, rendered on the server and hydrated in the browser.
 //! - [`chat_state`]: the page's reactive state, and how each server event changes it.
 //! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state,

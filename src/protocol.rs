@@ -273,6 +273,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The page's origin may not open a socket on this server.
     ForbiddenOrigin,
+    /// Message text with control characters other than line feed and tab. The connection stays open.
+    BadText,
+    /// An HTTP request for a host name this server does not answer to (HTTP 421; see `--allowed-hosts`).
+    ForbiddenHost,
 }
 
 /// Checks a room name: 1–[`MAX_ROOM_CHARS`] characters, each a lowercase ASCII letter, a digit or `-`.
@@ -291,23 +295,115 @@ pub fn validate_room(room: &str) -> Result<(), String> {
 }
 
 /// Checks a requested name and returns it trimmed: 1–`max_chars` characters (the server's setting,
-/// [`MAX_NAME_CHARS`] by default), none of them control characters. Used by the server to accept a name
-/// and by the client to refuse one before connecting.
+/// [`MAX_NAME_CHARS`] by default) with at least one visible character, and none that hides, reorders or
+/// breaks text: no control characters, no line breaks, no bidirectional controls, no zero-width or
+/// other default-ignorable characters (a joiner or variation selector is allowed only inside an emoji or
+/// other non-ASCII sequence, e.g. 👩‍💻). Used by the server to accept a name and by the client to refuse
+/// one before connecting.
+///
+/// These are the cheap checks, compiled into the page too. The server also compares names by their
+/// confusable skeleton (`server::names::name_key`), whose Unicode tables stay out of the page's WASM.
 pub fn validate_name(raw: &str, max_chars: usize) -> Result<String, String> {
     let name = raw.trim();
     let chars = name.chars().count();
-    if chars == 0 {
-        return Err("a name needs at least one visible character".into());
-    }
     if chars > max_chars {
         return Err(format!(
             "a name may have at most {max_chars} characters, this one has {chars}"
         ));
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(|c| c.is_control() || is_line_break(c)) {
         return Err("a name may not contain control characters".into());
     }
+    let mut previous: Option<char> = None;
+    for c in name.chars() {
+        if is_default_ignorable(c) {
+            // A joiner or variation selector right after a non-ASCII character is part of an emoji
+            // (👩‍💻, ❤️) or a script's spelling; after ASCII (or first) it only hides something.
+            let joins = matches!(c, '\u{200D}' | '\u{FE0E}' | '\u{FE0F}')
+                && previous.is_some_and(|p| !p.is_ascii());
+            if !joins {
+                return Err(format!(
+                    "a name may not contain invisible or direction-changing characters (U+{:04X})",
+                    c as u32
+                ));
+            }
+        }
+        previous = Some(c);
+    }
+    if !name.chars().any(is_visible) {
+        return Err("a name needs at least one visible character".into());
+    }
     Ok(name.to_owned())
+}
+
+/// Checks a message's text: no C0 control characters (below U+0020) but line feeds and tabs. Others (NUL, escape, a
+/// carriage return, …) show as nothing or as garbage, and each costs six bytes (`\u001b`) in every
+/// JSON frame that carries it. Used by the server to accept a message and by the page to refuse one.
+pub fn validate_text(text: &str) -> Result<(), String> {
+    match text.chars().find(|&c| c < ' ' && c != '\n' && c != '\t') {
+        Some(c) => Err(format!(
+            "message text may not contain control characters (U+{:04X}); only line breaks and tabs",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Line and paragraph separators: not control characters, but they break a name over lines.
+fn is_line_break(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}')
+}
+
+/// Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters that render as
+/// nothing, among them the zero-width space and joiners, the bidirectional controls (U+202A–U+202E,
+/// U+2066–U+2069, U+200E/F, U+061C), the soft hyphen, variation selectors and tag characters. Short
+/// enough to keep in the page.
+pub fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{34F}'
+            | '\u{61C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// A character that leaves a mark: not blank, not ignorable, not a lone combining mark's usual home
+/// (the Braille blank and Hangul fillers render as empty space too).
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace()
+        && !is_default_ignorable(c)
+        && !matches!(
+            c,
+            '\u{2800}' | '\u{3164}' | '\u{FFA0}' | '\u{115F}' | '\u{1160}'
+        )
+        && !is_combining_mark(c)
+}
+
+/// The main blocks of combining marks, which draw on the character before them and alone draw
+/// (almost) nothing.
+fn is_combining_mark(c: char) -> bool {
+    matches!(
+        c,
+        '\u{300}'..='\u{36F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}'
+    )
 }
 
 #[cfg(test)]
@@ -428,5 +524,45 @@ mod tests {
         assert!(valid(&"é".repeat(32)).is_ok());
         assert!(valid("tab\tname").is_err());
         assert!(validate_name("alice", 4).is_err());
+    }
+
+    #[test]
+    fn names_may_not_hide_or_reorder_text() {
+        let valid = |name: &str| validate_name(name, MAX_NAME_CHARS).is_ok();
+        for hidden in [
+            "alice\u{200B}",
+            "\u{202E}ecila",
+            "\u{200B}",
+            "al\u{AD}ice",
+            "\u{2066}alice\u{2069}",
+            "alice\u{200D}",
+            "alice\u{FE0F}",
+            "\u{3164}",
+            "\u{2800}",
+            "\u{301}",
+            "a\u{2028}b",
+            "\u{E0041}",
+        ] {
+            assert!(!valid(hidden), "{hidden:?} accepted");
+        }
+        for fine in [
+            "👩\u{200D}💻 dev",
+            "Ali ❤\u{FE0F}",
+            "Zoë",
+            "李小龍",
+            "mañana",
+            "e\u{301}",
+        ] {
+            assert!(valid(fine), "{fine:?} refused");
+        }
+    }
+
+    #[test]
+    fn message_text_has_no_control_characters_but_newlines_and_tabs() {
+        assert!(validate_text("two\nlines\tand a tab").is_ok());
+        assert!(validate_text("emoji 🦀 and é").is_ok());
+        assert!(validate_text("nul\u{0}").is_err());
+        assert!(validate_text("esc\u{1b}[31m").is_err());
+        assert!(validate_text("cr\r\n").is_err());
     }
 }

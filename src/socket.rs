@@ -7,8 +7,9 @@
 //! frame at all comes back in time. After any drop it reconnects with capped exponential backoff and
 //! jitter, so a restarted server is not hit by every client in the same millisecond.
 //!
-//! On every new link: the welcome's session token goes into the `chat_session` cookie (so the next
-//! link, and other tabs, are the same person under the same name); every followed room is rejoined with
+//! On every new link: the welcome's session token goes to `POST /api/session`, whose answer sets the
+//! `chat_session` cookie (HttpOnly: the page never writes or reads it itself), so the next link, and
+//! other tabs, are the same person under the same name; every followed room is rejoined with
 //! the last sequence number the page has of it, so the server replays exactly what was missed; and once
 //! a room is joined, the messages still waiting for an acknowledgement are sent again (under their
 //! `client_id`, so the server stores each once).
@@ -51,6 +52,8 @@ const QUIET_MS: f64 = 20_000.0;
 const ANSWER_MS: f64 = 10_000.0;
 /// How long after a "later" refusal (rate limit, busy) the unacknowledged messages are sent again, in ms.
 const RESEND_MS: f64 = 1_500.0;
+/// Longest the page waits for the server to set the session cookie after a welcome, in ms.
+const SESSION_MS: u32 = 5_000;
 /// Close code the server uses when it refuses who we are (bad or taken name): retrying won't help.
 const CLOSE_POLICY: u16 = 1008;
 
@@ -176,7 +179,9 @@ async fn drive(
                     Ok(event) => {
                         if let ServerEvent::Welcome { session, .. } = &event {
                             welcomed = true;
-                            remember_session(session);
+                            // Before the name shows: once it does, a new tab (which sends the
+                            // cookie) must be the same person.
+                            remember_session(session).await;
                         }
                         let is_welcome = matches!(event, ServerEvent::Welcome { .. });
                         // Only an error that answers the message in flight (by its `client_id`)
@@ -274,19 +279,22 @@ async fn send_frame(ws: &mut WebSocket, frame: &ClientFrame) -> Result<(), Strin
         .map_err(|error| format!("send failed: {error}"))
 }
 
-/// Keeps the session token in the `chat_session` cookie for a year: the browser sends it with every
-/// later `/ws` handshake on this site, from every tab.
-fn remember_session(token: &str) {
-    use wasm_bindgen::JsCast;
-    let Some(document) = leptos::prelude::document()
-        .dyn_into::<web_sys::HtmlDocument>()
-        .ok()
-    else {
-        return;
-    };
-    let cookie = format!("chat_session={token}; path=/; max-age=31536000; samesite=strict");
-    if document.set_cookie(&cookie).is_err() {
-        leptos::logging::warn!("cannot keep the session cookie");
+/// Hands the session token to the server, which keeps it in the `chat_session` cookie (HttpOnly, so
+/// only the server can set it): the browser sends it with every later `/ws` handshake on this site,
+/// from every tab. Waits at most a few seconds (frames meanwhile wait in the socket); if it fails, the
+/// next welcome tries again.
+async fn remember_session(token: &str) {
+    let keep = crate::api::keep_session(token.to_owned());
+    let deadline = TimeoutFuture::new(SESSION_MS);
+    pin_mut!(keep);
+    match futures::future::select(keep, deadline).await {
+        futures::future::Either::Left((Ok(()), _)) => {}
+        futures::future::Either::Left((Err(error), _)) => {
+            leptos::logging::warn!("cannot keep the session cookie: {error}")
+        }
+        futures::future::Either::Right(_) => {
+            leptos::logging::warn!("cannot keep the session cookie: no answer in time")
+        }
     }
 }
 

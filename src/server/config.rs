@@ -66,10 +66,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_PING_TIMEOUT", default_value = "20", value_parser = seconds)]
     pub ping_timeout: Duration,
 
-    /// Extra origins allowed to open the WebSocket, besides the site's own (comma-separated, e.g.
-    /// `https://chat.example.com`). Any other browser origin gets HTTP 403.
+    /// Extra origins allowed to open the WebSocket, besides the server's own host names (below;
+    /// comma-separated, e.g. `https://chat.example.com`). Any other browser origin gets HTTP 403.
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Host names this server answers to, besides the address it is bound to (and `localhost` when
+    /// that is a loopback address, or every address): comma-separated, `name` for any port or
+    /// `name:port`. Requests for any other `Host` get HTTP 421 (DNS rebinding). See `hosts.rs`.
+    #[arg(long, env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 
     /// Seconds to wait on shutdown for sockets to take their close frame.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5", value_parser = seconds)]
@@ -109,6 +115,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_TYPING_TTL", default_value = "6", value_parser = seconds)]
     pub typing_ttl: Duration,
 
+    /// Days a session token (the `chat_session` cookie) stays valid after it was issued; every
+    /// connection gets a fresh one, so only a person away this long gets a new identity.
+    #[arg(long, env = "CHAT_SESSION_DAYS", default_value = "30", value_parser = days)]
+    pub session_lifetime: Duration,
+
+    /// Replace the session signing key at start: every session token issued so far is refused, and
+    /// everyone gets a new identity. A flag for one start, so deliberately without an environment
+    /// variable (one left set would rotate the key on every restart).
+    #[arg(long)]
+    pub rotate_session_key: bool,
+
     /// Messages waiting to be stored before new ones are refused as "busy".
     #[arg(long, env = "CHAT_STORE_QUEUE", default_value_t = 10_000)]
     pub store_queue: usize,
@@ -145,6 +162,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             data_dir: PathBuf::from("./data"),
             retain_messages: 100_000,
@@ -158,6 +176,8 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             max_http_connections: 1024,
             room_create_rate: 5.0,
+            session_lifetime: super::session::DEFAULT_LIFETIME,
+            rotate_session_key: false,
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum ChatError {
     BinaryFrame,
     #[error("empty message: there is nothing to send")]
     EmptyMessage,
+    #[error("bad text: {0}")]
+    BadText(String),
     #[error("slow down: too many frames, this one was dropped")]
     RateLimited,
     #[error("flooding: too many frames refused")]
@@ -50,6 +52,8 @@ pub enum ChatError {
     TooManyConnections,
     #[error("origin {0:?} may not open a chat socket here")]
     ForbiddenOrigin(String),
+    #[error("this server does not answer to the host name {0:?} (see --allowed-hosts)")]
+    ForbiddenHost(String),
 }
 
 impl ChatError {
@@ -61,6 +65,7 @@ impl ChatError {
             ChatError::UnknownType(_) => ErrorCode::UnknownType,
             ChatError::BinaryFrame => ErrorCode::BinaryFrame,
             ChatError::EmptyMessage => ErrorCode::EmptyMessage,
+            ChatError::BadText(_) => ErrorCode::BadText,
             ChatError::RateLimited | ChatError::Flooding => ErrorCode::RateLimited,
             ChatError::TooBig(_) => ErrorCode::TooBig,
             ChatError::BadRoom(_) => ErrorCode::BadRoom,
@@ -74,6 +79,7 @@ impl ChatError {
             | ChatError::Busy
             | ChatError::StoreFailed => ErrorCode::Unavailable,
             ChatError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
+            ChatError::ForbiddenHost(_) => ErrorCode::ForbiddenHost,
         }
     }
 
@@ -84,6 +90,7 @@ impl ChatError {
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::BinaryFrame => "binary_frame",
             ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::BadText => "bad_text",
             ErrorCode::BadName => "bad_name",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::BadRoom => "bad_room",
@@ -99,6 +106,7 @@ impl ChatError {
             ErrorCode::Unavailable if *self == ChatError::StoreFailed => "store_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::ForbiddenHost => "forbidden_host",
         }
     }
 
@@ -130,6 +138,8 @@ impl ChatError {
     pub fn status(&self) -> StatusCode {
         match self {
             ChatError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            // 421 Misdirected Request: "this server is not the one for that name".
+            ChatError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ChatError::TooManyConnections | ChatError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

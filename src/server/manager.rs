@@ -33,7 +33,7 @@ use super::replay::{Replay, ReplayLimits};
 use super::rooms::{Lagging, Rooms};
 use super::session::Sessions;
 use super::store::{NewMessage, Stored};
-use crate::protocol::{FrameRef, ServerEvent, WelcomeLimits, MAX_CLIENT_ID_BYTES};
+use crate::protocol::{validate_text, FrameRef, ServerEvent, WelcomeLimits, MAX_CLIENT_ID_BYTES};
 
 /// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
 /// reconnect after a short drop is answered without the store.
@@ -235,6 +235,7 @@ impl ConnectionManager {
         if text.trim().is_empty() {
             return Err(ChatError::EmptyMessage);
         }
+        validate_text(&text).map_err(ChatError::BadText)?;
         if client_id
             .as_ref()
             .is_some_and(|id| id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES)
@@ -485,6 +486,7 @@ mod tests {
             .connect(Identity {
                 session: None,
                 chosen: Some(name.into()),
+                legacy: false,
             })
             .unwrap()
     }

@@ -26,8 +26,9 @@ mod fanout;
 mod outbox;
 mod recent;
 
-// Storage and identity.
-mod session;
+// Storage and identity: history, sessions, which hosts and origins are ours.
+pub(crate) mod hosts;
+pub(crate) mod session;
 pub(crate) mod store;
 
 // The connection manager: its registry of connections and names, its rooms, the join protocol.
@@ -63,7 +64,8 @@ use tower_http::timeout::TimeoutLayer;
 use crate::app::{shell, App};
 pub use config::Config;
 use manager::ConnectionManager;
-pub use store::{PruneReport, Pruned, Retention};
+pub use session::{Session, Sessions};
+pub use store::{NewMessage, PruneReport, Pruned, Retention, Store};
 
 /// The chat itself, shared by every connection (one `Arc` each) and every request.
 pub struct Chat {
@@ -71,7 +73,7 @@ pub struct Chat {
     pub(crate) manager: Arc<ConnectionManager>,
     pub(crate) store: store::Store,
     writer: history::HistoryWriter,
-    sessions: session::Sessions,
+    pub(crate) sessions: session::Sessions,
 }
 
 impl Chat {
@@ -83,6 +85,16 @@ impl Chat {
     /// How many chat sockets are connected now.
     pub fn connection_count(&self) -> usize {
         self.manager.connection_count()
+    }
+
+    /// The history store (tools and tests write to it directly; the server only through its writer).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Issues and checks session tokens.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Deletes what `retention` no longer keeps, now (the server does it every minute); reports what
@@ -105,11 +117,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the store and the session key in `--data-dir` (creating them on first start) and starts
-    /// the history writer.
+    /// Opens the store and the session key in `--data-dir` (creating them on first start, replacing the
+    /// key with `--rotate-session-key`) and starts the history writer.
     pub async fn new(leptos_options: LeptosOptions, config: Config) -> anyhow::Result<Self> {
         let store = store::Store::open(&config.data_dir).await?;
-        let sessions = session::Sessions::load_or_create(&config.data_dir)?;
+        let sessions = if config.rotate_session_key {
+            tracing::warn!("session key rotated: every session token issued so far is refused");
+            session::Sessions::rotate(&config.data_dir, config.session_lifetime)?
+        } else {
+            session::Sessions::load_or_create(&config.data_dir, config.session_lifetime)?
+        };
         let manager = Arc::new(ConnectionManager::new(&config, sessions.clone()));
         let retention = store::Retention {
             max_messages: config.retain_messages,
@@ -138,8 +155,8 @@ impl AppState {
 }
 
 /// The whole HTTP surface: Leptos pages, static files from the site root, the chat sockets, health and
-/// metrics.
-pub fn app(state: AppState) -> Router {
+/// metrics; each request only for a host name `hosts` allows.
+pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     Router::new()
@@ -149,6 +166,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Outside every route and the fallback: no request for a foreign host name gets anything.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            hosts::check_host,
+        ))
         // A deadline for every response (a WebSocket's is its `101`, the socket then lives on): a
         // page whose render failed must not hold its visitor, or the connection, forever.
         .layer(TimeoutLayer::with_status_code(
@@ -179,7 +201,8 @@ pub async fn run(
     let sockets = state.sockets.clone();
     let grace = state.chat.config.shutdown_grace;
     let sweep_every = ping_sweep_period(&state.chat.config);
-    let service = TowerToHyperService::new(app(state));
+    let hosts = hosts::HostPolicy::new(listener.local_addr()?, &state.chat.config);
+    let service = TowerToHyperService::new(app(state, hosts));
     // Plain HTTP connections, so shutdown can ask each to finish its request in flight and close.
     let http = TaskTracker::new();
     let stopping = CancellationToken::new();

@@ -13,7 +13,6 @@ use super::outbox::{Full, Outbox};
 use super::rate_limit::TokenBucket;
 use super::session::{Session, Sessions};
 use super::store::PersonId;
-use crate::protocol::validate_name;
 
 /// Identifies one WebSocket connection for as long as it lasts.
 pub type ConnId = u64;
@@ -25,6 +24,8 @@ pub struct Identity {
     pub session: Option<Session>,
     /// A name asked for explicitly (`/ws?name=`, `/ws/{client_id}`): this one or a refusal.
     pub chosen: Option<String>,
+    /// From `/ws/{client_id}`, the one route whose names may start with `Client #`.
+    pub legacy: bool,
 }
 
 /// What the registry records about one connection.
@@ -87,7 +88,8 @@ impl Registry {
         };
         let name = match identity.chosen {
             Some(raw) => {
-                let name = validate_name(&raw, max_name_chars).map_err(ChatError::BadName)?;
+                let name = names::validate(&raw, max_name_chars, identity.legacy)
+                    .map_err(ChatError::BadName)?;
                 if !free(&self.names, &name) {
                     return Err(ChatError::NameTaken(name));
                 }
@@ -95,7 +97,7 @@ impl Registry {
             }
             None => match identity.session {
                 Some(Session { name, .. })
-                    if validate_name(&name, max_name_chars).as_ref() == Ok(&name)
+                    if names::validate(&name, max_name_chars, false).as_ref() == Ok(&name)
                         && free(&self.names, &name) =>
                 {
                     name

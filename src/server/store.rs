@@ -300,6 +300,45 @@ impl Store {
         Ok(messages)
     }
 
+    /// Like [`Store::before`], but also at most `max_bytes` of messages (their text, sender and client
+    /// id, plus `per_message` bytes each for the rest of their JSON): the newest that fit, oldest first,
+    /// and always at least one, so paging back always gets somewhere. The sum is taken in SQLite, so
+    /// a page of large messages never leaves it whole.
+    pub async fn before_within(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+        max_bytes: usize,
+        per_message: usize,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let before = before.unwrap_or(u64::MAX).min(i64::MAX as u64) as i64;
+        // Innermost: the `limit` newest before `before` (the index on (room, seq) walks them); then a
+        // running total of their sizes, newest first; kept while it stays within the budget.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM ( \
+               SELECT seq, author, text, ts, client_id, size, \
+                      SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
+               FROM ( \
+                 SELECT seq, author, text, ts, client_id, \
+                        length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
+                          + IFNULL(length(CAST(client_id AS BLOB)), 0) + ?4 AS size \
+                 FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3 \
+               ) \
+             ) WHERE running <= ?5 OR running = size ORDER BY seq DESC",
+        )
+        .bind(room)
+        .bind(before)
+        .bind(limit as i64)
+        .bind(per_message.min(i64::MAX as usize) as i64)
+        .bind(max_bytes.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages: Vec<ChatMessage> = rows.into_iter().map(message).collect();
+        messages.reverse();
+        Ok(messages)
+    }
+
     /// The oldest stored and the last given sequence numbers of `room`.
     pub async fn bounds(&self, room: &str) -> Result<RoomBounds, sqlx::Error> {
         let (oldest, last): (Option<i64>, Option<i64>) = sqlx::query_as(
@@ -315,13 +354,41 @@ impl Store {
         })
     }
 
-    /// Rooms that have stored messages, with their last sequence numbers, by name (at most `limit`).
-    pub async fn rooms(&self, limit: usize) -> Result<Vec<(String, u64)>, sqlx::Error> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, last_seq FROM rooms ORDER BY name LIMIT ?")
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await?;
+    /// A page of the room list: rooms with stored messages, most messages first (then by name), leaving
+    /// out those in `skip` (the caller lists them first: they have people in them). Ordered and paged in
+    /// the query, so however many rooms exist, the busiest are on the first page.
+    pub async fn rooms_by_messages(
+        &self,
+        skip: &[String],
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        let skip = serde_json::to_string(skip).expect("a list of strings serializes");
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seq FROM rooms \
+             WHERE name NOT IN (SELECT value FROM json_each(?1)) \
+             ORDER BY last_seq DESC, name LIMIT ?2 OFFSET ?3",
+        )
+        .bind(skip)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .bind(offset.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, last)| (name, last as u64))
+            .collect())
+    }
+
+    /// The last sequence numbers (message counts) of those of `names` that have stored messages.
+    pub async fn room_sizes(&self, names: &[String]) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        let names = serde_json::to_string(names).expect("a list of strings serializes");
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seq FROM rooms WHERE name IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(name, last)| (name, last as u64))
@@ -547,7 +614,7 @@ mod tests {
         assert_eq!(texts(store.before("a", None, 2).await.unwrap()), ["2", "3"]);
         assert_eq!(texts(store.before("a", Some(2), 5).await.unwrap()), ["1"]);
         assert_eq!(
-            store.rooms(10).await.unwrap(),
+            store.rooms_by_messages(&[], 10, 0).await.unwrap(),
             [("a".to_string(), 3), ("b".to_string(), 1)]
         );
     }

@@ -1,9 +1,10 @@
 //! The HTTP side of `/ws`: who may open a chat socket, under which name.
 //!
 //! Checks run before the upgrade, so a refused client gets a plain HTTP status:
-//! - **Origin** (cross-site WebSocket hijacking): a browser always sends `Origin`; only the site's own
-//!   (same host as the request) and the configured extra origins are accepted, others get 403. Clients
-//!   that send no `Origin` (terminal clients, bots) are not browsers acting for someone else: accepted.
+//! - **Origin** (cross-site WebSocket hijacking, DNS rebinding): a browser always sends `Origin`; only
+//!   the server's own host names (see `hosts.rs`; never just "the same as the request's Host", which a
+//!   rebound name satisfies) and `--allowed-origins` are accepted, others get 403. Clients that send no
+//!   `Origin` (terminal clients, bots) are not browsers acting for someone else: accepted.
 //! - **Capacity**: a connection holds a permit of a `Semaphore` sized `--max-connections` for its whole
 //!   life; with none left, 503.
 //!
@@ -12,7 +13,10 @@
 //! none, as the page does: it joins its rooms itself, saying what it already has of each).
 
 use axum::extract::{Path, Query, State};
-use axum::http::header::{COOKIE, HOST, ORIGIN};
+use axum::Extension;
+use std::sync::Arc;
+
+use axum::http::header::{COOKIE, ORIGIN};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use metrics::counter;
@@ -20,7 +24,9 @@ use serde::Deserialize;
 
 use super::connection;
 use super::error::ChatError;
+use super::hosts::HostPolicy;
 use super::metrics as m;
+use super::names::LEGACY_PREFIX;
 use super::registry::Identity;
 use super::session::Sessions;
 use super::websocket::Handshake;
@@ -37,35 +43,40 @@ pub struct WsQuery {
 pub async fn chat_socket(
     upgrade: Handshake,
     Query(query): Query<WsQuery>,
+    hosts: Option<Extension<Arc<HostPolicy>>>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
     let identity = Identity {
         session: session(&headers, &state.chat.sessions),
         chosen: query.name,
+        legacy: false,
     };
     let first_room = match query.room {
         None => Some(DEFAULT_ROOM.to_owned()),
         Some(room) if room.is_empty() => None,
         Some(room) => Some(room),
     };
-    accept(upgrade, &headers, state, identity, first_room)
+    accept(upgrade, &headers, hosts, state, identity, first_room)
 }
 
 /// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`, in `general`.
 pub async fn legacy_chat_socket(
     upgrade: Handshake,
     Path(client_id): Path<String>,
+    hosts: Option<Extension<Arc<HostPolicy>>>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
     let identity = Identity {
         session: None,
-        chosen: Some(format!("Client #{client_id}")),
+        chosen: Some(format!("{LEGACY_PREFIX}{client_id}")),
+        legacy: true,
     };
     accept(
         upgrade,
         &headers,
+        hosts,
         state,
         identity,
         Some(DEFAULT_ROOM.to_owned()),
@@ -85,11 +96,12 @@ fn session(headers: &HeaderMap, sessions: &Sessions) -> Option<super::session::S
 fn accept(
     upgrade: Handshake,
     headers: &HeaderMap,
+    hosts: Option<Extension<Arc<HostPolicy>>>,
     state: AppState,
     identity: Identity,
     first_room: Option<String>,
 ) -> Response {
-    if let Err(error) = check_origin(headers, &state.chat.config.allowed_origins) {
+    if let Err(error) = check_origin(headers, hosts.as_deref().map(Arc::as_ref)) {
         counter!(m::REJECTED, "reason" => error.label()).increment(1);
         return error.into_response();
     }
@@ -106,22 +118,14 @@ fn accept(
     })
 }
 
-/// Accepts a request without `Origin`, from the request's own host, or from a configured origin.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ChatError> {
+/// Accepts a request without `Origin`, or from an origin `hosts` allows. Without a policy (the router
+/// was built without the host check) no browser origin is accepted.
+fn check_origin(headers: &HeaderMap, hosts: Option<&HostPolicy>) -> Result<(), ChatError> {
     let Some(origin) = headers.get(ORIGIN) else {
         return Ok(());
     };
-    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    let same_site = origin_host.is_some()
-        && origin_host.map(str::to_ascii_lowercase) == host.map(str::to_ascii_lowercase);
-    let listed = allowed
-        .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-    if same_site || listed {
+    let origin = origin.to_str().unwrap_or_default();
+    if hosts.is_some_and(|hosts| hosts.allows_origin(origin)) {
         Ok(())
     } else {
         Err(ChatError::ForbiddenOrigin(origin.to_owned()))
@@ -133,24 +137,27 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_static(host));
-        if let Some(origin) = origin {
-            headers.insert(ORIGIN, HeaderValue::from_static(origin));
-        }
-        headers
-    }
-
     #[test]
     fn origins() {
-        let extra = vec!["https://chat.example.com/".to_string()];
-        let ok = |origin, host| check_origin(&headers(origin, host), &extra).is_ok();
-        assert!(ok(None, "127.0.0.1:3000"));
-        assert!(ok(Some("http://127.0.0.1:3000"), "127.0.0.1:3000"));
-        assert!(ok(Some("https://Chat.Example.com"), "10.0.0.1:3000"));
-        assert!(!ok(Some("http://evil.example"), "127.0.0.1:3000"));
-        assert!(!ok(Some("http://127.0.0.1:3001"), "127.0.0.1:3000"));
-        assert!(!ok(Some("null"), "127.0.0.1:3000"));
+        let config = super::super::Config {
+            allowed_origins: vec!["https://chat.example.com/".into()],
+            ..Default::default()
+        };
+        let hosts = HostPolicy::new("127.0.0.1:3000".parse().unwrap(), &config);
+        let ok = |origin: Option<&'static str>, hosts: Option<&HostPolicy>| {
+            let mut headers = HeaderMap::new();
+            if let Some(origin) = origin {
+                headers.insert(ORIGIN, HeaderValue::from_static(origin));
+            }
+            check_origin(&headers, hosts).is_ok()
+        };
+        assert!(ok(None, Some(&hosts)));
+        assert!(ok(None, None));
+        assert!(ok(Some("http://127.0.0.1:3000"), Some(&hosts)));
+        assert!(ok(Some("https://Chat.Example.com"), Some(&hosts)));
+        assert!(!ok(Some("http://evil.example"), Some(&hosts)));
+        assert!(!ok(Some("http://127.0.0.1:3001"), Some(&hosts)));
+        assert!(!ok(Some("null"), Some(&hosts)));
+        assert!(!ok(Some("http://127.0.0.1:3000"), None));
     }
 }

@@ -38,7 +38,8 @@ pub fn unlimited_rate() -> Config {
 /// A plain `GET path` to the server at `addr` over HTTP/1.1; the whole response, head and body.
 pub async fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    // `Host` as a browser would send it: the server answers only to its own names (`hosts.rs`).
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
