@@ -295,6 +295,132 @@ async fn connections_over_the_cap_get_503() {
     server.stop().await;
 }
 
+/// A TCP connection to `server` from `source` (every 127.x.y.z address is this machine) that sends the
+/// first line of a WebSocket handshake and never the rest.
+async fn stalled_handshake(server: &TestServer, source: [u8; 4]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: ")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Waits until the server closes `stream` (whatever it says first); how long that took from `since`.
+async fn closed_after(mut stream: tokio::net::TcpStream, since: tokio::time::Instant) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return since.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Ann and bob, from 127.0.0.1, can still connect, join and talk.
+async fn two_people_still_chat(server: &TestServer) {
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let (mut bob, _) = server.join("/ws?name=bob").await;
+    ann.send_text("still here").await;
+    loop {
+        if let ServerEvent::Message { text, .. } = bob.event().await {
+            assert_eq!(text, "still here");
+            break;
+        }
+    }
+    ann.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn stalled_handshakes_keep_no_one_out_and_are_closed_after_the_header_timeout() {
+    let header_timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(Config {
+        header_timeout,
+        ..unlimited_rate()
+    })
+    .await;
+    // 300 half-sent handshakes, 30 from each of ten addresses (within the per-address share).
+    let opened = tokio::time::Instant::now();
+    let mut stalled = Vec::new();
+    for i in 0..300u32 {
+        let source = [127, 0, 1, 2 + (i % 10) as u8];
+        stalled.push(stalled_handshake(&server, source).await);
+    }
+    two_people_still_chat(&server).await;
+
+    // Every one of them is closed: not before the timeout, and not long after it (a timeout that
+    // never fired would leave them open for good).
+    let waits = tokio::time::timeout(
+        header_timeout + PATIENCE,
+        futures::future::join_all(stalled.into_iter().map(|s| closed_after(s, opened))),
+    )
+    .await
+    .expect("every stalled handshake is closed");
+    let (first, last) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+    eprintln!("300 stalled handshakes closed between {first:?} and {last:?} after they opened");
+    assert!(*first >= header_timeout, "one closed early: {first:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_gets_a_share_of_the_sockets_and_the_server_a_total() {
+    let header_timeout = Duration::from_secs(30);
+    let server = TestServer::start_with(Config {
+        header_timeout,
+        max_http_per_ip: 20,
+        max_http_connections: 50,
+        ..unlimited_rate()
+    })
+    .await;
+    // One address opens 100: 20 are held (they stay open), the other 80 are closed at once.
+    let opened = tokio::time::Instant::now();
+    let mut held = Vec::new();
+    let mut turned_away = Vec::new();
+    for _ in 0..100 {
+        let stream = stalled_handshake(&server, [127, 0, 2, 1]).await;
+        if turned_away.len() + held.len() < 20 {
+            held.push(stream);
+        } else {
+            turned_away.push(stream);
+        }
+    }
+    let waits = tokio::time::timeout(
+        PATIENCE,
+        futures::future::join_all(turned_away.into_iter().map(|s| closed_after(s, opened))),
+    )
+    .await
+    .expect("sockets past the address's share are closed at once");
+    assert_eq!(waits.len(), 80);
+    // Others still get in.
+    two_people_still_chat(&server).await;
+    // Two more addresses take the server to its total (20 + 20 + 10 of 50): one more socket, from a
+    // fourth address, is closed at once.
+    for (source, count) in [([127, 0, 2, 2], 20), ([127, 0, 2, 3], 10)] {
+        for _ in 0..count {
+            held.push(stalled_handshake(&server, source).await);
+        }
+    }
+    let fourth = stalled_handshake(&server, [127, 0, 2, 4]).await;
+    tokio::time::timeout(PATIENCE, closed_after(fourth, opened))
+        .await
+        .expect("a socket past the server's total is closed at once");
+    // The held ones are still open: a read finds nothing yet.
+    for stream in &held {
+        let mut probe = [0u8; 1];
+        assert!(
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a socket within the shares stays open until its timeout"
+        );
+    }
+    drop(held);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn health_and_metrics_endpoints() {
     let server = TestServer::start().await;

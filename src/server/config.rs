@@ -141,6 +141,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
 
+    /// Of those, the most one peer address may hold; past it, its new sockets are closed at once. Behind
+    /// a reverse proxy every socket comes from the proxy's address: raise it to `--max-http-connections`.
+    #[arg(long, env = "CHAT_MAX_HTTP_PER_IP", default_value_t = 64)]
+    pub max_http_per_ip: usize,
+
     /// Rooms one person may create (join while they have no history and no one in them) per minute.
     #[arg(long, env = "CHAT_ROOM_CREATE_RATE", default_value_t = 5.0)]
     pub room_create_rate: f64,
@@ -175,6 +180,7 @@ impl Default for Config {
             replay_bytes: super::replay::REPLAY_BYTES,
             header_timeout: Duration::from_secs(10),
             max_http_connections: 1024,
+            max_http_per_ip: 64,
             room_create_rate: 5.0,
             session_lifetime: super::session::DEFAULT_LIFETIME,
             rotate_session_key: false,

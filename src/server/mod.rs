@@ -37,9 +37,11 @@ mod manager;
 mod registry;
 mod rooms;
 
-// Message flow: the history writer, one connection's task, the `/ws` admission.
+// Message flow: the history writer, which sockets are served, one connection's task, the `/ws`
+// admission.
 mod connection;
 mod history;
+mod http_slots;
 mod upgrade;
 
 use std::future::Future;
@@ -51,7 +53,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -202,6 +204,8 @@ pub async fn run(
     let grace = state.chat.config.shutdown_grace;
     let sweep_every = ping_sweep_period(&state.chat.config);
     let hosts = hosts::HostPolicy::new(listener.local_addr()?, &state.chat.config);
+    let slots = http_slots::HttpSlots::new(&state.chat.config);
+    let header_timeout = state.chat.config.header_timeout;
     let service = TowerToHyperService::new(app(state, hosts));
     // Plain HTTP connections, so shutdown can ask each to finish its request in flight and close.
     let http = TaskTracker::new();
@@ -237,10 +241,10 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Typically out of file descriptors: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
@@ -249,16 +253,32 @@ pub async fn run(
                 }
             },
         };
+        // Closed at once when its address, or the server, has no slot left (see `http_slots.rs`).
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                ::metrics::counter!(metrics::REJECTED, "reason" => full.label()).increment(1);
+                drop(stream);
+                continue;
+            }
+        };
         // Chat frames are small and latency-sensitive: without TCP_NODELAY, Nagle's algorithm meeting
         // the client's delayed ACK adds up to ~40 ms to a lone message.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
+        // Without a timer hyper never fires the header timeout. It covers a request's head and the idle
+        // wait before one on a kept-alive connection; a slow body is cut by the response deadline.
         let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(stream), service.clone())
             .with_upgrades();
         let stopping = stopping.clone();
         http.spawn(async move {
+            // Held until the socket closes or upgrades: the upgraded socket then counts against
+            // `--max-connections` instead.
+            let _slot = slot;
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
