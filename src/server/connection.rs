@@ -526,9 +526,9 @@ fn try_write(
         for (slice, frame) in slices.iter_mut().zip(frames.iter()) {
             *slice = IoSlice::new(frame);
         }
-        let mut written = stream.try_write_vectored(&slices[..count])?;
-        while written > 0 {
-            let first = frames.front_mut().expect("written bytes came from a frame");
+        let mut written = stream.try_write_vectored(slices.get(..count).unwrap_or_default())?;
+        // Every byte written came from one of the frames: the loop ends when they are accounted for.
+        while let (true, Some(first)) = (written > 0, frames.front_mut()) {
             if written >= first.len() {
                 written -= first.len();
                 frames.pop_front();

@@ -34,6 +34,10 @@ pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
 pub const JOINS: &str = "chat_joins_total";
 
 /// The process's Prometheus handle, installing the recorder on first use.
+#[allow(
+    clippy::expect_used,
+    reason = "runs once at start, before any client, and fails only if another recorder exists"
+)]
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {

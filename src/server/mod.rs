@@ -6,6 +6,11 @@
 //! → [`manager`] (acknowledges it, encodes it once into its room's [`fanout`] log) → [`connection`] (each
 //! member's task takes from the log, and its [`outbox`], and writes).
 
+// No panic may be reachable from client input: a panicking connection task loses its socket (its
+// registration is still dropped, see `manager::Registration`). Where one of these is provably
+// unreachable, an `allow` says why.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 // Private modules: the server's public API is this file's (`AppState`, `app`, `run`, `Config`, and the
 // `Chat` queries tests and tools use). Grouped by layer, bottom up: each module imports only from its
 // own layer's lower modules or from layers above it in this list, so there is no import cycle.

@@ -64,8 +64,8 @@ pub fn assign(mut is_free: impl FnMut(&str) -> bool) -> String {
     let pick = || {
         format!(
             "{} {}",
-            ADJECTIVES[fastrand::usize(..ADJECTIVES.len())],
-            ANIMALS[fastrand::usize(..ANIMALS.len())]
+            fastrand::choice(ADJECTIVES).unwrap_or(&"Quiet"),
+            fastrand::choice(ANIMALS).unwrap_or(&"Otter")
         )
     };
     for _ in 0..8 {
@@ -75,10 +75,14 @@ pub fn assign(mut is_free: impl FnMut(&str) -> bool) -> String {
         }
     }
     let base = pick();
-    (2u64..)
-        .map(|n| format!("{base} {n}"))
-        .find(|name| is_free(name))
-        .expect("an unbounded sequence of distinct names always has a free one")
+    let mut n = 2u64;
+    loop {
+        let name = format!("{base} {n}");
+        if is_free(&name) {
+            return name;
+        }
+        n += 1;
+    }
 }
 
 #[cfg(test)]

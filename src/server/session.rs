@@ -126,6 +126,10 @@ impl Sessions {
     }
 
     /// A fresh, random person id.
+    #[allow(
+        clippy::expect_used,
+        reason = "the OS random source fails only when unusable, and then no identity is safe to issue"
+    )]
     pub fn new_person() -> PersonId {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).expect("randomness");
@@ -196,6 +200,7 @@ impl Sessions {
         mac.finalize().into_bytes().to_vec()
     }
 
+    #[allow(clippy::expect_used, reason = "HMAC accepts a key of any length")]
     fn mac(&self) -> Hmac<Sha256> {
         Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length")
     }

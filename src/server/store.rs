@@ -363,7 +363,7 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<(String, u64)>, sqlx::Error> {
-        let skip = serde_json::to_string(skip).expect("a list of strings serializes");
+        let skip = serde_json::to_string(skip).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, last_seq FROM rooms \
              WHERE name NOT IN (SELECT value FROM json_each(?1)) \
@@ -382,7 +382,7 @@ impl Store {
 
     /// The last sequence numbers (message counts) of those of `names` that have stored messages.
     pub async fn room_sizes(&self, names: &[String]) -> Result<Vec<(String, u64)>, sqlx::Error> {
-        let names = serde_json::to_string(names).expect("a list of strings serializes");
+        let names = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, last_seq FROM rooms WHERE name IN (SELECT value FROM json_each(?1))",
         )

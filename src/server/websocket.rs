@@ -183,7 +183,7 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     }
     let mut payload = Vec::with_capacity(2 + end);
     payload.extend_from_slice(&code.to_be_bytes());
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload.extend_from_slice(reason.as_bytes().get(..end).unwrap_or_default());
     frame(OP_CLOSE, &payload)
 }
 

@@ -133,8 +133,8 @@ impl Decoder {
             }
             buf.advance(header.len);
             let mut payload = buf.split_to(header.payload_len);
-            for (i, byte) in payload.iter_mut().enumerate() {
-                *byte ^= header.mask[i % 4];
+            for (byte, key) in payload.iter_mut().zip(header.mask.iter().cycle()) {
+                *byte ^= key;
             }
             if let Some(message) = self.frame(header.fin, header.opcode, &payload)? {
                 return Ok(Some(message));
