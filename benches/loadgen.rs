@@ -14,6 +14,11 @@
 //!   client that connects and then never reads.
 //! - `idle`: N connections that send nothing; the server's resident memory before and after, per
 //!   connection.
+//! - `hostile`: one client fills the room with `--history` messages of `--pad` bytes; then N clients that
+//!   never read (small receive buffers) leave and rejoin it with `after: 0` over and over, each time
+//!   asking for a replay of everything, and send WebSocket pings, for `--duration` seconds. The server's
+//!   peak resident memory above where it started, per hostile client, is what one such connection can
+//!   pin; the result also says how many of them the server closed.
 //!
 //! Single-threaded on purpose: the script pins it to the core the server does not use.
 
@@ -46,6 +51,7 @@ enum Target {
 enum Mode {
     Fanout,
     Idle,
+    Hostile,
 }
 
 #[derive(Parser, Debug)]
@@ -82,6 +88,9 @@ struct Args {
     /// Bytes of padding added to each message (to fill a stalled client's buffers sooner).
     #[arg(long, default_value_t = 0)]
     pad: usize,
+    /// Messages in the room before the hostile clients start (`--mode hostile`).
+    #[arg(long, default_value_t = 150)]
+    history: usize,
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -108,6 +117,7 @@ fn main() {
         match args.mode {
             Mode::Fanout => fanout(&args).await,
             Mode::Idle => idle(&args).await,
+            Mode::Hostile => hostile(&args).await,
         }
     });
     match outcome {
@@ -454,6 +464,77 @@ async fn idle(args: &Args) -> Result<String, String> {
     Ok(format!(
         "{{\"label\":{:?},\"target\":\"{:?}\",\"clients\":{},\"held\":{},\"rss_kib_before\":{},\"rss_kib_after\":{},\"rss_kib_per_connection\":{:.2}}}",
         args.label, args.target, args.clients, open, before, after, per_conn
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hostile clients
+
+async fn hostile(args: &Args) -> Result<String, String> {
+    let pid = args.server_pid.ok_or("--mode hostile needs --server-pid")?;
+    if args.target != Target::Groupchat {
+        return Err("--mode hostile speaks this project's protocol only".into());
+    }
+    // The room's history: `--history` messages of `--pad` bytes, each acknowledged (stored).
+    let mut seeder = connect_many(args, args.clients + 1, 1)
+        .await?
+        .pop()
+        .ok_or("no seeder")?;
+    let text = "x".repeat(args.pad.max(1));
+    for i in 0..args.history {
+        let frame = serde_json::json!({
+            "type": "message", "room": "general", "text": text, "client_id": format!("seed-{i}")
+        });
+        seeder
+            .send(Message::text(frame.to_string()))
+            .await
+            .map_err(|e| format!("seeding: {e}"))?;
+    }
+    let mut acked = 0;
+    while acked < args.history {
+        match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"ack\"") => acked += 1,
+            Ok(Some(Ok(_))) => {}
+            other => return Err(format!("seeding: {acked} acks, then {other:?}")),
+        }
+    }
+    drop(seeder);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid).ok_or("cannot read the server's memory")?;
+
+    let closed = Rc::new(RefCell::new(0usize));
+    let end = Instant::now() + Duration::from_secs_f64(args.duration);
+    for _ in 0..args.clients {
+        let ws = connect_stalled(args).await?;
+        let closed = closed.clone();
+        tokio::task::spawn_local(async move {
+            let (mut sink, _never_read) = ws.split();
+            let leave = Message::text(r#"{"type":"leave","room":"general"}"#);
+            let join = Message::text(r#"{"type":"join","room":"general","after":0}"#);
+            while Instant::now() < end {
+                let mut burst = vec![leave.clone(), join.clone()];
+                burst.extend((0..8).map(|_| Message::Ping(vec![0u8; 125].into())));
+                for message in burst {
+                    if sink.send(message).await.is_err() {
+                        *closed.borrow_mut() += 1;
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+    let mut peak = before;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib(pid).unwrap_or(0));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = *closed.borrow();
+    let pinned = peak.saturating_sub(before) as f64 / args.clients.max(1) as f64;
+    Ok(format!(
+        "{{\"label\":{:?},\"target\":\"{:?}\",\"clients\":{},\"history\":{},\"pad\":{},\"rss_kib_before\":{},\"rss_kib_peak\":{},\"pinned_kib_per_hostile\":{:.0},\"hostile_closed\":{}}}",
+        args.label, args.target, args.clients, args.history, args.pad, before, peak, pinned, closed
     ))
 }
 

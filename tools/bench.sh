@@ -11,6 +11,9 @@
 #                buffers fill within seconds: what does it do to everyone else?
 #   idle-5k      5,000 idle connections: server memory per connection
 #   held-10k     10,000 idle connections held
+#   hostile-20   a room of 150 messages of 60 KB; 20 clients that never read rejoin it asking for all of
+#                it, and send pings, for 10 s: the memory one hostile connection pins (not the reference,
+#                which has neither history nor joins)
 # BENCH_QUICK=1 shrinks everything to a one-minute smoke run. Results: target/bench/results.jsonl
 #
 # BENCH_BASELINE=/path/to/groupchat adds a third side, "baseline": another build of this server (say,
@@ -159,6 +162,10 @@ scenario padded-100k "${long[@]}"
 scenario stalled "${long[@]}" --stalled
 scenario idle-5k --mode idle --clients "$IDLE"
 scenario held-10k --mode idle --clients "$HELD"
+for side in "${sides[@]}"; do
+  [ "$side" = reference ] && continue
+  start_server "$side"; loadgen "$side" hostile-20 --mode hostile --clients 20 --history 150 --pad 60000 --duration "$WINDOW"
+done
 stop_server
 
 step "results"
@@ -196,6 +203,10 @@ for scenario in scenarios:
             notes.append(versus(r, sides["baseline"]))
         if "failed" in r:
             print(f"{r['label']:<24} FAILED: {r['failed'][-120:]!r}")
+        elif "pinned_kib_per_hostile" in r:
+            print(f"{r['label']:<24}{'':>10}{'':>9}{'':>9}{'':>9}{'':>10}{'':>6}{'':>6}{'':>14}{r['rss_kib_peak']:>10}  "
+                  f"{r['clients']} hostile clients: peak +{r['rss_kib_peak'] - r['rss_kib_before']} KiB, "
+                  f"{r['pinned_kib_per_hostile']:.0f} KiB each; {r['hostile_closed']} closed by the server")
         elif "rss_kib_per_connection" in r:
             notes.insert(0, f"{r['held']} held, {r['rss_kib_per_connection']:.2f} KiB per connection")
             print(f"{r['label']:<24}{'':>10}{'':>9}{'':>9}{'':>9}{'':>10}{'':>6}{'':>6}{'':>14}{r['rss_kib_after']:>10}  "
