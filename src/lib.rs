@@ -6,15 +6,17 @@
 //!
 //! ## Layout
 //! - [`protocol`]: every frame on the wire, shared by both sides. Start here.
-//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`), the `/ws` admission checks
-//!   (`upgrade.rs`), the host names it answers to (`hosts.rs`), session tokens and the cookie
-//!   (`session.rs`), the WebSocket wire format (`websocket.rs`), one
-//!   connection's task (`connection.rs`), the history writer and join replays (`history.rs`) over the
-//!   SQLite store (`store.rs`), the connection manager: people, rooms, presence, typing and the order
-//!   of events (`manager.rs`), each room's in-memory newest messages (`recent.rs`), the per-room log
-//!   broadcasts fan out through (`fanout.rs`), each connection's cursors and personal frames
-//!   (`outbox.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error type
-//!   (`error.rs`), settings (`config.rs`), metric names (`metrics.rs`).
+//! - `server` (`ssr`): the router and `run` entry (`server/mod.rs`, which lists its modules by layer),
+//!   which sockets are served (`http_slots.rs`), the `/ws` admission checks (`upgrade.rs`), the host
+//!   names it answers to (`hosts.rs`), session tokens and the cookie (`session.rs`), the WebSocket wire
+//!   format (`websocket.rs`, `websocket/decode.rs`), one connection's task (`connection.rs`), the
+//!   history writer and join replays (`history.rs`) over the SQLite store (`store.rs`), the connection
+//!   manager (`manager.rs`) over who is connected (`registry.rs`), the rooms with presence and typing
+//!   (`rooms.rs`) and the join protocol (`join.rs`), replay limits (`replay.rs`), each room's
+//!   in-memory newest messages (`recent.rs`), the per-room log broadcasts fan out through
+//!   (`fanout.rs`), each connection's cursors and personal frames (`outbox.rs`), encoded frames and
+//!   close codes (`frame.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error
+//!   type (`error.rs`), settings (`config.rs`), metric names (`metrics.rs`).
 //! - [`api`]: `/api/history`, `/api/rooms` and `/api/session`, as server functions.
 //! - [`app`]: the page, rendered on the server and hydrated in the browser.
 //! - [`chat_state`]: the page's reactive state, and how each server event changes it.
@@ -23,7 +25,7 @@
 //!
 //! The path of one message: browser input → `socket` → `/ws` (`upgrade`, `websocket`) → `connection`
 //! (read) → `protocol` → `history` (stored by the writer in `store`) → `manager` (ack to the sender;
-//! encode once, append to the room's `fanout` log) → `connection` (each member's task takes it and
+//! `rooms` encodes once and appends to the room's `fanout` log) → `connection` (each member's task takes it and
 //! writes a batch) → each browser's `socket` → `chat_state` (shown once, by sequence number) → the
 //! message list in `app`.
 
