@@ -146,6 +146,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_HTTP_PER_IP", default_value_t = 64)]
     pub max_http_per_ip: usize,
 
+    /// Cluster mode: the Redis that carries live events, presence and name leases between nodes
+    /// (`redis://host:port`). Needs a shared database (PostgreSQL) for the history. Unset: one node.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's name in a cluster, in logs, metrics and presence leases. Default: host name and
+    /// process id.
+    #[arg(long, env = "CHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Rooms one person may create (join while they have no history and no one in them) per minute.
     #[arg(long, env = "CHAT_ROOM_CREATE_RATE", default_value_t = 5.0)]
     pub room_create_rate: f64,
@@ -182,6 +192,8 @@ impl Default for Config {
             max_http_connections: 1024,
             max_http_per_ip: 64,
             room_create_rate: 5.0,
+            redis_url: None,
+            node_id: None,
             session_lifetime: super::session::DEFAULT_LIFETIME,
             rotate_session_key: false,
         }

@@ -85,10 +85,20 @@ pub async fn serve(
             tracing::warn!(%error, "cannot cap the socket's send buffer");
         }
     }
-    let mut conn = match manager.connect(identity) {
-        Ok(registration) => Connection::new(stream, registration, &chat, already_read),
+    let registration = match manager.connect(identity) {
+        Ok(registration) => registration,
         Err(error) => return turn_away(stream, error).await,
     };
+    // In a cluster the name must be free on every node, not only here: nothing has been sent yet, so a
+    // refusal is as if the manager had refused it.
+    if let Some(cluster) = &chat.cluster {
+        let (key, person) = (registration.name_key.clone(), registration.person);
+        if !cluster.claim_name(key.clone(), person).await {
+            drop(registration);
+            return turn_away(stream, ChatError::NameTaken(key)).await;
+        }
+    }
+    let mut conn = Connection::new(stream, registration, &chat, already_read);
     let id = conn.id;
     tracing::debug!(conn = id, "connected");
     if let Some(room) = first_room {

@@ -17,10 +17,11 @@ use super::error::ChatError;
 use super::frame::{encode, Frame};
 use super::names::name_key;
 use super::outbox::{Outbox, Subscription};
+use super::presence::PresenceRecord;
 use super::recent::Recent;
 use super::registry::{ConnId, Registry};
 use super::replay::{Replay, ReplayLimits};
-use super::rooms::{Arrival, Lagging, Rooms};
+use super::rooms::{Arrival, Gap, Lagging, Rooms};
 use crate::protocol::{validate_room, FrameKind, FrameRef, ServerEvent};
 
 /// A join under way: the room is held open and its log position noted while the history is read.
@@ -66,6 +67,8 @@ pub(super) enum Begun {
 pub(super) struct Completed {
     pub joiner: Option<Joiner>,
     pub lagging: Lagging,
+    /// The joiner's person's presence here now, for the other nodes of a cluster.
+    pub presence: Option<PresenceRecord>,
 }
 
 pub(super) struct Joiner {
@@ -137,14 +140,20 @@ pub(super) fn finish(
     ticket: JoinTicket,
     replay: Replay,
     recent_capacity: usize,
-) -> Completed {
+) -> (Completed, Option<Gap>) {
     if let Some(r) = rooms.get_mut(&ticket.room) {
         if r.recent.is_none() && r.published == ticket.published {
             // Nothing was published since the read began: it is the room's current state.
             r.recent = Some(Recent::new(&replay, recent_capacity));
         }
     }
-    complete(registry, rooms, ticket, replay)
+    // The first read of a room says where its sequence stands; messages that came meanwhile waited
+    // (see `Rooms::deliver`), and now take their turn, after the read's position in the log, which
+    // is where the joiner starts reading.
+    let (mut lagging, gap) = rooms.start_sequence(&ticket.room, replay.last_seq);
+    let mut completed = complete(registry, rooms, ticket, replay);
+    completed.lagging.append(&mut lagging);
+    (completed, gap)
 }
 
 /// A join that could not finish: releases the room.
@@ -165,6 +174,7 @@ fn complete(
     let nothing = Completed {
         joiner: None,
         lagging: Vec::new(),
+        presence: None,
     };
     let Some(record) = registry.get_mut(ticket.conn) else {
         // It went while its history was being read.
@@ -198,6 +208,7 @@ fn complete(
         record.rooms.retain(|r| *r != room);
         return nothing;
     };
+    let presence = Some(rooms.local_presence(&room, &person_key, &record.name));
     let mut frames = vec![encode(&ServerEvent::Joined {
         room: room.clone(),
         recovered: replay.recovered,
@@ -220,5 +231,6 @@ fn complete(
             subscription: snapshot.subscription,
         }),
         lagging,
+        presence,
     }
 }

@@ -14,26 +14,35 @@
 //! Messages do not pass through here on the way in: the history writer (`history.rs`) stores them first
 //! and then hands them to [`ConnectionManager::stored`], which acknowledges and publishes them. So every
 //! message anyone sees is already durable, in sequence-number order.
+//!
+//! In a cluster, the manager also tells the other nodes what changed here (through the [`Cluster`]
+//! handle: stored messages, presence, typing, names let go) and takes in what they say
+//! ([`ConnectionManager::apply_bus`]); their messages take their turn in each room like local ones.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 
+use super::bus::{BusEvent, Cluster};
 use super::clock::now_ms;
 use super::config::Config;
 use super::error::ChatError;
 use super::frame::{encode, Frame, Kick};
+use super::gaps::GapFiller;
 use super::join::{self, Begun, Completed, JoinTicket, Joining};
 use super::metrics as m;
 use super::names::name_key;
 use super::outbox::Outbox;
+use super::presence::PresenceRecord;
 use super::registry::{ConnId, Identity, Registry};
 use super::replay::{Replay, ReplayLimits};
-use super::rooms::{Lagging, Rooms};
+use super::rooms::{Gap, Lagging, Rooms};
 use super::session::Sessions;
-use super::store::{NewMessage, Stored};
-use crate::protocol::{validate_text, FrameRef, ServerEvent, WelcomeLimits, MAX_CLIENT_ID_BYTES};
+use super::store::{NewMessage, PersonId, Stored};
+use crate::protocol::{
+    validate_text, ChatMessage, FrameRef, ServerEvent, WelcomeLimits, MAX_CLIENT_ID_BYTES,
+};
 
 /// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
 /// reconnect after a short drop is answered without the store.
@@ -48,6 +57,9 @@ pub struct ConnectionManager {
     state: Mutex<State>,
     sessions: Sessions,
     limits: Limits,
+    /// Set once at start (it needs the manager first): the task that fills gaps in a room's
+    /// sequence from the store.
+    gaps: OnceLock<GapFiller>,
 }
 
 struct Limits {
@@ -65,6 +77,9 @@ struct State {
     rooms: Rooms,
     /// Set on shutdown: no one connects or joins any more.
     closing: bool,
+    /// The other nodes, in cluster mode. Told of every change here as it is made, under the lock, so
+    /// they hear of changes in the order they happened (telling never waits: see `bus.rs`).
+    cluster: Option<Cluster>,
 }
 
 /// A connection the manager accepted, for as long as it is registered: its id, who it is, and its
@@ -73,6 +88,9 @@ struct State {
 pub struct Registration {
     pub id: ConnId,
     pub outbox: Arc<Outbox>,
+    /// The name it goes by (`name_key` form) and its person: what a cluster-wide name claim needs.
+    pub name_key: String,
+    pub person: PersonId,
     manager: Arc<ConnectionManager>,
 }
 
@@ -94,6 +112,7 @@ impl ConnectionManager {
                     config.queue_bytes,
                 ),
                 closing: false,
+                cluster: None,
             }),
             sessions,
             limits: Limits {
@@ -105,6 +124,19 @@ impl ConnectionManager {
                 recent_capacity: config.history_on_join.max(RECENT_MESSAGES),
                 room_create_rate: config.room_create_rate,
             },
+            gaps: OnceLock::new(),
+        }
+    }
+
+    /// Connects this manager to the rest of the server: the gap filler, and the cluster (if any).
+    pub fn attach(&self, gaps: GapFiller, cluster: Option<Cluster>) {
+        let _ = self.gaps.set(gaps);
+        self.state().cluster = cluster;
+    }
+
+    fn fill(&self, gap: Option<Gap>) {
+        if let (Some(gap), Some(gaps)) = (gap, self.gaps.get()) {
+            gaps.request(gap);
         }
     }
 
@@ -130,6 +162,8 @@ impl ConnectionManager {
         Ok(Registration {
             id,
             outbox: record.outbox.clone(),
+            name_key: name_key(&record.name),
+            person: record.person,
             manager: self.clone(),
         })
     }
@@ -184,8 +218,11 @@ impl ConnectionManager {
                 return state.queue(ticket.conn, encode(&error.event(Some(ticket.reference()))));
             }
         }
-        let completed = join::finish(registry, rooms, ticket, replay, self.limits.recent_capacity);
+        let (completed, gap) =
+            join::finish(registry, rooms, ticket, replay, self.limits.recent_capacity);
         state.deliver(completed);
+        drop(state);
+        self.fill(gap);
     }
 
     /// A join that could not finish (its history could not be read): releases the room and tells the
@@ -220,6 +257,8 @@ impl ConnectionManager {
         record.outbox.unsubscribe(room);
         let (person_key, name) = (name_key(&record.name), record.name.clone());
         let lagging = state.rooms.depart(conn, room, &person_key, &name);
+        let presence = state.rooms.local_presence(room, &person_key, &name);
+        state.tell(BusEvent::Presence(presence));
         state.disconnect_lagging(lagging);
         Ok(())
     }
@@ -272,34 +311,17 @@ impl ConnectionManager {
     /// the room. Called by the history writer in sequence order.
     pub fn stored(&self, sender: ConnId, message: &NewMessage, outcome: Stored) {
         let mut state = self.state();
-        let seq = match outcome {
-            Stored::Duplicate { seq } => seq,
+        let (seq, gap) = match outcome {
+            Stored::Duplicate { seq } => (seq, None),
             Stored::New(stored) => {
                 let seq = stored.seq;
-                // The sender stopped typing: its message is here.
-                let mut lagging = state
-                    .rooms
-                    .stopped_typing(&message.room, &name_key(&message.author));
-                if let Some(r) = state.rooms.get_mut(&message.room) {
-                    r.published += 1;
-                    if r.recent
-                        .as_mut()
-                        .is_some_and(|recent| !recent.push(&stored))
-                    {
-                        r.recent = None;
-                    }
-                }
-                let event = ServerEvent::Message {
+                state.tell(BusEvent::Message {
                     room: message.room.clone(),
-                    seq,
-                    from: stored.from,
-                    text: stored.text,
-                    ts: stored.ts,
-                    client_id: stored.client_id,
-                };
-                lagging.extend(state.rooms.publish(&message.room, &event, seq));
+                    message: stored.clone(),
+                });
+                let (lagging, gap) = state.rooms.deliver(&message.room, stored);
                 state.disconnect_lagging(lagging);
-                seq
+                (seq, gap)
             }
         };
         let ack = encode(&ServerEvent::Ack {
@@ -308,6 +330,96 @@ impl ConnectionManager {
             client_id: message.client_id.clone(),
         });
         state.queue(sender, ack);
+        drop(state);
+        self.fill(gap);
+    }
+
+    // ---- What the other nodes of a cluster say (see `bus.rs`)
+
+    /// Takes in one event from node `node`; returns the gaps it opened.
+    pub fn apply_bus(&self, node: &str, event: BusEvent) -> Vec<Gap> {
+        let mut state = self.state();
+        let (lagging, gap) = match event {
+            BusEvent::Message { room, message } => state.rooms.deliver(&room, message),
+            BusEvent::Presence(record) => (state.rooms.apply_remote(node, &record), None),
+            BusEvent::Typing { room, key, name } => {
+                let until = Instant::now() + self.limits.typing_ttl;
+                (state.rooms.typing(&room, &key, &name, until), None)
+            }
+        };
+        state.disconnect_lagging(lagging);
+        gap.into_iter().collect()
+    }
+
+    /// Node `node` is gone: its people leave.
+    pub fn forget_node(&self, node: &str) {
+        let mut state = self.state();
+        let lagging = state.rooms.forget_node(node);
+        state.disconnect_lagging(lagging);
+    }
+
+    /// The other nodes' people, read back whole from Redis.
+    pub fn replace_remote_presence(&self, records: &[(String, PresenceRecord)]) {
+        let mut state = self.state();
+        let lagging = state.rooms.replace_remote(records);
+        state.disconnect_lagging(lagging);
+    }
+
+    /// The nodes whose people are counted here.
+    pub fn remote_nodes(&self) -> Vec<String> {
+        self.state().rooms.remote_nodes()
+    }
+
+    /// Everyone present here, room by room.
+    pub fn local_presence(&self) -> Vec<PresenceRecord> {
+        self.state().rooms.all_local_presence()
+    }
+
+    /// Every name held here, with its person.
+    pub fn held_names(&self) -> Vec<(String, PersonId)> {
+        self.state().registry.held_names()
+    }
+
+    /// The rooms here that follow a sequence, with the `seq` each expects next.
+    pub fn sequences(&self) -> Vec<(String, u64)> {
+        self.state().rooms.sequences()
+    }
+
+    // ---- Gap fills (see `gaps.rs`)
+
+    /// Starts a fill of `room`: the `seq` to read from, unless there is nothing to fill or a fill is
+    /// under way.
+    pub fn begin_fill(&self, room: &str) -> Option<u64> {
+        self.state().rooms.begin_fill(room)
+    }
+
+    /// Ends a fill of `room` that read nothing.
+    pub fn end_fill(&self, room: &str) {
+        self.state().rooms.end_fill(room);
+    }
+
+    /// Ends a fill of `room` that read `messages` (from `next` on): delivers them, moving past any
+    /// the store no longer has; returns whether a gap is still open.
+    pub fn filled(&self, room: &str, next: u64, messages: Vec<ChatMessage>) -> bool {
+        let mut state = self.state();
+        // What the store has first (else what waits first) is where the sequence goes on: anything
+        // before it is gone for good (retention).
+        let first = messages
+            .first()
+            .map(|m| m.seq)
+            .or_else(|| state.rooms.first_ahead(room));
+        if let Some(first) = first.filter(|first| *first > next) {
+            state.rooms.skip_to(room, first);
+        }
+        let mut lagging = Vec::new();
+        for message in messages {
+            lagging.extend(state.rooms.deliver(room, message).0);
+        }
+        let (more, _) = state.rooms.start_sequence(room, 0);
+        lagging.extend(more);
+        let open = state.rooms.end_fill(room).is_some();
+        state.disconnect_lagging(lagging);
+        open
     }
 
     /// Connection `conn` says its person is typing in `room`: announced if they were not already.
@@ -322,6 +434,11 @@ impl ConnectionManager {
         let (key, name) = (name_key(&record.name), record.name.clone());
         let until = Instant::now() + self.limits.typing_ttl;
         let lagging = state.rooms.typing(room, &key, &name, until);
+        state.tell(BusEvent::Typing {
+            room: room.to_owned(),
+            key,
+            name,
+        });
         state.disconnect_lagging(lagging);
         Ok(())
     }
@@ -413,6 +530,13 @@ impl ConnectionManager {
 
 impl State {
     /// Hands a completed join to its connection, then disconnects whoever the room's news left behind.
+    /// Tells the other nodes, if there are any.
+    fn tell(&self, event: BusEvent) {
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(event);
+        }
+    }
+
     fn deliver(&mut self, completed: Completed) {
         if let Some(joiner) = completed.joiner {
             let mut full = false;
@@ -423,6 +547,9 @@ impl State {
             if full {
                 self.remove(joiner.conn, Some(Kick::TOO_SLOW));
             }
+        }
+        if let Some(presence) = completed.presence {
+            self.tell(BusEvent::Presence(presence));
         }
         self.disconnect_lagging(completed.lagging);
     }
@@ -462,6 +589,13 @@ impl State {
             for room in &record.rooms {
                 let lagging = self.rooms.depart(id, room, &key, &record.name);
                 work.extend(lagging.into_iter().map(|id| (id, Some(Kick::TOO_SLOW))));
+                let presence = self.rooms.local_presence(room, &key, &record.name);
+                self.tell(BusEvent::Presence(presence));
+            }
+            if !self.registry.holds(&key) {
+                if let Some(cluster) = &self.cluster {
+                    cluster.release_name(key);
+                }
             }
         }
     }

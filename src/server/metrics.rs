@@ -33,6 +33,17 @@ pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
 /// Room joins, labelled by where their history came from: `memory` or `store`.
 pub const JOINS: &str = "chat_joins_total";
 
+/// Cluster mode: whether the Redis bus is connected (gauge, 1 or 0).
+pub const BUS_CONNECTED: &str = "chat_bus_connected";
+/// Cluster mode: reconnections to Redis.
+pub const BUS_RECONNECTS: &str = "chat_bus_reconnects_total";
+/// Cluster mode: events that could not be queued for Redis (made good by a restatement).
+pub const BUS_DROPPED: &str = "chat_bus_dropped_total";
+/// Cluster mode: seconds from a message's storing (on another node) to its arrival here (summary).
+pub const BUS_LAG_SECONDS: &str = "chat_bus_lag_seconds";
+/// Store reads that filled a gap in a room's sequence (messages the bus lost or delayed).
+pub const GAP_FILLS: &str = "chat_gap_fills_total";
+
 /// The process's Prometheus handle, installing the recorder on first use.
 #[allow(
     clippy::expect_used,
@@ -74,4 +85,16 @@ fn describe() {
         "Time per store transaction, disk sync included"
     );
     describe_counter!(JOINS, "Room joins, by where their history came from");
+    describe_gauge!(BUS_CONNECTED, "Whether the Redis bus is connected");
+    describe_counter!(BUS_RECONNECTS, "Reconnections to Redis");
+    describe_counter!(BUS_DROPPED, "Events that could not be queued for Redis");
+    describe_histogram!(
+        BUS_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "From a message's storing on another node to its arrival here"
+    );
+    describe_counter!(
+        GAP_FILLS,
+        "Store reads that filled a gap in a room's sequence"
+    );
 }

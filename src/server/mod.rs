@@ -36,11 +36,17 @@ pub(crate) mod hosts;
 pub(crate) mod session;
 pub(crate) mod store;
 
-// The connection manager: its registry of connections and names, its rooms, the join protocol.
+// The connection manager: its registry of connections and names, its rooms, the join protocol, the
+// other nodes' presence, and the filling of gaps in a room's sequence.
+mod gaps;
 mod join;
 mod manager;
+mod presence;
 mod registry;
 mod rooms;
+
+// Cluster mode: the Redis bus, presence and name leases.
+mod bus;
 
 // Message flow: the history writer, which sockets are served, one connection's task, the `/ws`
 // admission.
@@ -81,6 +87,8 @@ pub struct Chat {
     pub(crate) store: store::Store,
     writer: history::HistoryWriter,
     pub(crate) sessions: session::Sessions,
+    /// The other nodes, in cluster mode.
+    pub(crate) cluster: Option<bus::Cluster>,
 }
 
 impl Chat {
@@ -139,6 +147,22 @@ impl AppState {
             max_messages: config.retain_messages,
             max_age: config.retain_days,
         };
+        let gaps = gaps::GapFiller::start(store.clone(), manager.clone());
+        let cluster = match &config.redis_url {
+            Some(url) => {
+                let node = node_id(&config);
+                tracing::info!(node, "cluster mode: Redis at {url}");
+                Some(bus::Cluster::start(
+                    url,
+                    node,
+                    manager.clone(),
+                    store.clone(),
+                    gaps.clone(),
+                )?)
+            }
+            None => None,
+        };
+        manager.attach(gaps, cluster.clone());
         // The writer runs for as long as the `HistoryWriter` in `Chat` lives: the whole process.
         let (writer, _thread) = history::HistoryWriter::start(
             store.clone(),
@@ -155,6 +179,7 @@ impl AppState {
                 store,
                 writer,
                 sessions,
+                cluster,
             }),
             sockets: TaskTracker::new(),
         })
@@ -185,6 +210,14 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
             RESPONSE_DEADLINE,
         ))
         .with_state(state)
+}
+
+/// This node's name in the cluster: `--node-id`, else the host name and process id.
+fn node_id(config: &Config) -> String {
+    config.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 /// Longest a response may take to start.
@@ -324,7 +357,8 @@ fn ping_sweep_period(config: &Config) -> Duration {
 }
 
 /// `GET /healthz`: the process is up and serving, and its store answers (503 if it does not, within a
-/// second).
+/// second). In a cluster, "degraded" (still 200) while Redis is away: this node serves its own people,
+/// and other nodes' messages arrive through the store.
 async fn healthz(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
     let store_ok = tokio::time::timeout(Duration::from_secs(1), chat.store.ping())
         .await
@@ -334,10 +368,18 @@ async fn healthz(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
+    let bus_ok = chat.cluster.as_ref().is_none_or(bus::Cluster::is_connected);
+    let summary = match (store_ok, bus_ok) {
+        (false, _) => "store unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
     (
         status,
         Json(serde_json::json!({
-            "status": if store_ok { "ok" } else { "store unavailable" },
+            "status": summary,
+            "node": chat.cluster.as_ref().map(bus::Cluster::node),
+            "bus": chat.cluster.as_ref().map(|c| if c.is_connected() { "connected" } else { "unreachable" }),
             "connections": chat.manager.connection_count(),
             "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         })),

@@ -142,6 +142,19 @@ impl Registry {
         Some(record)
     }
 
+    /// Whether some connection here goes by the name whose key is `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        self.names.contains_key(key)
+    }
+
+    /// Every name held here (by key), with the person holding it.
+    pub fn held_names(&self) -> Vec<(String, PersonId)> {
+        self.names
+            .iter()
+            .map(|(key, hold)| (key.clone(), hold.person))
+            .collect()
+    }
+
     /// Forgets every connection (shutdown) and returns them.
     pub fn clear(&mut self) -> Vec<Record> {
         self.names.clear();

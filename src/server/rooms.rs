@@ -5,6 +5,16 @@
 //! Plain data behind the manager's lock (see `manager.rs`). Appending may leave a member behind the
 //! log's window; such members are not removed here (that touches the registry) but returned as
 //! [`Lagging`], and the manager disconnects them.
+//!
+//! **Message order.** Messages reach a room's log through [`Rooms::deliver`] only, in `seq` order with
+//! no gaps: a message that arrives ahead of its turn (in a cluster, another node's message may come
+//! later over the bus, or be lost there) waits in the room until the ones before it arrive, and the
+//! caller is told of the [`Gap`], to fill it from the store after a short wait. On a single node the
+//! history writer delivers every message in order, so nothing ever waits.
+//!
+//! **Presence** counts this node's connections, plus the people other nodes of a cluster report
+//! ([`RemotePresence`]): a person's join is announced when they appear in the room anywhere, their
+//! leave when they are gone everywhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,18 +27,32 @@ use super::fanout::FanoutLog;
 use super::frame::encode;
 use super::metrics as m;
 use super::outbox::{Outbox, Subscription};
+use super::presence::{Change, PresenceRecord, RemotePresence};
 use super::recent::Recent;
 use super::registry::ConnId;
-use crate::protocol::ServerEvent;
+use crate::protocol::{ChatMessage, ServerEvent};
 
 /// Members an append left behind the room's log: too slow, to be disconnected by the caller.
 pub(super) type Lagging = Vec<ConnId>;
 
+/// Most messages a room holds back waiting for an earlier one; past it, the highest are dropped (the
+/// gap fill reads them from the store again).
+const MAX_AHEAD: usize = 1024;
+
+/// A room is missing messages from `next` on, while later ones wait: read them from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub room: String,
+    pub next: u64,
+}
+
 pub(super) struct Rooms {
     /// Rooms with members, or with a join under way.
     rooms: HashMap<String, Room>,
-    /// Orders people in each room's presence list.
+    /// Orders people who arrived in the same millisecond.
     next_arrival: u64,
+    /// Who is in each room through the other nodes of a cluster.
+    remote: RemotePresence,
     /// Joins and leaves are announced only in rooms up to this size (see `Config::presence_limit`).
     presence_limit: usize,
     /// Each room's log bounds (`--queue-frames`, `--queue-bytes`).
@@ -39,10 +63,11 @@ pub(super) struct Rooms {
 pub(super) struct Room {
     log: Arc<FanoutLog>,
     members: BTreeMap<ConnId, Member>,
-    /// Who is here, by `name_key`: when they arrived and through how many connections.
+    /// Who is here through this node, by `name_key`: when they arrived and through how many
+    /// connections.
     present: HashMap<String, Presence>,
-    /// Display names by arrival: the order `joined` snapshots list people in.
-    arrivals: BTreeMap<u64, String>,
+    /// Display names by arrival (ms, then order): the order `joined` snapshots list people in.
+    arrivals: BTreeMap<(u64, u64), String>,
     /// Who is typing, by `name_key`: display name and when the notice runs out.
     typing: HashMap<String, (String, Instant)>,
     /// Joins under way: the room must outlive them even with no members.
@@ -51,6 +76,13 @@ pub(super) struct Room {
     pub published: u64,
     /// The newest messages, once known (see `recent.rs`).
     pub recent: Option<Recent>,
+    /// The sequence number the log takes next; unknown until the first join's history read says
+    /// where the room stands.
+    next_seq: Option<u64>,
+    /// Messages that came before their turn, by `seq`.
+    ahead: BTreeMap<u64, ChatMessage>,
+    /// A gap fill is under way (at most one per room).
+    filling: bool,
 }
 
 struct Member {
@@ -59,7 +91,7 @@ struct Member {
 }
 
 struct Presence {
-    arrival: u64,
+    arrival: (u64, u64),
     conns: usize,
 }
 
@@ -88,6 +120,7 @@ impl Rooms {
         Rooms {
             rooms: HashMap::new(),
             next_arrival: 0,
+            remote: RemotePresence::default(),
             presence_limit,
             log_frames,
             log_bytes,
@@ -110,6 +143,9 @@ impl Rooms {
             pending_joins: 0,
             published: 0,
             recent: None,
+            next_seq: None,
+            ahead: BTreeMap::new(),
+            filling: false,
         });
         entry.pending_joins += 1;
         entry
@@ -129,10 +165,11 @@ impl Rooms {
     /// joiner even if the announcement leaves every other member behind.
     pub fn arrive(&mut self, room: &str, arrival: Arrival<'_>) -> Option<(Snapshot, Lagging)> {
         let presence_limit = self.presence_limit;
+        let here_elsewhere = self.remote.is_present(room, arrival.person_key);
         let r = self.rooms.get_mut(room)?;
         let first_here = !r.present.contains_key(arrival.person_key);
         if first_here {
-            let order = self.next_arrival;
+            let order = (now_ms(), self.next_arrival);
             self.next_arrival += 1;
             r.present.insert(
                 arrival.person_key.to_owned(),
@@ -146,17 +183,11 @@ impl Rooms {
         if let Some(presence) = r.present.get_mut(arrival.person_key) {
             presence.conns += 1;
         }
-        let online_count = r.present.len();
-        let online: Vec<String> = r
-            .arrivals
-            .values()
-            .take(presence_limit.max(1))
-            .cloned()
-            .collect();
+        let (online, online_count) = Self::people(r, &self.remote, room, presence_limit.max(1));
         let typing: Vec<String> = r.typing.values().map(|(n, _)| n.clone()).collect();
         // Taken before the announcement below: the member starts reading where its join began, and
         // presence news from here on is news to it (what came before is in its snapshot).
-        let announce = first_here && online_count <= presence_limit;
+        let announce = first_here && !here_elsewhere && online_count <= presence_limit;
         let live_from = r.log.head() + u64::from(announce);
         let subscription = Arc::new(Subscription::new(
             room.to_owned(),
@@ -198,6 +229,7 @@ impl Rooms {
     /// if it was their last connection there and the room is small enough (`--presence-limit`).
     pub fn depart(&mut self, conn: ConnId, room: &str, person_key: &str, name: &str) -> Lagging {
         let presence_limit = self.presence_limit;
+        let here_elsewhere = self.remote.is_present(room, person_key);
         let Some(r) = self.rooms.get_mut(room) else {
             return Vec::new();
         };
@@ -209,8 +241,8 @@ impl Rooms {
                 let arrival = presence.arrival;
                 r.present.remove(person_key);
                 r.arrivals.remove(&arrival);
-                let stopped_typing = r.typing.remove(person_key).is_some();
-                if r.present.len() < presence_limit {
+                let stopped_typing = !here_elsewhere && r.typing.remove(person_key).is_some();
+                if !here_elsewhere && r.present.len() < presence_limit {
                     let leave = ServerEvent::Leave {
                         room: room.to_owned(),
                         name: name.to_owned(),
@@ -335,21 +367,305 @@ impl Rooms {
         }
     }
 
-    /// The people in `room` now, in the order they came.
+    /// The people in `room` now, in the order they came, through any node.
     pub fn online(&self, room: &str) -> Vec<String> {
-        self.rooms
-            .get(room)
-            .map(|r| r.arrivals.values().cloned().collect())
-            .unwrap_or_default()
+        match self.rooms.get(room) {
+            Some(r) => Self::people(r, &self.remote, room, usize::MAX).0,
+            None => {
+                let mut people: Vec<(u64, &str)> = self
+                    .remote
+                    .people(room)
+                    .map(|(_, since, name)| (since, name))
+                    .collect();
+                people.sort();
+                people.into_iter().map(|(_, n)| n.to_owned()).collect()
+            }
+        }
     }
 
-    /// Every room with people in it, and how many.
+    /// Every room with people in it (through any node), and how many.
     pub fn counts(&self) -> Vec<(String, usize)> {
+        let mut people: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+        for (name, r) in &self.rooms {
+            people
+                .entry(name)
+                .or_default()
+                .extend(r.present.keys().map(String::as_str));
+        }
+        for (name, keys) in self.remote.rooms() {
+            people.entry(name).or_default().extend(keys);
+        }
+        people
+            .into_iter()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(name, keys)| (name.to_owned(), keys.len()))
+            .collect()
+    }
+
+    /// The first `limit` people of room `r` (named `room`) in the order they came, here and through
+    /// other nodes, and how many there are in all.
+    fn people(r: &Room, remote: &RemotePresence, room: &str, limit: usize) -> (Vec<String>, usize) {
+        let mut people: Vec<(u64, &str)> = r
+            .arrivals
+            .iter()
+            .map(|((ms, _), name)| (*ms, name.as_str()))
+            .collect();
+        people.extend(
+            remote
+                .people(room)
+                .filter(|(key, _, _)| !r.present.contains_key(*key))
+                .map(|(_, since, name)| (since, name)),
+        );
+        // Stable: people who came in the same millisecond here keep their order.
+        people.sort_by_key(|(ms, _)| *ms);
+        let count = people.len();
+        let names = people
+            .into_iter()
+            .take(limit)
+            .map(|(_, n)| n.to_owned())
+            .collect();
+        (names, count)
+    }
+
+    /// This node's count of `key`'s connections in `room`, and when they arrived (ms): what the bus
+    /// tells the other nodes (see `bus.rs`).
+    pub fn local_presence(&self, room: &str, key: &str, name: &str) -> PresenceRecord {
+        let presence = self.rooms.get(room).and_then(|r| r.present.get(key));
+        PresenceRecord {
+            room: room.to_owned(),
+            key: key.to_owned(),
+            name: name.to_owned(),
+            conns: presence.map_or(0, |p| p.conns),
+            since: presence.map_or(0, |p| p.arrival.0),
+        }
+    }
+
+    /// Everyone present through this node, in every room (for a full restatement to the cluster).
+    pub fn all_local_presence(&self) -> Vec<PresenceRecord> {
+        let mut records = Vec::new();
+        for (room, r) in &self.rooms {
+            for (arrival, name) in &r.arrivals {
+                let key = super::names::name_key(name);
+                let conns = r.present.get(&key).map_or(0, |p| p.conns);
+                records.push(PresenceRecord {
+                    room: room.clone(),
+                    key,
+                    name: name.clone(),
+                    conns,
+                    since: arrival.0,
+                });
+            }
+        }
+        records
+    }
+
+    // ---- Other nodes' presence
+
+    /// Applies another node's statement about one person in one room; announces the person's join or
+    /// leave to this node's members if they appeared or vanished (and are not here through this node).
+    pub fn apply_remote(&mut self, node: &str, record: &PresenceRecord) -> Lagging {
+        let change = self.remote.apply(node, record);
+        self.announce_remote(&record.room, &record.key, &record.name, change)
+    }
+
+    /// Forgets a node that is gone: everyone only it had leaves.
+    pub fn forget_node(&mut self, node: &str) -> Lagging {
+        let left = self.remote.forget_node(node);
+        let mut lagging = Vec::new();
+        for (room, key, name) in left {
+            lagging.extend(self.announce_remote(&room, &key, &name, Change::Left));
+        }
+        lagging
+    }
+
+    /// Replaces the other nodes' presence with what Redis holds (after the bus reconnected).
+    pub fn replace_remote(&mut self, records: &[(String, PresenceRecord)]) -> Lagging {
+        let changes = self.remote.replace(records);
+        let mut lagging = Vec::new();
+        for (room, key, name, change) in changes {
+            lagging.extend(self.announce_remote(&room, &key, &name, change));
+        }
+        lagging
+    }
+
+    /// The nodes whose people this node counts.
+    pub fn remote_nodes(&self) -> Vec<String> {
+        self.remote.nodes()
+    }
+
+    fn announce_remote(&mut self, room: &str, key: &str, name: &str, change: Change) -> Lagging {
+        let presence_limit = self.presence_limit;
+        let Some(r) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        if r.present.contains_key(key) || change == Change::None {
+            return Vec::new();
+        }
+        let small = r.present.len() < presence_limit;
+        let stopped_typing = change == Change::Left && r.typing.remove(key).is_some();
+        let mut lagging = Vec::new();
+        if small {
+            let ts = now_ms();
+            let (room_name, name) = (room.to_owned(), name.to_owned());
+            let event = match change {
+                Change::Arrived => ServerEvent::Join {
+                    room: room_name,
+                    name,
+                    ts,
+                },
+                _ => ServerEvent::Leave {
+                    room: room_name,
+                    name,
+                    ts,
+                },
+            };
+            lagging.extend(self.publish(room, &event, 0));
+        }
+        if stopped_typing {
+            lagging.extend(self.publish_typing(room));
+        }
+        lagging
+    }
+
+    // ---- Messages, in order
+
+    /// Puts a stored message into `room`'s log in its turn: now if it is the next one (and then any
+    /// that waited for it), later if one before it is missing (the [`Gap`] to fill is returned), never
+    /// if it is there already. A room no one here follows or joins takes nothing: joiners read the
+    /// store.
+    pub fn deliver(&mut self, room: &str, message: ChatMessage) -> (Lagging, Option<Gap>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return (Vec::new(), None);
+        };
+        match r.next_seq {
+            Some(next) if message.seq < next => return (Vec::new(), None),
+            _ => {}
+        }
+        r.ahead.insert(message.seq, message);
+        if r.ahead.len() > MAX_AHEAD {
+            r.ahead.pop_last();
+        }
+        self.drain(room)
+    }
+
+    /// Where `room` stands, from a history read (its last `seq` then): set once, for a room that did
+    /// not know yet; what waited beyond it is then delivered.
+    pub fn start_sequence(&mut self, room: &str, last_seq: u64) -> (Lagging, Option<Gap>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return (Vec::new(), None);
+        };
+        if r.next_seq.is_none() {
+            r.next_seq = Some(last_seq + 1);
+        }
+        self.drain(room)
+    }
+
+    /// The next `seq` `room` expects, if it follows a sequence; and whether a fill may start (none is
+    /// under way, which this marks started).
+    pub fn begin_fill(&mut self, room: &str) -> Option<u64> {
+        let r = self.rooms.get_mut(room)?;
+        let next = r.next_seq?;
+        if r.filling {
+            return None;
+        }
+        r.filling = true;
+        Some(next)
+    }
+
+    /// A fill of `room` ended: delivers nothing itself (its messages went through `deliver`); says
+    /// whether a gap is still open.
+    pub fn end_fill(&mut self, room: &str) -> Option<Gap> {
+        let r = self.rooms.get_mut(room)?;
+        r.filling = false;
+        let next = r.next_seq?;
+        (!r.ahead.is_empty()).then(|| Gap {
+            room: room.to_owned(),
+            next,
+        })
+    }
+
+    /// The store has nothing between `room`'s next `seq` and `first` (retention deleted it): the
+    /// sequence moves on to `first`.
+    pub fn skip_to(&mut self, room: &str, first: u64) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            if r.next_seq.is_some_and(|next| next < first) {
+                r.next_seq = Some(first);
+            }
+        }
+    }
+
+    /// The lowest `seq` waiting in `room`.
+    pub fn first_ahead(&self, room: &str) -> Option<u64> {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.ahead.first_key_value().map(|(seq, _)| *seq))
+    }
+
+    /// Every room here that follows a sequence, with the `seq` it expects next.
+    pub fn sequences(&self) -> Vec<(String, u64)> {
         self.rooms
             .iter()
-            .filter(|(_, r)| !r.present.is_empty())
-            .map(|(name, r)| (name.clone(), r.present.len()))
+            .filter_map(|(name, r)| Some((name.clone(), r.next_seq?)))
             .collect()
+    }
+
+    /// Delivers what waits in `room` from its next `seq` on, in order; reports a gap if something
+    /// still waits behind a missing one.
+    fn drain(&mut self, room: &str) -> (Lagging, Option<Gap>) {
+        let mut lagging = Vec::new();
+        loop {
+            let Some(r) = self.rooms.get_mut(room) else {
+                return (lagging, None);
+            };
+            let Some(next) = r.next_seq else {
+                return (lagging, None);
+            };
+            // Anything at or below the next expected that is not it was delivered already.
+            while r
+                .ahead
+                .first_key_value()
+                .is_some_and(|(seq, _)| *seq < next)
+            {
+                r.ahead.pop_first();
+            }
+            let Some(message) = r.ahead.remove(&next) else {
+                let gap = (!r.ahead.is_empty() && !r.filling).then(|| Gap {
+                    room: room.to_owned(),
+                    next,
+                });
+                return (lagging, gap);
+            };
+            r.next_seq = Some(next + 1);
+            lagging.extend(self.publish_message(room, message));
+        }
+    }
+
+    /// Appends one message to `room`'s log (its turn has come), keeping the recent messages in step.
+    fn publish_message(&mut self, room: &str, message: ChatMessage) -> Lagging {
+        let mut lagging = Vec::new();
+        let author_key = super::names::name_key(&message.from);
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.published += 1;
+            if r.recent
+                .as_mut()
+                .is_some_and(|recent| !recent.push(&message))
+            {
+                r.recent = None;
+            }
+        }
+        // The author stopped typing: their message is here.
+        lagging.extend(self.stopped_typing(room, &author_key));
+        let seq = message.seq;
+        let event = ServerEvent::Message {
+            room: room.to_owned(),
+            seq,
+            from: message.from,
+            text: message.text,
+            ts: message.ts,
+            client_id: message.client_id,
+        };
+        lagging.extend(self.publish(room, &event, seq));
+        lagging
     }
 }
 
