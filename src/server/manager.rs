@@ -799,6 +799,111 @@ mod tests {
         ));
     }
 
+    fn bus_message(seq: u64) -> BusEvent {
+        BusEvent::Message {
+            room: "r".into(),
+            message: ChatMessage {
+                seq,
+                from: "bob".into(),
+                text: format!("m{seq}"),
+                ts: 0,
+                client_id: None,
+            },
+        }
+    }
+
+    fn stored_copy(seq: u64) -> ChatMessage {
+        match bus_message(seq) {
+            BusEvent::Message { message, .. } => message,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn messages_take_their_turn_by_seq_whatever_order_they_arrive_in() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        drain(&ann);
+        // 2 and 3 come before 1: they wait, and the gap is reported once.
+        let gap = Gap {
+            room: "r".into(),
+            next: 1,
+        };
+        assert_eq!(manager.apply_bus("b", bus_message(2)), [gap]);
+        manager.apply_bus("b", bus_message(3));
+        assert!(texts(&drain(&ann)).is_empty());
+        manager.apply_bus("b", bus_message(1));
+        assert_eq!(texts(&drain(&ann)), ["live m1", "live m2", "live m3"]);
+        // A copy of one delivered already changes nothing.
+        assert!(manager.apply_bus("b", bus_message(2)).is_empty());
+        assert!(drain(&ann).is_empty());
+
+        // 5 waits for 4, which the bus lost: the fill reads both from the store.
+        manager.apply_bus("b", bus_message(5));
+        assert_eq!(manager.begin_fill("r"), Some(4));
+        assert_eq!(manager.begin_fill("r"), None, "one fill at a time");
+        assert!(!manager.filled("r", 4, vec![stored_copy(4), stored_copy(5)]));
+        assert_eq!(texts(&drain(&ann)), ["live m4", "live m5"]);
+
+        // Retention deleted 6 before anyone here saw it: the store starts at 7, and so does the room.
+        manager.apply_bus("b", bus_message(8));
+        let next = manager.begin_fill("r").unwrap();
+        assert!(!manager.filled("r", next, vec![stored_copy(7), stored_copy(8)]));
+        assert_eq!(texts(&drain(&ann)), ["live m7", "live m8"]);
+    }
+
+    #[test]
+    fn messages_that_come_while_a_room_is_first_read_wait_for_the_read() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        // Ann's join reads the store, which has 1..=2; meanwhile 3 arrives (and 2 again).
+        let read = ticket(&manager, &ann, None);
+        manager.apply_bus("b", bus_message(3));
+        manager.apply_bus("b", bus_message(2));
+        manager.finish_join(
+            read,
+            Replay {
+                messages: vec![stored_copy(1), stored_copy(2)],
+                oldest_seq: 1,
+                last_seq: 2,
+                ..Replay::default()
+            },
+        );
+        assert_eq!(texts(&drain(&ann)), ["replay m1", "replay m2", "live m3"]);
+    }
+
+    #[test]
+    fn other_nodes_people_count_in_presence_and_leave_with_their_node() {
+        use crate::server::presence::PresenceRecord;
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        drain(&ann);
+        let bob_on = |node: &str, conns: usize| {
+            BusEvent::Presence(PresenceRecord {
+                room: "r".into(),
+                key: "bob".into(),
+                name: "Bob".into(),
+                conns,
+                since: 1,
+            })
+        };
+        manager.apply_bus("b", bob_on("b", 1));
+        manager.apply_bus("c", bob_on("c", 2));
+        let joins: Vec<ServerEvent> = drain(&ann);
+        assert_eq!(joins.len(), 1, "bob arrives once: {joins:?}");
+        assert!(matches!(&joins[0], ServerEvent::Join { name, .. } if name == "Bob"));
+        assert_eq!(manager.online("r"), ["Bob", "ann"]);
+        assert_eq!(manager.room_counts(), [("r".to_string(), 2)]);
+        // Node b dies: bob is still here through c. Then c dies too.
+        manager.forget_node("b");
+        assert!(drain(&ann).is_empty());
+        manager.forget_node("c");
+        assert!(matches!(&drain(&ann)[..], [ServerEvent::Leave { name, .. }] if name == "Bob"));
+        assert_eq!(manager.online("r"), ["ann"]);
+    }
+
     #[test]
     fn a_reader_left_behind_is_disconnected_alone() {
         let manager = with(Config {
