@@ -880,7 +880,7 @@ mod tests {
         let ann = connect(&manager, "ann");
         join(&manager, &ann);
         drain(&ann);
-        let bob_on = |node: &str, conns: usize| {
+        let bob_with = |conns: usize| {
             BusEvent::Presence(PresenceRecord {
                 room: "r".into(),
                 key: "bob".into(),
@@ -889,8 +889,8 @@ mod tests {
                 since: 1,
             })
         };
-        manager.apply_bus("b", bob_on("b", 1));
-        manager.apply_bus("c", bob_on("c", 2));
+        manager.apply_bus("b", bob_with(1));
+        manager.apply_bus("c", bob_with(2));
         let joins: Vec<ServerEvent> = drain(&ann);
         assert_eq!(joins.len(), 1, "bob arrives once: {joins:?}");
         assert!(matches!(&joins[0], ServerEvent::Join { name, .. } if name == "Bob"));

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -99,18 +101,7 @@ impl TestServer {
     /// Opens a WebSocket on `path`, sending `session` as the `chat_session` cookie (as a browser tab
     /// of the same person would).
     pub async fn connect_with_cookie(&self, path: &str, session: Option<&str>) -> Client {
-        let url = format!("ws://{}{}", self.addr, path);
-        let mut request = url.as_str().into_client_request().expect("a request");
-        if let Some(session) = session {
-            request.headers_mut().insert(
-                "cookie",
-                format!("chat_session={session}").parse().expect("a header"),
-            );
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
-        Client { ws }
+        connect_to(&self.addr.to_string(), path, session).await
     }
 
     /// Connects on `path`, which follows `general` at once (any `/ws` path without `room=`), and reads
@@ -170,6 +161,23 @@ impl TestServer {
             .expect("server task")
             .expect("server ran cleanly");
     }
+}
+
+/// Opens a WebSocket to the server at `addr` on `path`, sending `session` (if any) as the
+/// `chat_session` cookie.
+pub async fn connect_to(addr: &str, path: &str, session: Option<&str>) -> Client {
+    let url = format!("ws://{addr}{path}");
+    let mut request = url.as_str().into_client_request().expect("a request");
+    if let Some(session) = session {
+        request.headers_mut().insert(
+            "cookie",
+            format!("chat_session={session}").parse().expect("a header"),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    Client { ws }
 }
 
 pub struct Client {
@@ -288,7 +296,13 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(data_dir: &std::path::Path) -> Binary {
+        Binary::start_with(data_dir, &[])
+    }
+
+    /// The binary with extra environment settings (e.g. `DATABASE_URL`, `REDIS_URL`).
+    pub fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_groupchat"))
+            .envs(env.iter().copied())
             .env("DATA_DIR", data_dir)
             .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
             .env("LEPTOS_OUTPUT_NAME", "groupchat")
@@ -314,6 +328,19 @@ impl Binary {
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Binary { child, addr }
+    }
+}
+
+impl Binary {
+    /// Opens a WebSocket to this server on `path`.
+    pub async fn connect(&self, path: &str) -> Client {
+        connect_to(&self.addr, path, None).await
+    }
+
+    /// Kills the process at once (SIGKILL): no goodbye to anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
