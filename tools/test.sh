@@ -15,6 +15,16 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
 fi
 
+if ! command -v redis-server >/dev/null; then
+  step "installing Debian's redis-server for the cluster tests (the tests start their own instances)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server
+  # Only the binary is wanted: no system service may be relied on, or left running.
+  $sudo systemctl disable --now redis-server 2>/dev/null || $sudo service redis-server stop 2>/dev/null || true
+fi
+
 if [ ! -d end2end/node_modules/@playwright/test ] ||
   [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
   step "installing Playwright (no browser download: the tests drive /usr/bin/chromium)"
