@@ -10,7 +10,7 @@
 //!   (`upgrade.rs`), the host names it answers to (`hosts.rs`), session tokens and the cookie
 //!   (`session.rs`), the WebSocket wire format (`websocket.rs`), one
 //!   connection's task (`connection.rs`), the history writer and join replays (`history.rs`) over the
-//!   SQLite store (`store.rs`), the connection manager: people, rooms, presence, typing and the order
+//!   history store (`store/`: SQLite, or PostgreSQL for several nodes), the connection manager: people, rooms, presence, typing and the order
 //!   of events (`manager.rs`), each room's in-memory newest messages (`recent.rs`), the per-room log
 //!   broadcasts fan out through (`fanout.rs`), each connection's cursors and personal frames
 //!   (`outbox.rs`), flood control (`rate_limit.rs`), name rules (`names.rs`), the error type
