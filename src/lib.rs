@@ -10,7 +10,8 @@
 //!   which sockets are served (`http_slots.rs`), the `/ws` admission checks (`upgrade.rs`), the host
 //!   names it answers to (`hosts.rs`), session tokens and the cookie (`session.rs`), the WebSocket wire
 //!   format (`websocket.rs`, `websocket/decode.rs`), one connection's task (`connection.rs`), the
-//!   history writer and join replays (`history.rs`) over the SQLite store (`store.rs`), the connection
+//!   history writer and join replays (`history.rs`) over the
+//!   history store (`store/`: SQLite, or PostgreSQL for several nodes), the connection
 //!   manager (`manager.rs`) over who is connected (`registry.rs`), the rooms with presence and typing
 //!   (`rooms.rs`) and the join protocol (`join.rs`), replay limits (`replay.rs`), each room's
 //!   in-memory newest messages (`recent.rs`), the per-room log broadcasts fan out through

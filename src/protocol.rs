@@ -263,7 +263,7 @@ pub enum ErrorCode {
     TooManyRooms,
     /// A join that would create a new room, past the number of rooms one person may create per minute.
     TooManyNewRooms,
-    /// A `client_id` longer than 64 bytes.
+    /// A `client_id` that is empty, longer than 64 bytes, or has control characters.
     BadClientId,
     /// Too many frames too fast: this one was dropped. If it goes on, the connection is closed (1008).
     RateLimited,

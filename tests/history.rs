@@ -1,13 +1,14 @@
 //! Rooms, history, lossless reconnects, sessions, presence and typing, over real sockets and a real
-//! SQLite file (each test server has its own data directory).
+//! store: SQLite (each test server has its own data directory), and for the history and session tests
+//! PostgreSQL too (each such test runs twice, as `<test>::sqlite` and `<test>::postgres`, the latter on
+//! a private PostgreSQL server of its own).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http_get, unlimited_rate, Binary, Client, TestServer, PATIENCE};
+use common::{http_get, unlimited_rate, Backend, Binary, Client, TestServer, PATIENCE};
 use groupchat::api::HistoryPage;
 use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
 use groupchat::server::Config;
@@ -69,6 +70,35 @@ fn seqs(messages: &[ChatMessage]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
 }
 
+/// Runs each test body (an `async fn(Backend)`) on both engines: as `<body>::sqlite` and
+/// `<body>::postgres`.
+macro_rules! on_both_engines {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body(super::Backend::sqlite().await).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$body(super::Backend::postgres().await).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    sequence_numbers_have_no_gaps_under_concurrent_senders,
+    joining_brings_the_latest_history_and_older_pages_on_request,
+    a_rejoin_with_after_gets_exactly_the_missed_messages,
+    a_resent_message_is_stored_once,
+    kill_9_loses_no_acknowledged_message,
+    history_and_sessions_survive_a_restart,
+    rotating_the_session_key_refuses_every_earlier_token,
+    acks_keep_flowing_while_retention_prunes_a_large_backlog,
+);
+
 #[tokio::test]
 async fn rooms_are_isolated_and_a_connection_can_follow_several() {
     let server = TestServer::start().await;
@@ -100,12 +130,17 @@ async fn rooms_are_isolated_and_a_connection_can_follow_several() {
         .await;
     ann.send_json(json!({"type": "message", "room": "general", "text": "to everyone"}))
         .await;
-    let seen = messages_until(&mut ann, "to everyone").await;
+    // Each room is in order; two rooms' messages may interleave either way.
+    let mut seen = messages_until(&mut ann, "to everyone").await;
+    if seen.len() == 1 {
+        seen.extend(messages_until(&mut ann, "only here").await);
+    }
+    seen.sort();
     assert_eq!(
         seen,
         [
-            ("rust-dev".into(), 1, "only here".into()),
-            ("general".into(), 1, "to everyone".into())
+            ("general".into(), 1, "to everyone".into()),
+            ("rust-dev".into(), 1, "only here".into())
         ],
         "each room counts its own sequence"
     );
@@ -169,9 +204,8 @@ async fn a_terminal_clients_plain_text_goes_to_its_room() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn sequence_numbers_have_no_gaps_under_concurrent_senders() {
-    let server = TestServer::start_with(unlimited_rate()).await;
+async fn sequence_numbers_have_no_gaps_under_concurrent_senders(backend: Backend) {
+    let server = TestServer::start_with(backend.config(unlimited_rate())).await;
     const SENDERS: usize = 6;
     const EACH: usize = 50;
     let mut tasks = Vec::new();
@@ -208,12 +242,19 @@ async fn sequence_numbers_have_no_gaps_under_concurrent_senders() {
     // The store agrees: the full history is 1..=300 with no gaps.
     let history = history_page(&server.http_get("/api/history?room=general&limit=200").await);
     assert_eq!(seqs(&history.messages), (101..=300).collect::<Vec<_>>());
+
+    // Health and metrics see the store, whichever it is.
+    assert_eq!(body(&server.http_get("/healthz").await)["status"], "ok");
+    let metrics = server.http_get("/metrics").await;
+    assert!(
+        metrics.contains("chat_store_commit_seconds_count"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
-#[tokio::test]
-async fn joining_brings_the_latest_history_and_older_pages_on_request() {
-    let server = TestServer::start_with(unlimited_rate()).await;
+async fn joining_brings_the_latest_history_and_older_pages_on_request(backend: Backend) {
+    let server = TestServer::start_with(backend.config(unlimited_rate())).await;
     let (mut ann, _) = server.join("/ws?name=ann").await;
     for i in 1..=60 {
         send_acked(&mut ann, "general", &format!("m{i}"), &format!("c{i}")).await;
@@ -256,12 +297,11 @@ async fn joining_brings_the_latest_history_and_older_pages_on_request() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
-    let server = TestServer::start_with(Config {
+async fn a_rejoin_with_after_gets_exactly_the_missed_messages(backend: Backend) {
+    let server = TestServer::start_with(backend.config(Config {
         replay_limit: 100,
         ..unlimited_rate()
-    })
+    }))
     .await;
     let (mut ann, _) = server.join("/ws?name=ann").await;
     let mut bob = server.connect("/ws?name=bob").await;
@@ -336,9 +376,8 @@ async fn a_rejoin_with_after_gets_exactly_the_missed_messages() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_resent_message_is_stored_once() {
-    let server = TestServer::start().await;
+async fn a_resent_message_is_stored_once(backend: Backend) {
+    let server = TestServer::start_with(backend.config(Config::default())).await;
     let mut ann = server.connect("/ws?name=ann").await;
     let (_, session) = ann.welcome().await;
     ann.joined("general").await;
@@ -380,10 +419,10 @@ async fn a_resent_message_is_stored_once() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn kill_9_loses_no_acknowledged_message() {
+async fn kill_9_loses_no_acknowledged_message(backend: Backend) {
     let data_dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(data_dir.path());
+    let database_url = backend.database_url();
+    let server = Binary::start(data_dir.path(), database_url.as_deref());
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?name=ann", server.addr))
         .await
         .unwrap();
@@ -407,7 +446,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     server.child.wait().unwrap();
     drop(server);
 
-    let restarted = Binary::start(data_dir.path());
+    let restarted = Binary::start(data_dir.path(), database_url.as_deref());
     let response = http_get(&restarted.addr, "/api/history?room=general&limit=200").await;
     let history = history_page(&response);
     let stored: BTreeSet<u64> = seqs(&history.messages).into_iter().collect();
@@ -516,17 +555,16 @@ async fn typing_is_announced_and_expires_on_the_server() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn history_survives_a_restart_on_the_same_data_directory() {
-    let server = TestServer::start().await;
-    let data_dir: Arc<tempfile::TempDir> = server.data_dir.clone();
+async fn history_and_sessions_survive_a_restart(backend: Backend) {
+    let server = TestServer::start_with(backend.config(Config::default())).await;
+    let data_dir = backend.data_dir_after(server.data_dir.clone());
     let mut ann = server.connect("/ws?name=ann").await;
     let (_, session) = ann.welcome().await;
     ann.joined("general").await;
     send_acked(&mut ann, "general", "before the restart", "r1").await;
     server.stop().await;
 
-    let server = TestServer::start_in(Config::default(), data_dir).await;
+    let server = TestServer::start_in(backend.config(Config::default()), data_dir).await;
     let mut ann = server
         .connect_with_cookie("/ws?room=", Some(&session))
         .await;
@@ -541,41 +579,147 @@ async fn history_survives_a_restart_on_the_same_data_directory() {
     assert!(joined.recovered);
     assert_eq!(joined.messages[0].text, "before the restart");
     assert_eq!(send_acked(&mut ann, "general", "after", "r2").await, 2);
+    // The resend of a message from before the restart is still known.
+    assert_eq!(
+        send_acked(&mut ann, "general", "before the restart", "r1").await,
+        1
+    );
     server.stop().await;
 }
 
-/// Writes `count` messages two days old into `room` of the (stopped) server's `chat.db`, the way an
-/// old deployment's history would be: the store has no API for back-dated messages.
-async fn seed_old_messages(data_dir: &std::path::Path, room: &str, count: u64) {
-    use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{ConnectOptions, Connection};
-    let mut db = SqliteConnectOptions::new()
-        .filename(data_dir.join("chat.db"))
-        .connect()
-        .await
-        .unwrap();
-    let two_days_ago = now_ms() - 2 * 86_400_000;
-    let mut tx = db.begin().await.unwrap();
-    sqlx::query(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-         INSERT INTO messages (room, seq, author_id, author, text, ts, client_id)
-         SELECT ?2, i, 1, 'old-timer', 'old ' || i, ?3, NULL FROM n",
+async fn rotating_the_session_key_refuses_every_earlier_token(backend: Backend) {
+    let server = TestServer::start_with(backend.config(Config::default())).await;
+    let data_dir = backend.data_dir_after(server.data_dir.clone());
+    let mut ann = server.connect("/ws?name=ann").await;
+    let (_, old_session) = ann.welcome().await;
+    ann.close().await;
+    server.stop().await;
+
+    let rotate = Config {
+        rotate_session_key: true,
+        ..Config::default()
+    };
+    let server = TestServer::start_in(backend.config(rotate), data_dir.clone()).await;
+    assert_eq!(server.state.chat.sessions().verify(&old_session), None);
+    let mut stranger = server.connect_with_cookie("/ws", Some(&old_session)).await;
+    let (name, new_session) = stranger.welcome().await;
+    assert_ne!(name, "ann", "the old token names no one any more");
+    stranger.close().await;
+    server.stop().await;
+
+    // A start without the flag keeps the new key.
+    let server = TestServer::start_in(
+        backend.config(Config::default()),
+        backend.data_dir_after(data_dir),
     )
-    .bind(count as i64)
-    .bind(room)
-    .bind(two_days_ago as i64)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO rooms (name, last_seq, created_at) VALUES (?1, ?2, ?3)")
-        .bind(room)
-        .bind(count as i64)
-        .bind(two_days_ago as i64)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    db.close().await.unwrap();
+    .await;
+    let sessions = server.state.chat.sessions();
+    assert_eq!(sessions.verify(&old_session), None);
+    assert_eq!(sessions.verify(&new_session).map(|s| s.name), Some(name));
+    server.stop().await;
+}
+
+/// Two nodes on one PostgreSQL database (no live bus between them: that is Redis's part): they
+/// number a room's messages as one, each reads what the other stored, and a session issued by one is
+/// valid on the other.
+#[tokio::test]
+async fn two_nodes_on_one_postgres_database_share_history_numbers_and_sessions() {
+    let backend = Backend::postgres().await;
+    let (one, two) = tokio::join!(
+        TestServer::start_with(backend.config(unlimited_rate())),
+        TestServer::start_with(backend.config(unlimited_rate()))
+    );
+    let mut ann = one.connect("/ws?name=ann").await;
+    let (_, session) = ann.welcome().await;
+    ann.joined("general").await;
+    assert_eq!(send_acked(&mut ann, "general", "on one", "n1").await, 1);
+
+    let mut ann_again = two.connect_with_cookie("/ws?room=", Some(&session)).await;
+    assert_eq!(ann_again.welcome().await.0, "ann", "one key for both");
+    ann_again
+        .send_json(json!({"type": "join", "room": "general", "after": 0}))
+        .await;
+    let joined = ann_again.joined("general").await;
+    assert_eq!(seqs(&joined.messages), [1]);
+    assert_eq!(
+        send_acked(&mut ann_again, "general", "on two", "n2").await,
+        2
+    );
+    // The same message, resent through the other node: stored once.
+    assert_eq!(
+        send_acked(&mut ann_again, "general", "on one", "n1").await,
+        1
+    );
+    assert_eq!(
+        send_acked(&mut ann, "general", "on one again", "n3").await,
+        3
+    );
+
+    let page = history_page(&one.http_get("/api/history?room=general").await);
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["on one", "on two", "on one again"]);
+    one.stop().await;
+    two.stop().await;
+}
+
+/// Writes `count` messages two days old into `room` of the (stopped) server's store, the way an old
+/// deployment's history would be: the store has no API for back-dated messages.
+async fn seed_old_messages(backend: &Backend, data_dir: &std::path::Path, room: &str, count: u64) {
+    use sqlx::{ConnectOptions, Connection};
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    match backend {
+        Backend::Sqlite => {
+            let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(data_dir.join("chat.db"))
+                .connect()
+                .await
+                .unwrap();
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO messages (room, seq, author_id, author, text, ts, client_id)
+                 SELECT ?2, i, 1, 'old-timer', 'old ' || i, ?3, NULL FROM n",
+            )
+            .bind(count as i64)
+            .bind(room)
+            .bind(two_days_ago as i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO rooms (name, last_seq, created_at) VALUES (?1, ?2, ?3)")
+                .bind(room)
+                .bind(count as i64)
+                .bind(two_days_ago as i64)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            db.close().await.unwrap();
+        }
+        Backend::Postgres { url, .. } => {
+            let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id)
+                 SELECT $2, i, 1, 'old-timer', 'old ' || i, $3, NULL FROM generate_series(1, $1) i",
+            )
+            .bind(count as i64)
+            .bind(room)
+            .bind(two_days_ago as i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO rooms (name, last_seq, created_at) VALUES ($1, $2, $3)")
+                .bind(room)
+                .bind(count as i64)
+                .bind(two_days_ago as i64)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            db.close().await.unwrap();
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -585,13 +729,14 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test]
-async fn acks_keep_flowing_while_retention_prunes_a_large_backlog() {
+async fn acks_keep_flowing_while_retention_prunes_a_large_backlog(backend: Backend) {
     // No retention of the server's own: the test runs the pass itself.
-    let config = || Config {
-        retain_messages: 0,
-        retain_days: Duration::ZERO,
-        ..unlimited_rate()
+    let config = || {
+        backend.config(Config {
+            retain_messages: 0,
+            retain_days: Duration::ZERO,
+            ..unlimited_rate()
+        })
     };
     // 50,000 messages two days old in "general"; a few fresh ones in "quiet".
     const OLD: u64 = 50_000;
@@ -604,7 +749,7 @@ async fn acks_keep_flowing_while_retention_prunes_a_large_backlog() {
         send_acked(&mut bob, "quiet", &format!("fresh {i}"), &format!("q{i}")).await;
     }
     server.stop().await;
-    seed_old_messages(data_dir.path(), "general", OLD).await;
+    seed_old_messages(&backend, data_dir.path(), "general", OLD).await;
 
     let server = TestServer::start_in(config(), data_dir).await;
     let chat = server.state.chat.clone();

@@ -454,7 +454,7 @@ async fn health_and_metrics_endpoints() {
 #[tokio::test]
 async fn sigterm_closes_every_socket_with_1001_and_exits() {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut server = Binary::start(data_dir.path());
+    let mut server = Binary::start(data_dir.path(), None);
     let mut clients = Vec::new();
     for i in 0..3 {
         let url = format!("ws://{}/ws?name=c{i}", server.addr);

@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# `make test`: the whole test suite, installing what it needs first (build tools, Debian's chromium, the
-# Playwright packages). Lints, then Rust unit and integration tests, then the release build and the
-# Playwright suite against it in a real (headless) browser.
+# `make test`: the whole test suite, installing what it needs first (build tools, Debian's chromium and
+# postgresql, the Playwright packages). Lints, then Rust unit and integration tests, then the release
+# build and the Playwright suite against it in a real (headless) browser.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/setup.sh
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 if [ ! -x /usr/bin/chromium ]; then
   step "installing Debian's chromium for the browser tests"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
 fi
 
+# The store tests start private PostgreSQL servers of their own (tests/common/postgres.rs) from
+# PostgreSQL's binaries: Debian keeps them off PATH, in /usr/lib/postgresql/<version>/bin. No system
+# service is used (the package may start one; the tests never connect to it).
+have_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null; }
+if ! have_initdb; then
+  step "installing Debian's postgresql for the store tests"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql
+  have_initdb || { echo "postgresql is installed, but there is still no initdb" >&2; exit 1; }
+fi
+
 if ! command -v redis-server >/dev/null; then
   step "installing Debian's redis-server for the cluster tests (the tests start their own instances)"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server
-  # Only the binary is wanted: no system service may be relied on, or left running.
-  $sudo systemctl disable --now redis-server 2>/dev/null || $sudo service redis-server stop 2>/dev/null || true
 fi
 
 if [ ! -d end2end/node_modules/@playwright/test ] ||

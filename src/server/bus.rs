@@ -254,20 +254,17 @@ impl BusTask {
     async fn run(self, mut queue: mpsc::Receiver<Command>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.connect().await {
-                Ok((conn, pubsub)) => {
-                    backoff = Duration::from_millis(100);
-                    self.shared.connected.store(true, Ordering::Relaxed);
-                    gauge!(m::BUS_CONNECTED).set(1.0);
-                    tracing::info!(node = %self.node, "bus connected");
-                    if self.serve(conn, pubsub, &mut queue).await.is_break() {
-                        return;
-                    }
-                    self.shared.connected.store(false, Ordering::Relaxed);
-                    gauge!(m::BUS_CONNECTED).set(0.0);
-                    tracing::warn!(node = %self.node, "bus lost; delivering this node's own messages meanwhile");
+            if let Ok((conn, pubsub)) = self.connect().await {
+                backoff = Duration::from_millis(100);
+                self.shared.connected.store(true, Ordering::Relaxed);
+                gauge!(m::BUS_CONNECTED).set(1.0);
+                tracing::info!(node = %self.node, "bus connected");
+                if self.serve(conn, pubsub, &mut queue).await.is_break() {
+                    return;
                 }
-                Err(()) => {}
+                self.shared.connected.store(false, Ordering::Relaxed);
+                gauge!(m::BUS_CONNECTED).set(0.0);
+                tracing::warn!(node = %self.node, "bus lost; delivering this node's own messages meanwhile");
             }
             // Away from Redis: claims are granted on this node's word, the rest waits for the
             // restatement. Only the wait is bounded; the queue is drained meanwhile.

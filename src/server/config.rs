@@ -82,8 +82,16 @@ pub struct Config {
     pub shutdown_grace: Duration,
 
     /// Where the history (`chat.db`, SQLite) and the session signing key live; created on first start.
+    /// Unused with a PostgreSQL `--database-url`, which keeps both.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Where the history lives, if not in `<data-dir>/chat.db`: `sqlite://PATH`, or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (or `postgresql://…`, with libpq's parameters such
+    /// as `?sslmode=require`). PostgreSQL also keeps the session signing key, so several nodes can
+    /// share one database; a single node on PostgreSQL is fine too.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 
     /// Newest messages kept per room; older ones are deleted (every minute). 0 keeps all.
     #[arg(long, env = "CHAT_RETAIN_MESSAGES", default_value_t = 100_000)]
@@ -180,6 +188,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             data_dir: PathBuf::from("./data"),
+            database_url: None,
             retain_messages: 100_000,
             retain_days: Duration::ZERO,
             history_on_join: 50,

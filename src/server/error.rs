@@ -24,7 +24,10 @@ pub enum ChatError {
     TooManyRooms(usize),
     #[error("too many new rooms: try again in a minute, or join an existing room")]
     TooManyNewRooms,
-    #[error("a client_id has 1 to {} bytes", crate::protocol::MAX_CLIENT_ID_BYTES)]
+    #[error(
+        "a client_id has 1 to {} bytes and no control characters",
+        crate::protocol::MAX_CLIENT_ID_BYTES
+    )]
     BadClientId,
     #[error("the server is busy: send that again in a moment")]
     Busy,

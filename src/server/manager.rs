@@ -275,10 +275,11 @@ impl ConnectionManager {
             return Err(ChatError::EmptyMessage);
         }
         validate_text(&text).map_err(ChatError::BadText)?;
-        if client_id
-            .as_ref()
-            .is_some_and(|id| id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES)
-        {
+        // No control characters: PostgreSQL's text cannot hold a NUL, and one in a batch would fail
+        // the whole transaction (everyone's messages in it).
+        if client_id.as_ref().is_some_and(|id| {
+            id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES || id.chars().any(char::is_control)
+        }) {
             return Err(ChatError::BadClientId);
         }
         let state = self.state();
@@ -945,6 +946,29 @@ mod tests {
         assert_eq!(manager.room_counts(), [("r".to_string(), 1)]);
         drop(ann);
         assert!(manager.room_counts().is_empty());
+    }
+
+    #[test]
+    fn a_client_id_is_short_and_has_no_control_characters() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        let id_of = |id: &str| {
+            manager
+                .prepare_message(ann.id, "r".into(), "x".into(), Some(id.into()))
+                .map(|new| new.client_id)
+        };
+        assert_eq!(id_of("c-1 é"), Ok(Some("c-1 é".into())));
+        assert_eq!(id_of(&"x".repeat(MAX_CLIENT_ID_BYTES)).map(|_| ()), Ok(()));
+        for bad in [
+            "",
+            &"x".repeat(MAX_CLIENT_ID_BYTES + 1),
+            "a\0b",
+            "tab\t",
+            "\u{85}",
+        ] {
+            assert_eq!(id_of(bad), Err(ChatError::BadClientId), "{bad:?}");
+        }
     }
 
     /// Regression: completing a join published the joiner's arrival after releasing the room's hold;

@@ -132,16 +132,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the store and the session key in `--data-dir` (creating them on first start, replacing the
-    /// key with `--rotate-session-key`) and starts the history writer.
+    /// Opens the store (`--database-url`, else SQLite in `--data-dir`) and the session key (creating
+    /// them on first start, replacing the key with `--rotate-session-key`) and starts the history
+    /// writer.
     pub async fn new(leptos_options: LeptosOptions, config: Config) -> anyhow::Result<Self> {
-        let store = store::Store::open(&config.data_dir).await?;
-        let sessions = if config.rotate_session_key {
+        if config.redis_url.is_some() && !config.database_url.as_deref().is_some_and(is_postgres) {
+            anyhow::bail!(
+                "--redis-url needs a shared database: give --database-url postgres://… as well \
+                 (with SQLite every node would keep a history of its own)"
+            );
+        }
+        let store = store::Store::connect(config.database_url.as_deref(), &config.data_dir).await?;
+        let sessions = session::Sessions::open(
+            &store,
+            &config.data_dir,
+            config.session_lifetime,
+            config.rotate_session_key,
+        )
+        .await?;
+        if config.rotate_session_key {
             tracing::warn!("session key rotated: every session token issued so far is refused");
-            session::Sessions::rotate(&config.data_dir, config.session_lifetime)?
-        } else {
-            session::Sessions::load_or_create(&config.data_dir, config.session_lifetime)?
-        };
+        }
         let manager = Arc::new(ConnectionManager::new(&config, sessions.clone()));
         let retention = store::Retention {
             max_messages: config.retain_messages,
@@ -210,6 +221,10 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
             RESPONSE_DEADLINE,
         ))
         .with_state(state)
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// This node's name in the cluster: `--node-id`, else the host name and process id.

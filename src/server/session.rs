@@ -4,8 +4,10 @@
 //! expires; the browser keeps it in the `chat_session` cookie and sends it with every later `/ws`
 //! handshake, from every tab. A valid token reclaims the same name, and all connections with the same
 //! person id count as one presence. Tokens are `hex(person id).hex(name).hex(expiry).hex(HMAC-SHA256)`,
-//! signed with a key kept in `<data-dir>/session.key` (created on first start), so they cannot be forged
-//! and survive a restart.
+//! signed with a key created on first start, so they cannot be forged and survive a restart. Where the key
+//! lives is the store's call ([`Sessions::open`]): a store shared by several nodes (PostgreSQL) keeps it,
+//! so every node signs and checks with the same key; with a node's own store (SQLite) it stays in
+//! `<data-dir>/session.key`.
 //!
 //! **Who sets the cookie.** The server, never the page's script: the cookie is `HttpOnly` (no script,
 //! injected or not, reads it from `document.cookie`), `SameSite=Lax`, `Path=/`, and `Secure` when the
@@ -22,7 +24,9 @@
 //! browser holds is another person's, or past half its life ([`Session::needs_renewal`]).
 //!
 //! **Rotation.** `groupchat --rotate-session-key` replaces the key at start: every token signed with
-//! the old one is refused from then on, so every person gets a new identity (and a fresh name).
+//! the old one is refused from then on, so every person gets a new identity (and a fresh name). Nodes
+//! sharing a store read the key when they start: the others keep signing with the old one until they
+//! restart too.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -32,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::store::PersonId;
+use super::store::{PersonId, Store};
 
 /// The cookie the browser keeps its token in.
 pub const COOKIE: &str = "chat_session";
@@ -72,6 +76,25 @@ pub fn now_secs() -> u64 {
 }
 
 impl Sessions {
+    /// The sessions of a server on `store`: signed with the key the store keeps when it is shared by
+    /// several nodes (see [`Store::shared_session_key`]), else with the one in `dir/session.key`;
+    /// `rotate` replaces the key first. Tokens it issues live for `lifetime`.
+    pub async fn open(
+        store: &Store,
+        dir: &Path,
+        lifetime: Duration,
+        rotate: bool,
+    ) -> anyhow::Result<Sessions> {
+        if let Some(key) = store.shared_session_key(random_key()?, rotate).await? {
+            return Ok(Sessions { key, lifetime });
+        }
+        if rotate {
+            Sessions::rotate(dir, lifetime)
+        } else {
+            Sessions::load_or_create(dir, lifetime)
+        }
+    }
+
     /// Reads the signing key from `dir/session.key`, creating it (readable by the owner only) if absent.
     /// Tokens it issues live for `lifetime`.
     pub fn load_or_create(dir: &Path, lifetime: Duration) -> anyhow::Result<Sessions> {
@@ -133,7 +156,7 @@ impl Sessions {
     pub fn new_person() -> PersonId {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).expect("randomness");
-        // Kept below 2^63: ids are stored as SQLite's signed 64-bit integers.
+        // Kept below 2^63: ids are stored as signed 64-bit integers (SQLite's INTEGER, PostgreSQL's BIGINT).
         u64::from_le_bytes(bytes) >> 1
     }
 

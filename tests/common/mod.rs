@@ -1,7 +1,9 @@
-//! Test support: the real server on 127.0.0.1:0 and a small WebSocket client for it.
+//! Test support: the real server on 127.0.0.1:0 and a small WebSocket client for it, and the history
+//! store it runs on ([`Backend`]: SQLite in its data directory, or a private PostgreSQL server).
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod postgres;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
@@ -48,12 +50,64 @@ pub async fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// The engine a test server keeps its history in.
+pub enum Backend {
+    /// SQLite, in the server's data directory (the default).
+    Sqlite,
+    /// A fresh database on a private PostgreSQL server started for this test, stopped (and its files
+    /// removed) when this drops.
+    Postgres {
+        server: postgres::PgServer,
+        url: String,
+    },
+}
+
+impl Backend {
+    pub async fn sqlite() -> Backend {
+        Backend::Sqlite
+    }
+
+    pub async fn postgres() -> Backend {
+        let server = postgres::PgServer::start().await;
+        let url = server.create_database().await;
+        Backend::Postgres { server, url }
+    }
+
+    /// `--database-url` for a server on this backend.
+    pub fn database_url(&self) -> Option<String> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres { url, .. } => Some(url.clone()),
+        }
+    }
+
+    /// `config`, with its history on this backend.
+    pub fn config(&self, config: Config) -> Config {
+        Config {
+            database_url: self.database_url(),
+            ..config
+        }
+    }
+
+    /// The data directory for a server started after one on `used`: the same one on SQLite, where the
+    /// history is; a new one on PostgreSQL, as another node would have (the database keeps history and
+    /// session key alike).
+    pub fn data_dir_after(&self, used: Arc<tempfile::TempDir>) -> Arc<tempfile::TempDir> {
+        match self {
+            Backend::Sqlite => used,
+            Backend::Postgres { .. } => {
+                Arc::new(tempfile::tempdir().expect("a temporary directory"))
+            }
+        }
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    /// The server's data directory (its SQLite file), removed when the test ends.
+    /// The server's data directory (its SQLite file, its session key), removed when the test ends.
     pub data_dir: Arc<tempfile::TempDir>,
 }
 
@@ -204,8 +258,13 @@ impl Client {
 
     /// The next frame, whatever it is (pings are answered by tungstenite and skipped here).
     pub async fn frame(&mut self) -> Message {
+        self.frame_within(PATIENCE).await
+    }
+
+    /// The next frame, waiting up to `patience` for it.
+    pub async fn frame_within(&mut self, patience: Duration) -> Message {
         loop {
-            let next = tokio::time::timeout(PATIENCE, self.ws.next())
+            let next = tokio::time::timeout(patience, self.ws.next())
                 .await
                 .expect("a frame in time")
                 .expect("the socket is still open")
@@ -218,7 +277,12 @@ impl Client {
 
     /// The next frame, which must be a JSON event.
     pub async fn event(&mut self) -> ServerEvent {
-        match self.frame().await {
+        self.event_within(PATIENCE).await
+    }
+
+    /// The next frame, which must be a JSON event, waiting up to `patience` for it.
+    pub async fn event_within(&mut self, patience: Duration) -> ServerEvent {
+        match self.frame_within(patience).await {
             Message::Text(text) => serde_json::from_str(text.as_str())
                 .unwrap_or_else(|e| panic!("unreadable event {text:?}: {e}")),
             other => panic!("expected a text frame, got {other:?}"),
@@ -295,14 +359,22 @@ pub struct Binary {
 }
 
 impl Binary {
-    pub fn start(data_dir: &std::path::Path) -> Binary {
-        Binary::start_with(data_dir, &[])
+    /// The binary on `data_dir`, and on `database_url` if given (else SQLite in `data_dir`, whatever the
+    /// environment says).
+    pub fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Binary {
+        match database_url {
+            Some(url) => Binary::start_with(data_dir, &[("DATABASE_URL", url)]),
+            None => Binary::start_with(data_dir, &[]),
+        }
     }
 
-    /// The binary with extra environment settings (e.g. `DATABASE_URL`, `REDIS_URL`).
+    /// The binary on `data_dir` with extra environment settings (`DATABASE_URL`, `REDIS_URL`, …); none
+    /// of the test process's own `DATABASE_URL` or `REDIS_URL`.
     pub fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_groupchat"))
-            .envs(env.iter().copied())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_groupchat"));
+        command.env_remove("DATABASE_URL").env_remove("REDIS_URL");
+        command.envs(env.iter().copied());
+        let mut child = command
             .env("DATA_DIR", data_dir)
             .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
             .env("LEPTOS_OUTPUT_NAME", "groupchat")

@@ -1,0 +1,422 @@
+//! The history store: every accepted message, in SQLite (one node: `<data-dir>/chat.db`, the default) or
+//! in PostgreSQL (`--database-url postgres://…`: the source of truth several nodes share).
+//!
+//! One interface, [`Store`], whatever the engine: the rest of the server never knows which it runs on.
+//! Each engine has its own module ([`sqlite`], [`postgres`]), its own migrations
+//! (`migrations/sqlite/`, `migrations/postgres/`) and the same guarantees:
+//!
+//! - **Sequence numbers**: each room counts its messages 1, 2, 3… with no gaps. The number is taken in
+//!   the same transaction that stores the message (from `rooms.last_seq`), so a failed transaction gives
+//!   none away, retention can delete old messages without a number ever being reused, and (PostgreSQL)
+//!   several nodes writing to one room take turns on the room's row: no gap, no number given twice.
+//! - **Durability**: [`Store::append`] returns once its transaction has committed (SQLite: WAL with
+//!   `synchronous = FULL`; PostgreSQL: its own WAL, `synchronous_commit` as the server is configured).
+//!   The writer (`history.rs`) acknowledges a message only after that, so an acknowledged message
+//!   survives a `kill -9` of this process.
+//! - **Idempotency**: a message with a `client_id` is stored once per (room, sender, client id); storing
+//!   it again returns the sequence number it already has, even when the two copies reach two nodes at
+//!   once.
+//! - **Migrations**: embedded in the binary and applied by sqlx's migrator at start (on PostgreSQL under
+//!   its advisory lock, so nodes starting together migrate once).
+//! - **Retention** ([`Store::prune`]): deletes each room's oldest messages in short transactions of at
+//!   most [`PRUNE_BATCH_ROWS`] rows, so the writer's batches (and so every acknowledgement) wait for one
+//!   small delete at most, never for the whole pass.
+
+mod postgres;
+mod sqlite;
+
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType};
+
+use crate::protocol::ChatMessage;
+
+/// Identifies a person (all the connections of one session): the `author_id` of their messages.
+pub type PersonId = u64;
+
+/// A message on its way into the store.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub room: String,
+    pub author_id: PersonId,
+    pub author: String,
+    pub text: String,
+    pub ts: u64,
+    pub client_id: Option<String>,
+}
+
+impl NewMessage {
+    /// What an error about this message says it answers: the sender's frame.
+    pub fn reference(&self) -> crate::protocol::FrameRef {
+        crate::protocol::FrameRef {
+            kind: crate::protocol::FrameKind::Message,
+            room: Some(self.room.clone()),
+            client_id: self.client_id.clone(),
+        }
+    }
+
+    /// What the store holds once this message is stored as `seq`.
+    fn stored_as(&self, seq: u64) -> ChatMessage {
+        ChatMessage {
+            seq,
+            from: self.author.clone(),
+            text: self.text.clone(),
+            ts: self.ts,
+            client_id: self.client_id.clone(),
+        }
+    }
+}
+
+/// What storing one message did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now, as this.
+    New(ChatMessage),
+    /// Its `client_id` was stored before, as this sequence number: nothing new was stored.
+    Duplicate { seq: u64 },
+}
+
+/// What the store holds of one room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoomBounds {
+    /// The oldest sequence number still stored (0: none is).
+    pub oldest_seq: u64,
+    /// The last sequence number the room gave (0: it never stored a message).
+    pub last_seq: u64,
+}
+
+/// How much history to keep; 0 means no limit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retention {
+    /// Newest messages kept per room.
+    pub max_messages: u64,
+    /// Age after which messages are deleted.
+    pub max_age: Duration,
+}
+
+/// Most messages one retention transaction deletes. Small enough that a delete holds SQLite's write lock
+/// for a few milliseconds (see `PruneReport::longest_batch`), large enough that a pass over a big backlog
+/// is not mostly per-transaction overhead (each commit is a disk sync).
+pub const PRUNE_BATCH_ROWS: u64 = 2_000;
+
+/// What one room lost to retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    pub room: String,
+    /// Messages deleted.
+    pub deleted: u64,
+    /// The room's oldest stored sequence number afterwards (0: none is left).
+    pub oldest_seq: u64,
+}
+
+/// What a retention pass did.
+#[derive(Clone, Debug, Default)]
+pub struct PruneReport {
+    /// The rooms that lost messages, by name.
+    pub rooms: Vec<Pruned>,
+    /// Delete transactions committed.
+    pub batches: u64,
+    /// The longest of them, waiting for the write turn excluded: about the most a writer batch waited
+    /// for retention.
+    pub longest_batch: Duration,
+    /// All of them together.
+    pub write_time: Duration,
+}
+
+impl PruneReport {
+    /// Messages deleted, all rooms together.
+    pub fn deleted(&self) -> u64 {
+        self.rooms.iter().map(|r| r.deleted).sum()
+    }
+}
+
+/// A handle on the database; cheap to clone (a connection pool).
+///
+/// An enum over the engines rather than a trait object: there are two, both known when this is
+/// compiled, and a trait with async methods would need a boxed future per call (or `async_trait`) to be
+/// object-safe, where a `match` costs nothing and keeps `Store` a plain value. Adding an engine means one
+/// more variant here and one more arm in each method below, which the compiler checks.
+#[derive(Clone, Debug)]
+pub struct Store {
+    engine: Engine,
+}
+
+#[derive(Clone, Debug)]
+enum Engine {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Calls the same method on whichever engine `$store` runs on.
+macro_rules! on_engine {
+    ($store:expr, $engine:ident => $call:expr) => {
+        match &$store.engine {
+            Engine::Sqlite($engine) => $call,
+            Engine::Postgres($engine) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the store `database_url` names (`sqlite://PATH`, `postgres://…` or `postgresql://…`),
+    /// or, without one, SQLite in `data_dir/chat.db` (creating the directory and the file if needed),
+    /// and brings its schema up to date.
+    pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Store> {
+        let engine = match database_url {
+            None => Engine::Sqlite(sqlite::SqliteStore::open_dir(data_dir).await?),
+            Some(url) if url.starts_with("sqlite:") => {
+                Engine::Sqlite(sqlite::SqliteStore::open_url(url).await?)
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Engine::Postgres(postgres::PgStore::connect(url).await?)
+            }
+            Some(url) => {
+                // Only the scheme: the rest may hold a password.
+                let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+                anyhow::bail!(
+                    "--database-url: unknown scheme {scheme:?}; \
+                     use sqlite://PATH, postgres://… or postgresql://…"
+                )
+            }
+        };
+        Ok(Store { engine })
+    }
+
+    /// Opens (creating it and `dir` if needed) the SQLite store `dir/chat.db`: the default.
+    pub async fn open(dir: &Path) -> anyhow::Result<Store> {
+        Store::connect(None, dir).await
+    }
+
+    /// Stores `batch` in one transaction (one disk sync for all of it), in order; returns what became
+    /// of each message. All or nothing: on error nothing was stored.
+    pub async fn append<M: Borrow<NewMessage>>(
+        &self,
+        batch: &[M],
+    ) -> Result<Vec<Stored>, sqlx::Error> {
+        on_engine!(self, store => store.append(batch).await)
+    }
+
+    /// Up to `limit` messages of `room` after sequence number `after`, oldest first.
+    pub async fn after(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let after = clamp(after);
+        on_engine!(self, store => store.after(room, after, clamp(limit)).await)
+    }
+
+    /// The `limit` messages of `room` just before sequence number `before` (the newest if `None`),
+    /// oldest first.
+    pub async fn before(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let before = clamp(before.unwrap_or(u64::MAX));
+        let mut messages =
+            on_engine!(self, store => store.before(room, before, clamp(limit)).await)?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Like [`Store::before`], but also at most `max_bytes` of messages (their text, sender and client
+    /// id, plus `per_message` bytes each for the rest of their JSON): the newest that fit, oldest first,
+    /// and always at least one, so paging back always gets somewhere. The sum is taken in the database,
+    /// so a page of large messages never leaves it whole.
+    pub async fn before_within(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+        max_bytes: usize,
+        per_message: usize,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let page = PageWithin {
+            before: clamp(before.unwrap_or(u64::MAX)),
+            limit: clamp(limit),
+            max_bytes: clamp(max_bytes),
+            per_message: clamp(per_message),
+        };
+        let mut messages = on_engine!(self, store => store.before_within(room, page).await)?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// The oldest stored and the last given sequence numbers of `room`.
+    pub async fn bounds(&self, room: &str) -> Result<RoomBounds, sqlx::Error> {
+        let (oldest, last) = on_engine!(self, store => store.bounds(room).await)?;
+        Ok(RoomBounds {
+            oldest_seq: oldest.unwrap_or(0) as u64,
+            last_seq: last.unwrap_or(0) as u64,
+        })
+    }
+
+    /// A page of the room list: rooms with stored messages, most messages first (then by name, byte by
+    /// byte), leaving out those in `skip` (the caller lists them first: they have people in them).
+    /// Ordered and paged in the query, so however many rooms exist, the busiest are on the first page.
+    pub async fn rooms_by_messages(
+        &self,
+        skip: &[String],
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        let (limit, offset) = (clamp(limit), clamp(offset));
+        let rows = on_engine!(self, store => store.rooms_by_messages(skip, limit, offset).await)?;
+        Ok(room_sizes(rows))
+    }
+
+    /// The last sequence numbers (message counts) of those of `names` that have stored messages.
+    pub async fn room_sizes(&self, names: &[String]) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        let rows = on_engine!(self, store => store.room_sizes(names).await)?;
+        Ok(room_sizes(rows))
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_engine!(self, store => store.ping().await)
+    }
+
+    /// The key session tokens are signed with, when this store is shared by several nodes (PostgreSQL),
+    /// which must all sign and check with the same one: the key stored, or `fresh` if none was (two
+    /// nodes starting at once store one and both read that one back), or `fresh` in its place if
+    /// `replace`. `None`: the store is this node's own (SQLite), and the key lives beside it in the
+    /// data directory (`session.rs`).
+    pub async fn shared_session_key(
+        &self,
+        fresh: [u8; 32],
+        replace: bool,
+    ) -> anyhow::Result<Option<[u8; 32]>> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(None),
+            Engine::Postgres(store) => store.session_key(fresh, replace).await.map(Some),
+        }
+    }
+
+    /// Deletes what `retention` no longer keeps, room by room, oldest first, at most `batch_rows` per
+    /// transaction; `on_room` hears of each room that lost messages as soon as it is done (or, if the
+    /// pass fails, of the room it failed in, if that had already lost some).
+    ///
+    /// A room keeps its history contiguous: retention deletes every message up to the newest one it no
+    /// longer keeps. By count that is exactly the messages beyond the newest `max_messages`; by age, every
+    /// message up to the room's newest one older than `max_age` (a message stamped a moment later but
+    /// numbered earlier, as concurrent senders' can be, goes with it rather than leave a gap).
+    ///
+    /// Runs on a connection of its own, so it takes none of the pool's from history reads. Messages
+    /// stored meanwhile are never deleted by this pass: they are newer than anything it plans to cut.
+    pub async fn prune(
+        &self,
+        retention: Retention,
+        now_ms: u64,
+        batch_rows: u64,
+        on_room: impl FnMut(&str),
+    ) -> Result<PruneReport, sqlx::Error> {
+        if retention.max_messages == 0 && retention.max_age.is_zero() {
+            return Ok(PruneReport::default());
+        }
+        let plan = Plan {
+            max_messages: clamp(retention.max_messages),
+            // Only the age rule needs it: a cutoff of 0 (no message is older) otherwise.
+            cutoff_ms: match retention.max_age {
+                age if age.is_zero() => None,
+                age => Some(clamp(now_ms.saturating_sub(age.as_millis() as u64))),
+            },
+            batch_rows: clamp(batch_rows.max(1)),
+        };
+        on_engine!(self, store => store.prune(plan, on_room).await)
+    }
+}
+
+/// [`Store::before_within`]'s bounds, as the database's signed integers.
+#[derive(Clone, Copy, Debug)]
+struct PageWithin {
+    before: i64,
+    limit: i64,
+    max_bytes: i64,
+    per_message: i64,
+}
+
+/// A retention pass, as the database's signed integers.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Newest messages kept per room (0: no count rule).
+    max_messages: i64,
+    /// Messages stamped before this go (`None`: no age rule).
+    cutoff_ms: Option<i64>,
+    /// Most rows one delete transaction takes (at least 1).
+    batch_rows: i64,
+}
+
+/// Both engines store integers as signed 64-bit: anything larger is as good as the largest.
+fn clamp<N: TryInto<i64>>(n: N) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// A message as both engines' queries return it: `seq, author, text, ts, client_id`.
+type Row = (i64, String, String, i64, Option<String>);
+
+fn message((seq, from, text, ts, client_id): Row) -> ChatMessage {
+    ChatMessage {
+        seq: seq as u64,
+        from,
+        text,
+        ts: ts as u64,
+        client_id,
+    }
+}
+
+/// Each room's first kept sequence number, from the cuts of both retention rules (the later cut wins),
+/// by name.
+fn keep_from(cuts: Vec<(String, i64)>) -> BTreeMap<String, i64> {
+    let mut keep_from = BTreeMap::new();
+    for (room, first_kept) in cuts {
+        let entry = keep_from.entry(room).or_insert(first_kept);
+        *entry = (*entry).max(first_kept);
+    }
+    keep_from
+}
+
+fn room_sizes(rows: Vec<(String, i64)>) -> Vec<(String, u64)> {
+    rows.into_iter()
+        .map(|(name, last)| (name, last as u64))
+        .collect()
+}
+
+/// One engine's schema, oldest first: (version, description, SQL). A migration that has run must never
+/// change (sqlx checks its checksum, the SHA-384 of the SQL).
+type MigrationList = &'static [(i64, &'static str, &'static str)];
+
+/// Migrations compiled into the binary (sqlx's `migrate!` would need its macros, which build a second
+/// copy of much of sqlx).
+#[derive(Debug)]
+struct EmbeddedMigrations(MigrationList);
+
+impl MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

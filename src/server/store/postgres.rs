@@ -1,0 +1,513 @@
+//! The store on PostgreSQL: the history several nodes share (`--database-url postgres://…`).
+//!
+//! - **Sequence numbers across nodes**: a batch takes each of its rooms' row in `rooms` (an upsert
+//!   adding the number of messages it stores there to `last_seq`) before it stores anything in that
+//!   room, and holds that row lock until it commits: a batch on another node writing to the same room
+//!   waits for it, then reads the `last_seq` it committed. Rooms are taken in name order, so two
+//!   batches sharing rooms never wait for each other in a cycle.
+//! - **Resends across nodes**: a batch looks for earlier copies of its messages (same room, sender and
+//!   `client_id`) only once it holds the room's lock, in a new statement of a `READ COMMITTED`
+//!   transaction: so it sees every copy committed before, whichever node stored it, and the unique
+//!   index never has to refuse (and fail) a whole batch.
+//! - **Retention**: deletes touch only `messages` rows older than anything a writer stores, and no
+//!   `rooms` row: unlike SQLite's, they run beside the writers without taking turns.
+//! - **Migrations**: `migrations/postgres/`, run under sqlx's advisory lock.
+
+use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
+
+use super::{
+    message, EmbeddedMigrations, MigrationList, NewMessage, PageWithin, Plan, PruneReport, Pruned,
+    Row, Stored,
+};
+use crate::protocol::ChatMessage;
+
+/// The schema, oldest first.
+pub(super) const MIGRATIONS: MigrationList = &[
+    (
+        1,
+        "history",
+        include_str!("../../../migrations/postgres/0001_history.sql"),
+    ),
+    (
+        2,
+        "secrets",
+        include_str!("../../../migrations/postgres/0002_secrets.sql"),
+    ),
+];
+
+/// Connections per node: the writer's one, retention's own (outside the pool), and the rest for history
+/// reads (joins, pages, the room list).
+const POOL_SIZE: u32 = 8;
+
+#[derive(Clone)]
+pub(super) struct PgStore {
+    pool: PgPool,
+    /// How `pool` connects: retention opens its own connection with them.
+    options: PgConnectOptions,
+}
+
+/// Where it connects, without the password `options` may hold.
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("host", &self.options.get_host())
+            .field("port", &self.options.get_port())
+            .field("database", &self.options.get_database())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest a transaction waits for a connection to the database.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl PgStore {
+    /// Connects to the database a `postgres://` URL names, and brings its schema up to date.
+    pub(super) async fn connect(url: &str) -> anyhow::Result<PgStore> {
+        let options = PgConnectOptions::from_str(url)
+            .context("--database-url is not a valid PostgreSQL URL")?
+            .application_name("groupchat");
+        let place = format!(
+            "PostgreSQL at {}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            // With the database away, a send is refused (`unavailable`, and the page resends) within
+            // this, not after sqlx's default 30 s of retries that would hold every sender meanwhile.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection the database dropped (a restart) is found out before use, not by a
+            // failed transaction.
+            .test_before_acquire(true)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("connecting to {place}"))?;
+        Migrator::new(EmbeddedMigrations(MIGRATIONS))
+            .await?
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating {place}"))?;
+        Ok(PgStore { pool, options })
+    }
+
+    pub(super) async fn append<M: Borrow<NewMessage>>(
+        &self,
+        batch: &[M],
+    ) -> Result<Vec<Stored>, sqlx::Error> {
+        let batch: Vec<&NewMessage> = batch.iter().map(Borrow::borrow).collect();
+        // Each room's messages in batch order, the rooms in name order (see the module's doc).
+        let mut rooms: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, new) in batch.iter().enumerate() {
+            rooms.entry(new.room.as_str()).or_default().push(i);
+        }
+        let mut outcome = vec![None; batch.len()];
+        // READ COMMITTED whatever the server's default: each statement must see what other nodes
+        // committed before it began, and an upsert of a room row another batch holds must wait for it
+        // and go on, not fail as a serialization error as it would under REPEATABLE READ.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        for (room, members) in rooms {
+            append_to_room(&mut tx, room, &members, &batch, &mut outcome).await?;
+        }
+        tx.commit().await?;
+        // Every message of the batch is in exactly one of its rooms, so each has its outcome; were one
+        // missing, the batch fails whole rather than answer the wrong messages.
+        let stored: Vec<Stored> = outcome.into_iter().flatten().collect();
+        if stored.len() != batch.len() {
+            return Err(sqlx::Error::Protocol(
+                "a message of the batch has no outcome".into(),
+            ));
+        }
+        Ok(stored)
+    }
+
+    pub(super) async fn after(
+        &self,
+        room: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM messages \
+             WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(room)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first.
+    pub(super) async fn before(
+        &self,
+        room: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM messages \
+             WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(room)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first. The same query as SQLite's (see there), in PostgreSQL's words.
+    pub(super) async fn before_within(
+        &self,
+        room: &str,
+        page: PageWithin,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM ( \
+               SELECT seq, author, text, ts, client_id, size, \
+                      SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
+               FROM ( \
+                 SELECT seq, author, text, ts, client_id, \
+                        octet_length(text) + octet_length(author) \
+                          + COALESCE(octet_length(client_id), 0) + $4 AS size \
+                 FROM messages WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3 \
+               ) AS newest \
+             ) AS sized WHERE running <= $5 OR running = size ORDER BY seq DESC",
+        )
+        .bind(room)
+        .bind(page.before)
+        .bind(page.limit)
+        .bind(page.per_message)
+        .bind(page.max_bytes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// The oldest stored and the last given sequence numbers, if any.
+    pub(super) async fn bounds(
+        &self,
+        room: &str,
+    ) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT (SELECT MIN(seq) FROM messages WHERE room = $1), \
+                    (SELECT last_seq FROM rooms WHERE name = $1)",
+        )
+        .bind(room)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    pub(super) async fn rooms_by_messages(
+        &self,
+        skip: &[String],
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT name, last_seq FROM rooms WHERE name <> ALL($1) \
+             ORDER BY last_seq DESC, name LIMIT $2 OFFSET $3",
+        )
+        .bind(skip)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn room_sizes(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as("SELECT name, last_seq FROM rooms WHERE name = ANY($1)")
+            .bind(names)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+    }
+
+    /// See [`super::Store::shared_session_key`].
+    pub(super) async fn session_key(
+        &self,
+        fresh: [u8; 32],
+        replace: bool,
+    ) -> anyhow::Result<[u8; 32]> {
+        let store = if replace {
+            "INSERT INTO secrets (name, value) VALUES ('session_key', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
+        } else {
+            "INSERT INTO secrets (name, value) VALUES ('session_key', $1) \
+             ON CONFLICT (name) DO NOTHING"
+        };
+        sqlx::query(store)
+            .bind(&fresh[..])
+            .execute(&self.pool)
+            .await?;
+        let (key,): (Vec<u8>,) =
+            sqlx::query_as("SELECT value FROM secrets WHERE name = 'session_key'")
+                .fetch_one(&self.pool)
+                .await?;
+        <[u8; 32]>::try_from(key.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "the session key in the database (table `secrets`) is {} bytes, not 32",
+                key.len()
+            )
+        })
+    }
+
+    pub(super) async fn prune(
+        &self,
+        plan: Plan,
+        mut on_room: impl FnMut(&str),
+    ) -> Result<PruneReport, sqlx::Error> {
+        let mut report = PruneReport::default();
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        let cuts = prune_plan(&mut conn, plan).await?;
+        for (room, keep_from) in cuts {
+            let mut deleted = 0;
+            let swept = delete_oldest(
+                &mut conn,
+                &room,
+                keep_from,
+                plan.batch_rows,
+                &mut deleted,
+                &mut report,
+            )
+            .await;
+            if deleted > 0 {
+                // Even if a later batch failed: what the earlier ones deleted is gone.
+                on_room(&room);
+            }
+            swept?;
+            if deleted == 0 {
+                continue;
+            }
+            let (oldest,): (Option<i64>,) =
+                sqlx::query_as("SELECT MIN(seq) FROM messages WHERE room = $1")
+                    .bind(&room)
+                    .fetch_one(&mut conn)
+                    .await?;
+            report.rooms.push(Pruned {
+                room,
+                deleted,
+                oldest_seq: oldest.unwrap_or(0) as u64,
+            });
+        }
+        conn.close().await?;
+        Ok(report)
+    }
+}
+
+/// Stores the messages of `batch` at `members` (all in `room`, in batch order), within `tx`, and
+/// records what became of each in `outcome`.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "`members` are indices into `batch` and `outcome` (same length) made by `append`, and \
+              never empty; no index comes from a client"
+)]
+async fn append_to_room(
+    tx: &mut PgConnection,
+    room: &str,
+    members: &[usize],
+    batch: &[&NewMessage],
+    outcome: &mut [Option<Stored>],
+) -> Result<(), sqlx::Error> {
+    // Resends within the batch: the first copy is stored (or found stored), the others repeat it.
+    let mut first_copy: HashMap<(u64, &str), usize> = HashMap::new();
+    let mut copies: Vec<(usize, usize)> = Vec::new();
+    let mut fresh: Vec<usize> = Vec::with_capacity(members.len());
+    for &i in members {
+        if let Some(client_id) = batch[i].client_id.as_deref() {
+            match first_copy.entry((batch[i].author_id, client_id)) {
+                Entry::Occupied(first) => {
+                    copies.push((i, *first.get()));
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+            }
+        }
+        fresh.push(i);
+    }
+
+    // Numbers for all of them, and the room's row lock until commit.
+    let reserved = fresh.len() as i64;
+    let (last,): (i64,) = sqlx::query_as(
+        "INSERT INTO rooms (name, last_seq, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq \
+         RETURNING last_seq",
+    )
+    .bind(room)
+    .bind(reserved)
+    .bind(batch[members[0]].ts as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    let first_seq = last - reserved + 1;
+
+    // Copies stored before, by any node: committed before the lock was ours, so visible now. Matched
+    // by sender and client id in two arrays (the index on (room, author_id, client_id) answers), the
+    // exact pairs picked out here.
+    let (authors, client_ids): (Vec<i64>, Vec<&str>) = fresh
+        .iter()
+        .filter_map(|&i| Some((batch[i].author_id as i64, batch[i].client_id.as_deref()?)))
+        .unzip();
+    if !client_ids.is_empty() {
+        let earlier: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT author_id, client_id, seq FROM messages WHERE room = $1 \
+             AND author_id = ANY($2) AND client_id IS NOT NULL AND client_id = ANY($3)",
+        )
+        .bind(room)
+        .bind(&authors)
+        .bind(&client_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !earlier.is_empty() {
+            let earlier: HashMap<(u64, &str), u64> = earlier
+                .iter()
+                .map(|(author, id, seq)| ((*author as u64, id.as_str()), *seq as u64))
+                .collect();
+            fresh.retain(|&i| {
+                let new = batch[i];
+                let stored = new
+                    .client_id
+                    .as_deref()
+                    .and_then(|id| earlier.get(&(new.author_id, id)));
+                if let Some(&seq) = stored {
+                    outcome[i] = Some(Stored::Duplicate { seq });
+                }
+                stored.is_none()
+            });
+            // Give back the numbers the resends did not need: the lock is still ours, so no one has
+            // taken any after them.
+            sqlx::query("UPDATE rooms SET last_seq = $2 WHERE name = $1")
+                .bind(room)
+                .bind(first_seq - 1 + fresh.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+
+    if !fresh.is_empty() {
+        let seqs: Vec<i64> = (first_seq..).take(fresh.len()).collect();
+        let column = |field: fn(&NewMessage) -> i64| -> Vec<i64> {
+            fresh.iter().map(|&i| field(batch[i])).collect()
+        };
+        let texts = |field: fn(&NewMessage) -> &str| -> Vec<&str> {
+            fresh.iter().map(|&i| field(batch[i])).collect()
+        };
+        let client_ids: Vec<Option<&str>> = fresh
+            .iter()
+            .map(|&i| batch[i].client_id.as_deref())
+            .collect();
+        sqlx::query(
+            "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+                                      $6::bigint[], $7::text[])",
+        )
+        .bind(room)
+        .bind(&seqs)
+        .bind(column(|m| m.author_id as i64))
+        .bind(texts(|m| &m.author))
+        .bind(texts(|m| &m.text))
+        .bind(column(|m| m.ts as i64))
+        .bind(&client_ids)
+        .execute(&mut *tx)
+        .await?;
+        for (&i, seq) in fresh.iter().zip(seqs) {
+            outcome[i] = Some(Stored::New(batch[i].stored_as(seq as u64)));
+        }
+    }
+
+    for (copy, first) in copies {
+        let seq = match &outcome[first] {
+            Some(Stored::New(message)) => message.seq,
+            Some(Stored::Duplicate { seq }) => *seq,
+            None => unreachable!("a first copy has its outcome"),
+        };
+        outcome[copy] = Some(Stored::Duplicate { seq });
+    }
+    Ok(())
+}
+
+/// Deletes `room`'s messages below `keep_from`, oldest first, at most `batch_rows` a transaction (each
+/// statement is one); counts them into `deleted` as they commit.
+async fn delete_oldest(
+    conn: &mut PgConnection,
+    room: &str,
+    keep_from: i64,
+    batch_rows: i64,
+    deleted: &mut u64,
+    report: &mut PruneReport,
+) -> Result<(), sqlx::Error> {
+    loop {
+        // As on SQLite: the subquery finds the room's (batch_rows + 1)-th oldest message through the
+        // primary key (room, seq), and everything below it (and below `keep_from`) goes.
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "DELETE FROM messages WHERE room = $1 AND seq < LEAST($2, COALESCE( \
+             (SELECT seq FROM messages WHERE room = $1 ORDER BY seq LIMIT 1 OFFSET $3), $2))",
+        )
+        .bind(room)
+        .bind(keep_from)
+        .bind(batch_rows)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let took = started.elapsed();
+        report.longest_batch = report.longest_batch.max(took);
+        report.write_time += took;
+        report.batches += 1;
+        *deleted += rows;
+        if rows < batch_rows as u64 {
+            return Ok(());
+        }
+    }
+}
+
+/// The rooms that have messages `plan` no longer keeps, each with the first sequence number it keeps,
+/// by name; reads only, each rule through an index (as on SQLite).
+async fn prune_plan(
+    conn: &mut PgConnection,
+    plan: Plan,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let mut cuts = Vec::new();
+    if plan.max_messages > 0 {
+        cuts.extend(
+            sqlx::query_as(
+                "SELECT name, last_seq - $1 + 1 FROM rooms WHERE last_seq > $1 \
+                 AND (SELECT MIN(seq) FROM messages WHERE messages.room = rooms.name) \
+                     <= last_seq - $1",
+            )
+            .bind(plan.max_messages)
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    if let Some(cutoff) = plan.cutoff_ms {
+        cuts.extend(
+            sqlx::query_as("SELECT room, MAX(seq) + 1 FROM messages WHERE ts < $1 GROUP BY room")
+                .bind(cutoff)
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    Ok(super::keep_from(cuts))
+}

@@ -1,0 +1,391 @@
+//! The store on SQLite: one node's history in an embedded file (`<data-dir>/chat.db` by default).
+//!
+//! - **Durability**: WAL journal with `synchronous = FULL`: a commit returns once the WAL is on disk, so
+//!   a `kill -9` (or a power cut) loses nothing that was acknowledged.
+//! - **Writers**: only the history writer (`append`) and retention (`prune`) write, and they take turns
+//!   (see `SqliteStore::write_turn`).
+//! - **Migrations**: `migrations/sqlite/`. They lived in `migrations/` until PostgreSQL got a set of its
+//!   own; moving a file changes nothing sqlx checks (the version and the SQL's checksum, embedded here by
+//!   hand), which `tests.rs` checks against a database laid out before the move.
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::Connection;
+
+use super::{
+    message, EmbeddedMigrations, MigrationList, NewMessage, PageWithin, Plan, PruneReport, Pruned,
+    Row, Stored,
+};
+use crate::protocol::ChatMessage;
+
+/// The schema, oldest first.
+pub(super) const MIGRATIONS: MigrationList = &[(
+    1,
+    "history",
+    include_str!("../../../migrations/sqlite/0001_history.sql"),
+)];
+
+#[derive(Clone, Debug)]
+pub(super) struct SqliteStore {
+    pool: SqlitePool,
+    /// How `pool` connects: retention opens its own connection with them.
+    options: SqliteConnectOptions,
+    /// Held by whoever writes, for a whole transaction: the history writer (`append`) or one retention
+    /// batch (`prune`). SQLite allows one writer at a time anyway; taking turns here first does two
+    /// things its own lock cannot. The writer's transaction begins deferred (a read, then writes): had
+    /// retention committed between that read and the first write, SQLite would refuse the upgrade at once
+    /// (`SQLITE_BUSY`, a stale snapshot; the busy timeout does not apply) and the whole batch would be
+    /// refused. And a writer kept waiting by SQLite sleeps in growing steps (up to 100 ms) before it
+    /// retries, where a tokio `Mutex` is fair (first come, first served) and hands the turn over the
+    /// moment a batch commits: the writer and retention alternate, a batch each.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and `dir` if needed) `dir/chat.db`.
+    pub(super) async fn open_dir(dir: &Path) -> anyhow::Result<SqliteStore> {
+        std::fs::create_dir_all(dir)?;
+        Self::open(SqliteConnectOptions::from_str("sqlite:")?.filename(dir.join("chat.db"))).await
+    }
+
+    /// Opens (creating it if needed) the file a `sqlite:` URL names.
+    pub(super) async fn open_url(url: &str) -> anyhow::Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        Self::open(options).await
+    }
+
+    async fn open(options: SqliteConnectOptions) -> anyhow::Result<SqliteStore> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        // A few connections: WAL lets readers (history pages, joins) run beside the one writer.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await?;
+        Migrator::new(EmbeddedMigrations(MIGRATIONS))
+            .await?
+            .run(&pool)
+            .await?;
+        Ok(SqliteStore {
+            pool,
+            options,
+            write_turn: Arc::default(),
+        })
+    }
+
+    /// The one connection pool (tests reach past the interface with it).
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(super) async fn append<M: Borrow<NewMessage>>(
+        &self,
+        batch: &[M],
+    ) -> Result<Vec<Stored>, sqlx::Error> {
+        let _turn = self.write_turn.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut outcome = Vec::with_capacity(batch.len());
+        for new in batch.iter().map(Borrow::borrow) {
+            if let Some(client_id) = &new.client_id {
+                let earlier: Option<(i64,)> = sqlx::query_as(
+                    "SELECT seq FROM messages WHERE room = ? AND author_id = ? AND client_id = ?",
+                )
+                .bind(&new.room)
+                .bind(new.author_id as i64)
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((seq,)) = earlier {
+                    outcome.push(Stored::Duplicate { seq: seq as u64 });
+                    continue;
+                }
+            }
+            let (seq,): (i64,) = sqlx::query_as(
+                "INSERT INTO rooms (name, last_seq, created_at) VALUES (?, 1, ?) \
+                 ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+            )
+            .bind(&new.room)
+            .bind(new.ts as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.room)
+            .bind(seq)
+            .bind(new.author_id as i64)
+            .bind(&new.author)
+            .bind(&new.text)
+            .bind(new.ts as i64)
+            .bind(&new.client_id)
+            .execute(&mut *tx)
+            .await?;
+            outcome.push(Stored::New(new.stored_as(seq as u64)));
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn after(
+        &self,
+        room: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM messages \
+             WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(room)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first.
+    pub(super) async fn before(
+        &self,
+        room: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM messages \
+             WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(room)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first.
+    pub(super) async fn before_within(
+        &self,
+        room: &str,
+        page: PageWithin,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        // Innermost: the `limit` newest before `before` (the index on (room, seq) walks them); then a
+        // running total of their sizes, newest first; kept while it stays within the budget.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM ( \
+               SELECT seq, author, text, ts, client_id, size, \
+                      SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
+               FROM ( \
+                 SELECT seq, author, text, ts, client_id, \
+                        length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
+                          + IFNULL(length(CAST(client_id AS BLOB)), 0) + ?4 AS size \
+                 FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3 \
+               ) \
+             ) WHERE running <= ?5 OR running = size ORDER BY seq DESC",
+        )
+        .bind(room)
+        .bind(page.before)
+        .bind(page.limit)
+        .bind(page.per_message)
+        .bind(page.max_bytes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// The oldest stored and the last given sequence numbers, if any.
+    pub(super) async fn bounds(
+        &self,
+        room: &str,
+    ) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT (SELECT MIN(seq) FROM messages WHERE room = ?1), \
+                    (SELECT last_seq FROM rooms WHERE name = ?1)",
+        )
+        .bind(room)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    pub(super) async fn rooms_by_messages(
+        &self,
+        skip: &[String],
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let skip = serde_json::to_string(skip).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query_as(
+            "SELECT name, last_seq FROM rooms \
+             WHERE name NOT IN (SELECT value FROM json_each(?1)) \
+             ORDER BY last_seq DESC, name LIMIT ?2 OFFSET ?3",
+        )
+        .bind(skip)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn room_sizes(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let names = serde_json::to_string(names).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query_as(
+            "SELECT name, last_seq FROM rooms WHERE name IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+    }
+
+    pub(super) async fn prune(
+        &self,
+        plan: Plan,
+        mut on_room: impl FnMut(&str),
+    ) -> Result<PruneReport, sqlx::Error> {
+        let mut report = PruneReport::default();
+        // This connection never checkpoints as it commits: a commit's automatic checkpoint would run
+        // while it still holds the write turn (the writer waiting). It checkpoints after each batch
+        // instead, having handed the turn back: a passive checkpoint runs beside the writer's
+        // transactions, and keeps the deletes' pages from piling up in the WAL for one of the writer's
+        // commits to checkpoint (on the acknowledgement path).
+        let options = self.options.clone().pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        let cuts = prune_plan(&mut conn, plan).await?;
+        for (room, keep_from) in cuts {
+            let mut deleted = 0;
+            let swept = self
+                .delete_oldest(
+                    &mut conn,
+                    &room,
+                    keep_from,
+                    plan.batch_rows,
+                    &mut deleted,
+                    &mut report,
+                )
+                .await;
+            if deleted > 0 {
+                // Even if a later batch failed: what the earlier ones deleted is gone.
+                on_room(&room);
+            }
+            swept?;
+            if deleted == 0 {
+                continue;
+            }
+            let (oldest,): (Option<i64>,) =
+                sqlx::query_as("SELECT MIN(seq) FROM messages WHERE room = ?")
+                    .bind(&room)
+                    .fetch_one(&mut conn)
+                    .await?;
+            report.rooms.push(Pruned {
+                room,
+                deleted,
+                oldest_seq: oldest.unwrap_or(0) as u64,
+            });
+        }
+        conn.close().await?;
+        Ok(report)
+    }
+
+    /// Deletes `room`'s messages below `keep_from`, oldest first, at most `batch_rows` a transaction,
+    /// each holding the write turn; counts them into `deleted` as they commit.
+    async fn delete_oldest(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &str,
+        keep_from: i64,
+        batch_rows: i64,
+        deleted: &mut u64,
+        report: &mut PruneReport,
+    ) -> Result<(), sqlx::Error> {
+        loop {
+            // The subquery finds the room's (batch_rows + 1)-th oldest message through the primary key
+            // (room, seq); everything below it (and below `keep_from`) goes: an index range, oldest
+            // first, never more than `batch_rows` rows whatever gaps the numbers have.
+            let turn = self.write_turn.lock().await;
+            let started = Instant::now();
+            let rows = sqlx::query(
+                "DELETE FROM messages WHERE room = ?1 AND seq < MIN(?2, COALESCE( \
+                 (SELECT seq FROM messages WHERE room = ?1 ORDER BY seq LIMIT 1 OFFSET ?3), ?2))",
+            )
+            .bind(room)
+            .bind(keep_from)
+            .bind(batch_rows)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            let took = started.elapsed();
+            drop(turn);
+            report.longest_batch = report.longest_batch.max(took);
+            report.write_time += took;
+            report.batches += 1;
+            *deleted += rows;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await?;
+            if rows < batch_rows as u64 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The rooms that have messages `plan` no longer keeps, each with the first sequence number it keeps,
+/// by name. Reads only (no write lock), each through an index: the count rule probes each room's oldest
+/// message by primary key; the age rule reads only the old part of `messages_by_ts`.
+async fn prune_plan(
+    conn: &mut SqliteConnection,
+    plan: Plan,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let mut cuts = Vec::new();
+    if plan.max_messages > 0 {
+        cuts.extend(
+            sqlx::query_as(
+                "SELECT name, last_seq - ?1 + 1 FROM rooms WHERE last_seq > ?1 \
+                 AND (SELECT MIN(seq) FROM messages WHERE room = name) <= last_seq - ?1",
+            )
+            .bind(plan.max_messages)
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    if let Some(cutoff) = plan.cutoff_ms {
+        // `INDEXED BY`: without statistics, SQLite would rather scan the whole table in room order for
+        // the GROUP BY than the old entries of the ts index.
+        cuts.extend(
+            sqlx::query_as(
+                "SELECT room, MAX(seq) + 1 FROM messages INDEXED BY messages_by_ts \
+                 WHERE ts < ? GROUP BY room",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    Ok(super::keep_from(cuts))
+}

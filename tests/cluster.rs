@@ -1,0 +1,365 @@
+//! Cluster mode with real engines and real processes: a private PostgreSQL and a private Redis (see
+//! `tests/common`), and two or three server binaries sharing them, each on its own port. Clients talk to
+//! different nodes and must see one chat.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::postgres::PgServer;
+use common::redis::Redis;
+use common::{Binary, Client, PATIENCE};
+use groupchat::protocol::{ErrorCode, ServerEvent};
+use serde_json::json;
+
+/// A PostgreSQL database and a Redis, and the nodes started on them.
+struct Cluster {
+    database_url: String,
+    redis: Redis,
+    pg: PgServer,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let pg = PgServer::start().await;
+        Cluster {
+            database_url: pg.create_database().await,
+            redis: Redis::start(),
+            pg,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Starts node `id`, serving until dropped (or killed).
+    fn node(&mut self, id: &str) -> Binary {
+        let dir = tempfile::tempdir().expect("a data directory");
+        let redis_url = self.redis.url();
+        let node = Binary::start_with(
+            dir.path(),
+            &[
+                ("DATABASE_URL", &self.database_url),
+                ("REDIS_URL", &redis_url),
+                ("CHAT_NODE_ID", id),
+                ("CHAT_MSG_RATE", "1000"),
+                ("CHAT_MSG_BURST", "1000"),
+            ],
+        );
+        self.dirs.push(dir);
+        node
+    }
+}
+
+/// Connects `name` to `node` and reads the welcome and `general`'s `joined`.
+async fn enter(node: &Binary, name: &str) -> (Client, common::Joined) {
+    let mut client = node.connect(&format!("/ws?name={name}")).await;
+    client.welcome().await;
+    let joined = client.joined("general").await;
+    (client, joined)
+}
+
+fn message(text: &str, client_id: &str) -> serde_json::Value {
+    json!({"type": "message", "room": "general", "text": text, "client_id": client_id})
+}
+
+/// Reads events until `count` messages have come; returns them as (seq, text), skipping the rest.
+async fn messages(client: &mut Client, count: usize, patience: Duration) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + patience;
+    while seen.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} messages came: {seen:?}",
+            seen.len()
+        );
+        if let ServerEvent::Message { seq, text, .. } = client.event().await {
+            seen.push((seq, text));
+        }
+    }
+    seen
+}
+
+/// Waits until `client` hears that `name` joined (or left, with `joined: false`); other events are
+/// skipped.
+async fn presence_of(client: &mut Client, name: &str, joined: bool, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        assert!(Instant::now() < deadline, "no news of {name}");
+        match client.event_within(patience).await {
+            ServerEvent::Join { name: n, .. } if joined && n == name => return,
+            ServerEvent::Leave { name: n, .. } if !joined && n == name => return,
+            _ => {}
+        }
+    }
+}
+
+/// Waits up to `patience` for a node's `/healthz` to say `status`.
+async fn health_becomes(node: &Binary, status: &str, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        let health = common::http_get(&node.addr, "/healthz").await;
+        if health.contains(&format!("\"status\":\"{status}\"")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthz never said {status}: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_sent_on_two_nodes_reach_three_nodes_in_one_order() {
+    let mut cluster = Cluster::start().await;
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    for node in [&a, &b, &c] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    let (mut cat, _) = enter(&c, "cat").await;
+    // Ann and Bob send 30 each, at once, without waiting for anything.
+    for i in 0..30 {
+        ann.send_json(message(&format!("ann {i}"), &format!("a{i}")))
+            .await;
+        bob.send_json(message(&format!("bob {i}"), &format!("b{i}")))
+            .await;
+    }
+    let patience = Duration::from_secs(10);
+    let seen_by_ann = messages(&mut ann, 60, patience).await;
+    let seen_by_bob = messages(&mut bob, 60, patience).await;
+    let seen_by_cat = messages(&mut cat, 60, patience).await;
+    // One order, the same for everyone, numbered 1..=60 with no gap; each sender's own in its order.
+    let seqs: Vec<u64> = seen_by_cat.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+    assert_eq!(seen_by_ann, seen_by_cat);
+    assert_eq!(seen_by_bob, seen_by_cat);
+    for who in ["ann", "bob"] {
+        let own: Vec<&str> = seen_by_cat
+            .iter()
+            .filter(|(_, t)| t.starts_with(who))
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let sent: Vec<String> = (0..30).map(|i| format!("{who} {i}")).collect();
+        assert_eq!(own, sent);
+    }
+}
+
+#[tokio::test]
+async fn a_name_online_on_one_node_is_refused_on_another_until_it_is_free() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (ann, _) = enter(&a, "ann").await;
+    let mut impostor = b.connect("/ws?name=ann").await;
+    match impostor.event().await {
+        ServerEvent::Error { code, .. } => assert_eq!(code, ErrorCode::NameTaken),
+        other => panic!("expected name_taken, got {other:?}"),
+    }
+    assert_eq!(u16::from(impostor.closed().await.code), 1008);
+    // A look-alike is the same name.
+    let mut look_alike = b.connect("/ws?name=%D0%B0nn").await; // Cyrillic а
+    assert!(matches!(
+        look_alike.event().await,
+        ServerEvent::Error {
+            code: ErrorCode::NameTaken,
+            ..
+        }
+    ));
+    // Once ann is gone, the name is free everywhere.
+    ann.close().await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut again = b.connect("/ws?name=ann").await;
+        if let ServerEvent::Welcome { name, .. } = again.event().await {
+            assert_eq!(name, "ann");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the name was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn joins_and_leaves_on_one_node_are_seen_on_another() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (bob, joined) = enter(&b, "bob").await;
+    presence_of(&mut ann, "bob", true, PATIENCE).await;
+    // Bob's snapshot counts ann, on the other node (her presence may take a moment to reach b).
+    if !joined.online.contains(&"ann".to_string()) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let rooms = common::http_get(&b.addr, "/api/rooms").await;
+            if rooms.contains("\"online\":2") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "b never counted ann: {rooms}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    bob.close().await;
+    presence_of(&mut ann, "bob", false, PATIENCE).await;
+}
+
+#[tokio::test]
+async fn a_client_of_one_node_rejoins_on_another_and_gets_exactly_what_it_missed() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    for i in 1..=5 {
+        ann.send_json(message(&format!("before {i}"), &format!("a{i}")))
+            .await;
+    }
+    let seen = messages(&mut ann, 5, PATIENCE).await;
+    let last = seen.last().map(|(seq, _)| *seq).unwrap();
+    ann.close().await;
+    for i in 1..=3 {
+        bob.send_json(message(&format!("missed {i}"), &format!("b{i}")))
+            .await;
+    }
+    messages(&mut bob, 8, PATIENCE).await;
+    // Ann comes back through the other node, with what she had.
+    let mut ann = b.connect("/ws?name=ann&room=").await;
+    ann.welcome().await;
+    ann.send_json(json!({"type": "join", "room": "general", "after": last}))
+        .await;
+    let joined = ann.joined("general").await;
+    assert!(joined.recovered);
+    let texts: Vec<&str> = joined.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["missed 1", "missed 2", "missed 3"]);
+    assert_eq!(joined.messages[0].seq, last + 1);
+}
+
+#[tokio::test]
+async fn the_people_of_a_killed_node_leave_everyone_else_within_15_seconds() {
+    let mut cluster = Cluster::start().await;
+    let a = cluster.node("a");
+    let mut b = cluster.node("b");
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (_bob, _) = enter(&b, "bob").await;
+    presence_of(&mut ann, "bob", true, PATIENCE).await;
+    let killed = Instant::now();
+    b.kill();
+    presence_of(&mut ann, "bob", false, Duration::from_secs(20)).await;
+    let took = killed.elapsed();
+    eprintln!("bob left ann's presence {took:?} after his node was killed");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_mid_traffic_loses_and_doubles_nothing() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    for node in [&a, &b] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            cluster.redis.kill();
+            health_becomes(&a, "degraded", PATIENCE).await;
+        }
+        if i == 40 {
+            cluster.redis.resume();
+        }
+        ann.send_json(message(&format!("m{i}"), &format!("m{i}")))
+            .await;
+        // Ann waits for each acknowledgement: every one of them must reach bob.
+        loop {
+            match ann.event().await {
+                ServerEvent::Ack { seq, .. } => {
+                    acked.push(seq);
+                    break;
+                }
+                ServerEvent::Error { code, .. } => panic!("refused: {code:?}"),
+                _ => {}
+            }
+        }
+    }
+    health_becomes(&a, "ok", Duration::from_secs(10)).await;
+    let seen = messages(&mut bob, 60, Duration::from_secs(15)).await;
+    let seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs, acked,
+        "bob sees every acknowledged message once, in order"
+    );
+    let texts: Vec<String> = seen.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, (0..60).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_postgres_restart_mid_traffic_refuses_sends_then_loses_and_doubles_nothing() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    // Ann sends 40 messages as the page does: each resent (same client_id) after an `unavailable`,
+    // until acknowledged. The database goes away after the 15th, and comes back after three refusals.
+    let mut refused = 0;
+    let mut acks: HashMap<String, u64> = HashMap::new();
+    for i in 0..40 {
+        if i == 15 {
+            cluster.pg.pause();
+        }
+        let id = format!("m{i}");
+        loop {
+            ann.send_json(message(&id, &id)).await;
+            let outcome = loop {
+                match ann.event_within(Duration::from_secs(30)).await {
+                    ServerEvent::Ack { seq, client_id, .. } => break Ok((seq, client_id)),
+                    ServerEvent::Error { code, .. } => break Err(code),
+                    _ => {}
+                }
+            };
+            match outcome {
+                Ok((seq, Some(client_id))) => {
+                    assert_eq!(client_id, id);
+                    acks.insert(id.clone(), seq);
+                    break;
+                }
+                Ok((_, None)) => panic!("an ack without the client_id"),
+                Err(ErrorCode::Unavailable) => {
+                    refused += 1;
+                    if refused == 3 {
+                        cluster.pg.resume().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(other) => panic!("refused with {other:?}"),
+            }
+        }
+    }
+    eprintln!("{refused} sends refused while PostgreSQL restarted");
+    assert!(refused > 0, "the restart was noticed");
+    let seen = messages(&mut bob, 40, Duration::from_secs(15)).await;
+    let texts: Vec<String> = seen.iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(texts, (0..40).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    for (seq, text) in &seen {
+        assert_eq!(acks[text], *seq);
+    }
+}
+
+#[tokio::test]
+async fn redis_without_a_shared_database_is_refused_at_start() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_groupchat"))
+        .env_remove("DATABASE_URL")
+        .env("REDIS_URL", redis.url())
+        .env("DATA_DIR", dir.path())
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("run the binary");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--redis-url needs a shared database"),
+        "{stderr}"
+    );
+}
