@@ -286,3 +286,19 @@ async fn refusals_the_original_format_cannot_express_close_with_a_code_and_a_rea
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_classic_page_is_served_pointing_at_this_server() {
+    let server = TestServer::start().await;
+    let response = server.http_get("/classic").await;
+    let (head, page) = response.split_once("\r\n\r\n").expect("a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(page.contains("new WebSocket(`${scheme}//${location.host}/ws/${client_id}`)"));
+    assert_eq!(page.matches("new WebSocket(").count(), 1, "one socket");
+    server.stop().await;
+}
