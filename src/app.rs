@@ -55,7 +55,15 @@ pub fn App() -> impl IntoView {
 
 /// The page's link to the server (see `socket.rs`), once it is opened (in the browser only).
 #[derive(Clone, Copy)]
-struct Sender(StoredValue<Option<SocketLink>, LocalStorage>);
+struct Sender(StoredValue<Option<SocketLink>, LinkStorage>);
+
+/// In the browser the link holds a WebSocket, which stays on the page's one thread. The server's
+/// render may finish (and clean up) on another thread than it started on, so there the (empty) value
+/// must be thread-safe: a thread-bound value would panic when dropped elsewhere.
+#[cfg(feature = "hydrate")]
+type LinkStorage = LocalStorage;
+#[cfg(not(feature = "hydrate"))]
+type LinkStorage = SyncStorage;
 
 /// The link, as the server renders the page: there is none.
 #[cfg(not(feature = "hydrate"))]
@@ -99,7 +107,7 @@ fn ChatApp() -> impl IntoView {
     // `?name=alice` picks a name; otherwise the session cookie's, or one the server assigns. Changing it
     // reconnects.
     let wanted_name = RwSignal::new(use_query_map().read_untracked().get("name"));
-    let sender = Sender(StoredValue::new_local(None));
+    let sender = Sender(StoredValue::new_with_storage(None));
     provide_context(sender);
 
     // Effects run only in the browser, after hydration: the socket is opened there and nowhere else.
