@@ -11,6 +11,11 @@
 //! and count once in a room's presence: `join` is announced on their first connection following the room,
 //! `leave` when their last one goes.
 //!
+//! Formats: a connection reads JSON events or the original chat's text lines (see `frame::WireFormat`).
+//! A room encodes each event once per format its members read (see `Rooms::publish`); personal frames
+//! (welcome, snapshots, acks, errors) exist only in JSON, and a legacy connection gets none: a refusal
+//! it cannot be told closes it instead (`ChatError::kick`).
+//!
 //! Messages do not pass through here on the way in: the history writer (`history.rs`) stores them first
 //! and then hands them to [`ConnectionManager::stored`], which acknowledges and publishes them. So every
 //! message anyone sees is already durable, in sequence-number order.
@@ -23,7 +28,7 @@ use metrics::{counter, gauge};
 use super::clock::now_ms;
 use super::config::Config;
 use super::error::ChatError;
-use super::frame::{encode, Frame, Kick};
+use super::frame::{encode, Frame, Kick, WireFormat};
 use super::join::{self, Begun, Completed, JoinTicket, Joining};
 use super::metrics as m;
 use super::names::name_key;
@@ -68,7 +73,7 @@ struct State {
 }
 
 /// A connection the manager accepted, for as long as it is registered: its id, who it is, and its
-/// outbox (the welcome already queued). Dropping it disconnects it, so a connection's task that ends in
+/// outbox (the welcome already queued, for a JSON one). Dropping it disconnects it, so a connection's task that ends in
 /// any way, a panic included, leaves no name, membership or count behind.
 pub struct Registration {
     pub id: ConnId,
@@ -108,23 +113,32 @@ impl ConnectionManager {
         }
     }
 
-    /// Registers a new connection and queues its welcome (see `Registry::admit` for the name).
-    pub fn connect(self: &Arc<Self>, identity: Identity) -> Result<Registration, ChatError> {
+    /// Registers a new connection reading `format`, and queues its welcome if that is JSON (see
+    /// `Registry::admit` for the name).
+    pub fn connect(
+        self: &Arc<Self>,
+        identity: Identity,
+        format: WireFormat,
+    ) -> Result<Registration, ChatError> {
         let mut state = self.state();
         if state.closing {
             return Err(ChatError::ShuttingDown);
         }
-        let (id, record) = state.registry.admit(identity, self.limits.max_name_chars)?;
-        let welcome = encode(&ServerEvent::Welcome {
-            name: record.name.clone(),
-            session: self.sessions.issue(record.person, &record.name),
-            limits: WelcomeLimits {
-                max_message_bytes: self.limits.max_message_bytes,
-                max_name_chars: self.limits.max_name_chars,
-            },
-        });
-        // A new outbox is empty: its first frame always fits.
-        let _ = record.outbox.send(welcome);
+        let (id, record) = state
+            .registry
+            .admit(identity, format, self.limits.max_name_chars)?;
+        if format == WireFormat::Json {
+            let welcome = encode(&ServerEvent::Welcome {
+                name: record.name.clone(),
+                session: self.sessions.issue(record.person, &record.name),
+                limits: WelcomeLimits {
+                    max_message_bytes: self.limits.max_message_bytes,
+                    max_name_chars: self.limits.max_name_chars,
+                },
+            });
+            // A new outbox is empty: its first frame always fits.
+            let _ = record.outbox.send(welcome);
+        }
         counter!(m::CONNECTIONS_ACCEPTED).increment(1);
         gauge!(m::CONNECTIONS).increment(1);
         Ok(Registration {
@@ -179,9 +193,8 @@ impl ConnectionManager {
             });
             if !allowed {
                 join::abort(registry, rooms, &ticket);
-                let error = ChatError::TooManyNewRooms;
-                counter!(m::REJECTED, "reason" => error.label()).increment(1);
-                return state.queue(ticket.conn, encode(&error.event(Some(ticket.reference()))));
+                let answers = Some(ticket.reference());
+                return state.refuse(ticket.conn, &ChatError::TooManyNewRooms, answers);
             }
         }
         let completed = join::finish(registry, rooms, ticket, replay, self.limits.recent_capacity);
@@ -303,12 +316,12 @@ impl ConnectionManager {
                 seq
             }
         };
-        let ack = encode(&ServerEvent::Ack {
+        let ack = ServerEvent::Ack {
             room: message.room.clone(),
             seq,
             client_id: message.client_id.clone(),
-        });
-        state.queue(sender, ack);
+        };
+        state.tell(sender, &ack);
     }
 
     /// Connection `conn` says its person is typing in `room`: announced if they were not already.
@@ -339,20 +352,10 @@ impl ConnectionManager {
         self.state().rooms.forget_recent_in(room);
     }
 
-    /// Tells connection `to` (only) why a frame it sent (the one `answers` names, if known) was refused.
+    /// Tells connection `to` (only) why a frame it sent (the one `answers` names, if known) was refused;
+    /// closes it instead if it reads the original format, which has no words for that.
     pub fn reject(&self, to: ConnId, error: &ChatError, answers: Option<FrameRef>) {
-        counter!(m::REJECTED, "reason" => error.label()).increment(1);
-        self.send_to(to, &error.event(answers));
-    }
-
-    /// Queues `event` for connection `to` only.
-    pub fn send_to(&self, to: ConnId, event: &ServerEvent) {
-        self.send_frame(to, encode(event));
-    }
-
-    /// Queues an encoded frame for connection `to` only (e.g. a WebSocket pong).
-    pub fn send_frame(&self, to: ConnId, frame: Frame) {
-        self.state().queue(to, frame);
+        self.state().refuse(to, error, answers);
     }
 
     /// Forgets connection `id`, closing it with `kick` if it says why, and tells its rooms if its person
@@ -428,6 +431,29 @@ impl State {
         self.disconnect_lagging(completed.lagging);
     }
 
+    /// Queues `event` for connection `to` alone, if it reads JSON: the original chat's format has no
+    /// frames for one connection.
+    fn tell(&mut self, to: ConnId, event: &ServerEvent) {
+        if self
+            .registry
+            .get(to)
+            .is_some_and(|r| r.format == WireFormat::Json)
+        {
+            self.queue(to, encode(event));
+        }
+    }
+
+    /// Tells connection `to` why a frame it sent was refused (an `error` event); closes a connection on
+    /// the original format instead, with the error's close code and reason (see [`ChatError::kick`]).
+    fn refuse(&mut self, to: ConnId, error: &ChatError, answers: Option<FrameRef>) {
+        counter!(m::REJECTED, "reason" => error.label()).increment(1);
+        match self.registry.get(to).map(|r| r.format) {
+            Some(WireFormat::Json) => self.queue(to, encode(&error.event(answers))),
+            Some(WireFormat::Legacy) => self.remove(to, Some(error.kick())),
+            None => {}
+        }
+    }
+
     /// Queues a personal frame; a connection whose personal queue is full is not reading: too slow.
     fn queue(&mut self, to: ConnId, frame: Frame) {
         if self.registry.send(to, frame).is_err() {
@@ -483,12 +509,23 @@ mod tests {
     }
 
     fn connect(manager: &Arc<ConnectionManager>, name: &str) -> Registration {
+        connect_as(manager, name, WireFormat::Json)
+    }
+
+    fn connect_as(
+        manager: &Arc<ConnectionManager>,
+        name: &str,
+        format: WireFormat,
+    ) -> Registration {
         manager
-            .connect(Identity {
-                session: None,
-                chosen: Some(name.into()),
-                legacy: false,
-            })
+            .connect(
+                Identity {
+                    session: None,
+                    chosen: Some(name.into()),
+                    legacy: format == WireFormat::Legacy,
+                },
+                format,
+            )
             .unwrap()
     }
 
@@ -546,6 +583,85 @@ mod tests {
                 _ => vec![],
             })
             .collect()
+    }
+
+    /// Everything waiting for a connection, as it would be written.
+    fn frames(connected: &Registration) -> Vec<Frame> {
+        let mut batch: Vec<Frame> = Vec::new();
+        connected.outbox.take(&mut batch, usize::MAX).unwrap();
+        batch
+    }
+
+    fn lines(frames: &[Frame]) -> Vec<&str> {
+        frames
+            .iter()
+            .map(|f| std::str::from_utf8(crate::server::websocket::frame_payload(f)).unwrap())
+            .collect()
+    }
+
+    /// What a reader of `format` could take from `room`'s whole log now.
+    fn log_frames(manager: &ConnectionManager, room: &str, format: WireFormat) -> usize {
+        let log = manager.state().rooms.get_mut(room).unwrap().log().clone();
+        let mut cursor = 0;
+        log.read(
+            &mut cursor,
+            None,
+            format,
+            &mut Vec::new(),
+            usize::MAX,
+            |_, _| true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn legacy_members_read_the_original_lines_encoded_once_for_all_of_them() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        store_message(&manager, &ann, 1);
+        assert_eq!(
+            log_frames(&manager, "r", WireFormat::Legacy),
+            0,
+            "no legacy member yet: nothing is encoded for one"
+        );
+        let seven = connect_as(&manager, "Client #7", WireFormat::Legacy);
+        assert!(
+            matches!(manager.begin_join(seven.id, "r", None), Ok(Joining::Done)),
+            "a legacy join needs no history"
+        );
+        let eight = connect_as(&manager, "Client #8", WireFormat::Legacy);
+        join(&manager, &eight);
+        drain(&ann);
+        store_message(&manager, &seven, 2);
+        store_message(&manager, &ann, 3);
+        drop(ann);
+
+        let (seven, eight) = (frames(&seven), frames(&eight));
+        // No welcome, no history, no arrivals, no acks: what was said from their arrival on, and leaves.
+        assert_eq!(
+            lines(&seven),
+            ["Client #7 says: m2", "ann says: m3", "ann left the chat"]
+        );
+        assert_eq!(lines(&eight), lines(&seven));
+        for (a, b) in seven.iter().zip(&eight) {
+            assert_eq!(a.as_ptr(), b.as_ptr(), "one frame for every legacy reader");
+        }
+        assert_eq!(log_frames(&manager, "r", WireFormat::Legacy), 3);
+    }
+
+    #[test]
+    fn a_refusal_closes_a_legacy_connection_instead_of_telling_it() {
+        let manager = manager();
+        let seven = connect_as(&manager, "Client #7", WireFormat::Legacy);
+        join(&manager, &seven);
+        manager.reject(seven.id, &ChatError::RateLimited, None);
+        assert_eq!(
+            seven.outbox.kick_ordered(),
+            Some(ChatError::RateLimited.kick())
+        );
+        assert!(frames(&seven).is_empty(), "no error event");
+        assert_eq!(manager.connection_count(), 0);
     }
 
     #[test]
