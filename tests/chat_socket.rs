@@ -172,7 +172,7 @@ async fn bad_names_are_refused_with_an_error_and_a_close() {
 #[tokio::test]
 async fn the_legacy_route_names_the_client_by_its_id() {
     let server = TestServer::start().await;
-    let (mut client, name) = server.join("/ws/42").await;
+    let (mut client, name) = server.join("/ws/42?format=json").await;
     assert_eq!(name, "Client #42");
     client.send_text("hello from the old client").await;
     assert_eq!(
@@ -180,7 +180,7 @@ async fn the_legacy_route_names_the_client_by_its_id() {
         ("Client #42", "hello from the old client", 1)
     );
     // The same id twice at once is a name clash, like any other.
-    let mut twin = server.connect("/ws/42").await;
+    let mut twin = server.connect("/ws/42?format=json").await;
     expect_error(&mut twin, ErrorCode::NameTaken).await;
     server.stop().await;
 }

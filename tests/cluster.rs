@@ -363,3 +363,70 @@ async fn redis_without_a_shared_database_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// The next text frame of an original-format client.
+async fn line(client: &mut Client) -> String {
+    match client.frame().await {
+        tokio_tungstenite::tungstenite::Message::Text(text) => text.as_str().to_owned(),
+        other => panic!("expected a line, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn original_clients_on_two_nodes_chat_in_the_original_format() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    for node in [&a, &b] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let mut one = a.connect("/ws/1001").await;
+    let mut two = b.connect("/ws/1002").await;
+    // Each original client's first message finds it in the room, on either node.
+    one.send_text("hello from a").await;
+    two.send_text("hello from b").await;
+    let mut heard_by_one = vec![line(&mut one).await, line(&mut one).await];
+    let mut heard_by_two = vec![line(&mut two).await, line(&mut two).await];
+    heard_by_one.sort();
+    heard_by_two.sort();
+    let both = [
+        "Client #1001 says: hello from a".to_string(),
+        "Client #1002 says: hello from b".to_string(),
+    ];
+    assert_eq!(heard_by_one, both);
+    assert_eq!(heard_by_two, both);
+    two.close().await;
+    assert_eq!(line(&mut one).await, "Client #1002 left the chat");
+}
+
+#[tokio::test]
+async fn typing_on_one_node_shows_on_another() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    presence_of(&mut ann, "bob", true, PATIENCE).await;
+    bob.send_json(json!({"type": "typing", "room": "general"}))
+        .await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "ann never saw bob typing");
+        if let ServerEvent::Typing { names, .. } = ann.event().await {
+            if names == ["bob"] {
+                break;
+            }
+        }
+    }
+    // His message ends it, there too.
+    bob.send_json(message("done", "t1")).await;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "bob's typing never ended for ann"
+        );
+        if let ServerEvent::Typing { names, .. } = ann.event().await {
+            if names.is_empty() {
+                break;
+            }
+        }
+    }
+}

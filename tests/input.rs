@@ -66,7 +66,7 @@ async fn look_alike_names_are_refused_while_the_original_is_online() {
         );
     }
     // The legacy route still names its clients so.
-    let (_legacy, name) = server.join("/ws/5").await;
+    let (_legacy, name) = server.join("/ws/5?format=json").await;
     assert_eq!(name, "Client #5");
     server.stop().await;
 }

@@ -10,7 +10,8 @@
 //! - **the socket becoming readable**: each client message is rate-limited, parsed and handled: a chat
 //!   message goes to the history writer (which stores it, then has the manager publish it), a join
 //!   starts a task that reads the room's history for the replay, the rest goes to the
-//!   [`ConnectionManager`];
+//!   [`ConnectionManager`]. On the original chat's format ([`WireFormat::Legacy`]) every text frame is
+//!   a chat message, and a refusal closes the connection (it has no error frames);
 //! - **a kick**: the manager disconnecting it (too slow, shutdown);
 //! - its **heartbeat** timer: a ping after a quiet spell, and a drop if the ping goes unanswered.
 //!
@@ -34,9 +35,9 @@ use tokio::time::Instant;
 
 use super::config::Config;
 use super::error::ChatError;
-use super::frame::{close, encode, Frame, Kick};
+use super::frame::{close, encode, Frame, Kick, WireFormat};
 use super::history::{self, Submission};
-use super::join::Joining;
+use super::join::{JoinTicket, Joining};
 use super::manager::{ConnectionManager, Registration};
 use super::metrics as m;
 use super::rate_limit::{RateLimiter, Verdict};
@@ -44,7 +45,7 @@ use super::registry::{ConnId, Identity};
 use super::replay::ReplayLimits;
 use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
 use super::Chat;
-use crate::protocol::{ClientFrame, FrameRef, ServerEvent};
+use crate::protocol::{ClientFrame, FrameRef, ServerEvent, DEFAULT_ROOM};
 
 /// Most frames written with one system call.
 pub const WRITE_BATCH: usize = 64;
@@ -57,11 +58,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 4096;
 
 /// Runs one upgraded socket to its end: welcomes it as `identity`, has it follow `first_room` (if any),
-/// and serves it.
+/// and serves it, speaking `format`.
 pub async fn serve(
     upgraded: Upgraded,
     chat: Arc<Chat>,
     identity: Identity,
+    format: WireFormat,
     first_room: Option<String>,
 ) {
     let Upgraded {
@@ -85,9 +87,9 @@ pub async fn serve(
             tracing::warn!(%error, "cannot cap the socket's send buffer");
         }
     }
-    let registration = match manager.connect(identity) {
+    let registration = match manager.connect(identity, format) {
         Ok(registration) => registration,
-        Err(error) => return turn_away(stream, error).await,
+        Err(error) => return turn_away(stream, error, format).await,
     };
     // In a cluster the name must be free on every node, not only here: nothing has been sent yet, so a
     // refusal is as if the manager had refused it.
@@ -95,14 +97,17 @@ pub async fn serve(
         let (key, person) = (registration.name_key.clone(), registration.person);
         if !cluster.claim_name(key.clone(), person).await {
             drop(registration);
-            return turn_away(stream, ChatError::NameTaken(key)).await;
+            return turn_away(stream, ChatError::NameTaken(key), format).await;
         }
     }
-    let mut conn = Connection::new(stream, registration, &chat, already_read);
+    let mut conn = Connection::new(stream, registration, &chat, format, already_read);
     let id = conn.id;
     tracing::debug!(conn = id, "connected");
     if let Some(room) = first_room {
-        conn.join(room, None);
+        match format {
+            WireFormat::Legacy => conn.join_first(room).await,
+            WireFormat::Json => conn.join(room, None),
+        }
     }
     let goodbye = conn.exchange().await;
     match goodbye {
@@ -120,18 +125,32 @@ pub async fn serve(
     tracing::debug!(conn = id, ?goodbye, "disconnected");
 }
 
-/// Tells a client why it cannot connect (an `error` event), then closes with the error's close code.
-async fn turn_away(stream: TcpStream, error: ChatError) {
+/// Tells a client why it cannot connect (an `error` event, if it reads JSON), then closes with the
+/// error's close code.
+async fn turn_away(stream: TcpStream, error: ChatError, format: WireFormat) {
     tracing::debug!(%error, "connection refused");
     counter!(m::REJECTED, "reason" => error.label()).increment(1);
-    let mut frames = VecDeque::from([
-        encode(&error.event(None)),
-        websocket::close_frame(
-            error.close_code().unwrap_or(close::POLICY),
-            &error.to_string(),
-        ),
-    ]);
+    let mut frames = VecDeque::new();
+    if format == WireFormat::Json {
+        frames.push_back(encode(&error.event(None)));
+    }
+    frames.push_back(websocket::close_frame(
+        error.kick().code,
+        &error.to_string(),
+    ));
     let _ = tokio::time::timeout(CLOSE_GRACE, write_all(&stream, &mut frames)).await;
+}
+
+/// Reads the history a join needs, and finishes it (or, if the read fails, refuses it).
+async fn read_and_join(chat: Arc<Chat>, ticket: JoinTicket, after: Option<u64>) {
+    let limits = ReplayLimits::from_config(&chat.config);
+    match history::replay(&chat.store, &ticket.room, after, limits).await {
+        Ok(replay) => chat.manager.finish_join(ticket, replay),
+        Err(error) => {
+            tracing::error!(%error, room = %ticket.room, "reading history failed");
+            chat.manager.abort_join(ticket, &ChatError::StoreFailed);
+        }
+    }
 }
 
 /// How a connection ended.
@@ -154,6 +173,8 @@ struct Connection<'a> {
     chat: &'a Arc<Chat>,
     manager: &'a ConnectionManager,
     config: &'a Config,
+    /// What the client reads, and so what its frames mean.
+    format: WireFormat,
     /// Frames taken from the log or the outbox and not yet fully written; the first may be partly sent.
     unsent: VecDeque<Frame>,
     /// Whether the first of `unsent` is partly sent (then it must be finished before a close frame).
@@ -173,6 +194,7 @@ impl<'a> Connection<'a> {
         stream: TcpStream,
         registration: Registration,
         chat: &'a Arc<Chat>,
+        format: WireFormat,
         already_read: Bytes,
     ) -> Self {
         let now = Instant::now();
@@ -184,6 +206,7 @@ impl<'a> Connection<'a> {
             chat,
             manager: &chat.manager,
             config,
+            format,
             unsent: VecDeque::new(),
             front_started: false,
             received: BytesMut::from(&already_read[..]),
@@ -346,11 +369,13 @@ impl<'a> Connection<'a> {
                 if let Err(goodbye) = self.rate_limit(None) {
                     return goodbye;
                 }
-                self.manager.reject(self.id, &ChatError::BinaryFrame, None);
-                return None;
+                return self.refuse(&ChatError::BinaryFrame, None);
             }
             Incoming::Text(text) => text,
         };
+        if self.format == WireFormat::Legacy {
+            return self.hear_legacy(text);
+        }
         // Parsed before the rate limit, so that a refusal says which frame it refuses.
         let frame = ClientFrame::parse(&text);
         let answers = frame.as_ref().ok().map(ClientFrame::reference);
@@ -392,17 +417,45 @@ impl<'a> Connection<'a> {
         None
     }
 
+    /// A text frame from a client on the original format: all of it is message text (as the original's
+    /// `receive_text` took it, a leading `{` included), for the room the connection follows. Blank text
+    /// is dropped without a word: there is nothing to store, and the original page sends an empty box
+    /// as readily as a full one.
+    fn hear_legacy(&mut self, text: String) -> Option<Goodbye> {
+        if let Err(goodbye) = self.rate_limit(None) {
+            return goodbye;
+        }
+        if text.trim().is_empty() {
+            return None;
+        }
+        let room = self
+            .manager
+            .first_room(self.id)
+            .unwrap_or_else(|| DEFAULT_ROOM.to_owned());
+        match self.say(room, text, None) {
+            Ok(()) => None,
+            Err(error) => self.refuse(&error, None),
+        }
+    }
+
     /// Counts one frame against the rate limit. `Err` ends its handling: refused (and told so, the error
     /// naming the frame it `answers`), or, for a sustained flood, the connection ends.
     fn rate_limit(&mut self, answers: Option<FrameRef>) -> Result<(), Option<Goodbye>> {
         match self.limiter.check(self.last_heard.into_std()) {
             Verdict::Accept => Ok(()),
-            Verdict::Refuse => {
-                self.manager
-                    .reject(self.id, &ChatError::RateLimited, answers);
-                Err(None)
-            }
+            Verdict::Refuse => Err(self.refuse(&ChatError::RateLimited, answers)),
             Verdict::Disconnect => Err(Some(self.close_over(ChatError::Flooding))),
+        }
+    }
+
+    /// Refuses a frame the client sent: a JSON client is told why and carries on; one on the original
+    /// format, which has no words for it, is closed with the error's code and reason.
+    fn refuse(&mut self, error: &ChatError, answers: Option<FrameRef>) -> Option<Goodbye> {
+        self.manager.reject(self.id, error, answers);
+        match self.format {
+            WireFormat::Json => None,
+            // The manager has removed it already: only the close frame is left to send.
+            WireFormat::Legacy => Some(Goodbye::Close(error.kick())),
         }
     }
 
@@ -432,29 +485,36 @@ impl<'a> Connection<'a> {
     /// serving the socket meanwhile), which then has the manager send the `joined` snapshot and subscribe
     /// this connection (see `ConnectionManager::begin_join` for why nothing is missed in between).
     fn join(&self, room: String, after: Option<u64>) {
+        if let Some(ticket) = self.begin_join(room, after) {
+            tokio::spawn(read_and_join(self.chat.clone(), ticket, after));
+        }
+    }
+
+    /// Joins `room` before reading anything from the client: an original-format client sends its
+    /// first message without waiting for anything, and that message must find it in the room. Its
+    /// frames wait in the socket meanwhile.
+    async fn join_first(&self, room: String) {
+        if let Some(ticket) = self.begin_join(room, None) {
+            read_and_join(self.chat.clone(), ticket, None).await;
+        }
+    }
+
+    /// Starts a join; the ticket if it must read history.
+    fn begin_join(&self, room: String, after: Option<u64>) -> Option<JoinTicket> {
         let ticket = match self.manager.begin_join(self.id, &room, after) {
             Ok(Joining::Done) => {
                 counter!(m::JOINS, "source" => "memory").increment(1);
-                return;
+                return None;
             }
             Ok(Joining::NeedsHistory(ticket)) => ticket,
             Err(error) => {
                 let answers = ClientFrame::Join { room, after }.reference();
-                return self.manager.reject(self.id, &error, Some(answers));
+                self.manager.reject(self.id, &error, Some(answers));
+                return None;
             }
         };
         counter!(m::JOINS, "source" => "store").increment(1);
-        let chat = self.chat.clone();
-        let limits = ReplayLimits::from_config(&chat.config);
-        tokio::spawn(async move {
-            match history::replay(&chat.store, &ticket.room, after, limits).await {
-                Ok(replay) => chat.manager.finish_join(ticket, replay),
-                Err(error) => {
-                    tracing::error!(%error, room = %ticket.room, "reading history failed");
-                    chat.manager.abort_join(ticket, &ChatError::StoreFailed);
-                }
-            }
-        });
+        Some(ticket)
     }
 
     /// The heartbeat sweep came by: ping a quiet client, or drop one that never answered.
@@ -479,15 +539,7 @@ impl<'a> Connection<'a> {
     /// Ends the connection over something the client did: tells it why, removes it, closes with the code.
     fn close_over(&mut self, error: ChatError) -> Goodbye {
         self.manager.reject(self.id, &error, None);
-        let reason = match error {
-            ChatError::Flooding => "flooding",
-            ChatError::TooBig(_) => "message too big",
-            _ => "refused",
-        };
-        self.end(Kick {
-            code: error.close_code().unwrap_or(close::POLICY),
-            reason,
-        })
+        self.end(error.kick())
     }
 
     /// Ends the connection: removes it from the manager (its rooms hear it leave) and closes with `kick`.

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::frame::close;
+use super::frame::{close, Kick};
 use crate::protocol::{ErrorCode, FrameError, FrameRef, ServerEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +135,32 @@ impl ChatError {
             ChatError::ForbiddenOrigin(_) => Some(close::POLICY),
             _ => None,
         }
+    }
+
+    /// How the server closes a connection over this error: with [`ChatError::close_code`], or, for an
+    /// error that leaves a JSON connection open, the code nearest its meaning (a connection on the
+    /// original chat's format cannot be told it in an `error` event, so it is closed instead); and a
+    /// short reason naming it.
+    pub fn kick(&self) -> Kick {
+        let code = self.close_code().unwrap_or(match self {
+            ChatError::BinaryFrame => close::UNSUPPORTED_DATA,
+            ChatError::Busy | ChatError::StoreFailed | ChatError::TooManyNewRooms => {
+                close::TRY_AGAIN_LATER
+            }
+            _ => close::POLICY,
+        });
+        let reason = match self {
+            ChatError::Flooding => "flooding",
+            ChatError::TooBig(_) => "message too big",
+            ChatError::RateLimited => "rate limited: too many messages",
+            ChatError::BinaryFrame => "binary frames are not supported",
+            ChatError::BadText(_) => "control characters in the text",
+            ChatError::Busy => "server busy: send again later",
+            ChatError::StoreFailed => "history unavailable: send again later",
+            ChatError::ShuttingDown => "server shutting down",
+            _ => "refused",
+        };
+        Kick { code, reason }
     }
 
     /// The HTTP status for refusals that happen before the WebSocket upgrade.

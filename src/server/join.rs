@@ -9,12 +9,17 @@
 //! 3. [`finish`] makes the connection a member reading from the noted position, and queues its
 //!    `joined` snapshot (and who is typing) ahead of any of the room's events.
 //!
+//! A connection on the original chat's format ([`WireFormat::Legacy`]) is shown no history and no
+//! snapshot, only what is said from its arrival on: its join needs no history and is done at once, in
+//! step 1. So it is in the room before its task reads the client's first frame, as the original's
+//! clients were from the moment they were accepted.
+//!
 //! Plain functions over the registry and the rooms, called by the manager with its lock held.
 
 use std::sync::Arc;
 
 use super::error::ChatError;
-use super::frame::{encode, Frame};
+use super::frame::{encode, Frame, WireFormat};
 use super::names::name_key;
 use super::outbox::{Outbox, Subscription};
 use super::presence::PresenceRecord;
@@ -103,6 +108,7 @@ pub(super) fn begin(
     if record.rooms.len() + record.joining.len() >= max_rooms {
         return Err(ChatError::TooManyRooms(max_rooms));
     }
+    let format = record.format;
     record.joining.push(room.to_owned());
     let held = rooms.hold(room);
     let ticket = JoinTicket {
@@ -112,10 +118,16 @@ pub(super) fn begin(
         published: held.published,
         may_create: !held.is_live(),
     };
-    let cached = held
-        .recent
-        .as_ref()
-        .and_then(|recent| recent.replay(after, replay_limits));
+    let cached = match format {
+        // Shown no history; but a room must know where its sequence stands before it can deliver a
+        // message, which only a read tells the first joiner.
+        WireFormat::Legacy if held.knows_sequence() => Some(Replay::default()),
+        WireFormat::Legacy => None,
+        WireFormat::Json => held
+            .recent
+            .as_ref()
+            .and_then(|recent| recent.replay(after, replay_limits)),
+    };
     Ok(match cached {
         Some(replay) => Begun::Done(complete(registry, rooms, ticket, replay)),
         None => Begun::NeedsHistory(ticket),
@@ -194,11 +206,13 @@ fn complete(
     }
     record.rooms.push(room.clone());
     let (person_key, outbox) = (name_key(&record.name), record.outbox.clone());
+    let format = record.format;
     let arrival = Arrival {
         conn: ticket.conn,
         outbox: outbox.clone(),
         person_key: &person_key,
         name: &record.name,
+        format,
         start: ticket.start,
         delivered_seq: replay.messages.last().map_or(replay.after, |m| m.seq),
     };
@@ -209,19 +223,22 @@ fn complete(
         return nothing;
     };
     let presence = Some(rooms.local_presence(&room, &person_key, &record.name));
-    let mut frames = vec![encode(&ServerEvent::Joined {
-        room: room.clone(),
-        recovered: replay.recovered,
-        messages: replay.messages,
-        oldest_seq: replay.oldest_seq,
-        online: snapshot.online,
-        online_count: snapshot.online_count,
-    })];
-    if !snapshot.typing.is_empty() {
-        frames.push(encode(&ServerEvent::Typing {
-            room,
-            names: snapshot.typing,
+    let mut frames = Vec::new();
+    if format == WireFormat::Json {
+        frames.push(encode(&ServerEvent::Joined {
+            room: room.clone(),
+            recovered: replay.recovered,
+            messages: replay.messages,
+            oldest_seq: replay.oldest_seq,
+            online: snapshot.online,
+            online_count: snapshot.online_count,
         }));
+        if !snapshot.typing.is_empty() {
+            frames.push(encode(&ServerEvent::Typing {
+                room,
+                names: snapshot.typing,
+            }));
+        }
     }
     Completed {
         joiner: Some(Joiner {

@@ -11,6 +11,11 @@
 //! and count once in a room's presence: `join` is announced on their first connection following the room,
 //! `leave` when their last one goes.
 //!
+//! Formats: a connection reads JSON events or the original chat's text lines (see `frame::WireFormat`).
+//! A room encodes each event once per format its members read (see `Rooms::publish`); personal frames
+//! (welcome, snapshots, acks, errors) exist only in JSON, and a legacy connection gets none: a refusal
+//! it cannot be told closes it instead (`ChatError::kick`).
+//!
 //! Messages do not pass through here on the way in: the history writer (`history.rs`) stores them first
 //! and then hands them to [`ConnectionManager::stored`], which acknowledges and publishes them. So every
 //! message anyone sees is already durable, in sequence-number order.
@@ -28,7 +33,7 @@ use super::bus::{BusEvent, Cluster};
 use super::clock::now_ms;
 use super::config::Config;
 use super::error::ChatError;
-use super::frame::{encode, Frame, Kick};
+use super::frame::{encode, Frame, Kick, WireFormat};
 use super::gaps::GapFiller;
 use super::join::{self, Begun, Completed, JoinTicket, Joining};
 use super::metrics as m;
@@ -83,7 +88,7 @@ struct State {
 }
 
 /// A connection the manager accepted, for as long as it is registered: its id, who it is, and its
-/// outbox (the welcome already queued). Dropping it disconnects it, so a connection's task that ends in
+/// outbox (the welcome already queued, for a JSON one). Dropping it disconnects it, so a connection's task that ends in
 /// any way, a panic included, leaves no name, membership or count behind.
 pub struct Registration {
     pub id: ConnId,
@@ -140,23 +145,32 @@ impl ConnectionManager {
         }
     }
 
-    /// Registers a new connection and queues its welcome (see `Registry::admit` for the name).
-    pub fn connect(self: &Arc<Self>, identity: Identity) -> Result<Registration, ChatError> {
+    /// Registers a new connection reading `format`, and queues its welcome if that is JSON (see
+    /// `Registry::admit` for the name).
+    pub fn connect(
+        self: &Arc<Self>,
+        identity: Identity,
+        format: WireFormat,
+    ) -> Result<Registration, ChatError> {
         let mut state = self.state();
         if state.closing {
             return Err(ChatError::ShuttingDown);
         }
-        let (id, record) = state.registry.admit(identity, self.limits.max_name_chars)?;
-        let welcome = encode(&ServerEvent::Welcome {
-            name: record.name.clone(),
-            session: self.sessions.issue(record.person, &record.name),
-            limits: WelcomeLimits {
-                max_message_bytes: self.limits.max_message_bytes,
-                max_name_chars: self.limits.max_name_chars,
-            },
-        });
-        // A new outbox is empty: its first frame always fits.
-        let _ = record.outbox.send(welcome);
+        let (id, record) = state
+            .registry
+            .admit(identity, format, self.limits.max_name_chars)?;
+        if format == WireFormat::Json {
+            let welcome = encode(&ServerEvent::Welcome {
+                name: record.name.clone(),
+                session: self.sessions.issue(record.person, &record.name),
+                limits: WelcomeLimits {
+                    max_message_bytes: self.limits.max_message_bytes,
+                    max_name_chars: self.limits.max_name_chars,
+                },
+            });
+            // A new outbox is empty: its first frame always fits.
+            let _ = record.outbox.send(welcome);
+        }
         counter!(m::CONNECTIONS_ACCEPTED).increment(1);
         gauge!(m::CONNECTIONS).increment(1);
         Ok(Registration {
@@ -213,9 +227,8 @@ impl ConnectionManager {
             });
             if !allowed {
                 join::abort(registry, rooms, &ticket);
-                let error = ChatError::TooManyNewRooms;
-                counter!(m::REJECTED, "reason" => error.label()).increment(1);
-                return state.queue(ticket.conn, encode(&error.event(Some(ticket.reference()))));
+                let answers = Some(ticket.reference());
+                return state.refuse(ticket.conn, &ChatError::TooManyNewRooms, answers);
             }
         }
         let (completed, gap) =
@@ -258,7 +271,7 @@ impl ConnectionManager {
         let (person_key, name) = (name_key(&record.name), record.name.clone());
         let lagging = state.rooms.depart(conn, room, &person_key, &name);
         let presence = state.rooms.local_presence(room, &person_key, &name);
-        state.tell(BusEvent::Presence(presence));
+        state.tell_cluster(BusEvent::Presence(presence));
         state.disconnect_lagging(lagging);
         Ok(())
     }
@@ -316,7 +329,7 @@ impl ConnectionManager {
             Stored::Duplicate { seq } => (seq, None),
             Stored::New(stored) => {
                 let seq = stored.seq;
-                state.tell(BusEvent::Message {
+                state.tell_cluster(BusEvent::Message {
                     room: message.room.clone(),
                     message: stored.clone(),
                 });
@@ -325,12 +338,12 @@ impl ConnectionManager {
                 (seq, gap)
             }
         };
-        let ack = encode(&ServerEvent::Ack {
+        let ack = ServerEvent::Ack {
             room: message.room.clone(),
             seq,
             client_id: message.client_id.clone(),
-        });
-        state.queue(sender, ack);
+        };
+        state.tell(sender, &ack);
         drop(state);
         self.fill(gap);
     }
@@ -435,7 +448,7 @@ impl ConnectionManager {
         let (key, name) = (name_key(&record.name), record.name.clone());
         let until = Instant::now() + self.limits.typing_ttl;
         let lagging = state.rooms.typing(room, &key, &name, until);
-        state.tell(BusEvent::Typing {
+        state.tell_cluster(BusEvent::Typing {
             room: room.to_owned(),
             key,
             name,
@@ -456,20 +469,10 @@ impl ConnectionManager {
         self.state().rooms.forget_recent_in(room);
     }
 
-    /// Tells connection `to` (only) why a frame it sent (the one `answers` names, if known) was refused.
+    /// Tells connection `to` (only) why a frame it sent (the one `answers` names, if known) was refused;
+    /// closes it instead if it reads the original format, which has no words for that.
     pub fn reject(&self, to: ConnId, error: &ChatError, answers: Option<FrameRef>) {
-        counter!(m::REJECTED, "reason" => error.label()).increment(1);
-        self.send_to(to, &error.event(answers));
-    }
-
-    /// Queues `event` for connection `to` only.
-    pub fn send_to(&self, to: ConnId, event: &ServerEvent) {
-        self.send_frame(to, encode(event));
-    }
-
-    /// Queues an encoded frame for connection `to` only (e.g. a WebSocket pong).
-    pub fn send_frame(&self, to: ConnId, frame: Frame) {
-        self.state().queue(to, frame);
+        self.state().refuse(to, error, answers);
     }
 
     /// Forgets connection `id`, closing it with `kick` if it says why, and tells its rooms if its person
@@ -532,7 +535,7 @@ impl ConnectionManager {
 impl State {
     /// Hands a completed join to its connection, then disconnects whoever the room's news left behind.
     /// Tells the other nodes, if there are any.
-    fn tell(&self, event: BusEvent) {
+    fn tell_cluster(&self, event: BusEvent) {
         if let Some(cluster) = &self.cluster {
             cluster.publish(event);
         }
@@ -550,9 +553,32 @@ impl State {
             }
         }
         if let Some(presence) = completed.presence {
-            self.tell(BusEvent::Presence(presence));
+            self.tell_cluster(BusEvent::Presence(presence));
         }
         self.disconnect_lagging(completed.lagging);
+    }
+
+    /// Queues `event` for connection `to` alone, if it reads JSON: the original chat's format has no
+    /// frames for one connection.
+    fn tell(&mut self, to: ConnId, event: &ServerEvent) {
+        if self
+            .registry
+            .get(to)
+            .is_some_and(|r| r.format == WireFormat::Json)
+        {
+            self.queue(to, encode(event));
+        }
+    }
+
+    /// Tells connection `to` why a frame it sent was refused (an `error` event); closes a connection on
+    /// the original format instead, with the error's close code and reason (see [`ChatError::kick`]).
+    fn refuse(&mut self, to: ConnId, error: &ChatError, answers: Option<FrameRef>) {
+        counter!(m::REJECTED, "reason" => error.label()).increment(1);
+        match self.registry.get(to).map(|r| r.format) {
+            Some(WireFormat::Json) => self.queue(to, encode(&error.event(answers))),
+            Some(WireFormat::Legacy) => self.remove(to, Some(error.kick())),
+            None => {}
+        }
     }
 
     /// Queues a personal frame; a connection whose personal queue is full is not reading: too slow.
@@ -591,7 +617,7 @@ impl State {
                 let lagging = self.rooms.depart(id, room, &key, &record.name);
                 work.extend(lagging.into_iter().map(|id| (id, Some(Kick::TOO_SLOW))));
                 let presence = self.rooms.local_presence(room, &key, &record.name);
-                self.tell(BusEvent::Presence(presence));
+                self.tell_cluster(BusEvent::Presence(presence));
             }
             if !self.registry.holds(&key) {
                 if let Some(cluster) = &self.cluster {
@@ -617,12 +643,23 @@ mod tests {
     }
 
     fn connect(manager: &Arc<ConnectionManager>, name: &str) -> Registration {
+        connect_as(manager, name, WireFormat::Json)
+    }
+
+    fn connect_as(
+        manager: &Arc<ConnectionManager>,
+        name: &str,
+        format: WireFormat,
+    ) -> Registration {
         manager
-            .connect(Identity {
-                session: None,
-                chosen: Some(name.into()),
-                legacy: false,
-            })
+            .connect(
+                Identity {
+                    session: None,
+                    chosen: Some(name.into()),
+                    legacy: format == WireFormat::Legacy,
+                },
+                format,
+            )
             .unwrap()
     }
 
@@ -680,6 +717,85 @@ mod tests {
                 _ => vec![],
             })
             .collect()
+    }
+
+    /// Everything waiting for a connection, as it would be written.
+    fn frames(connected: &Registration) -> Vec<Frame> {
+        let mut batch: Vec<Frame> = Vec::new();
+        connected.outbox.take(&mut batch, usize::MAX).unwrap();
+        batch
+    }
+
+    fn lines(frames: &[Frame]) -> Vec<&str> {
+        frames
+            .iter()
+            .map(|f| std::str::from_utf8(crate::server::websocket::frame_payload(f)).unwrap())
+            .collect()
+    }
+
+    /// What a reader of `format` could take from `room`'s whole log now.
+    fn log_frames(manager: &ConnectionManager, room: &str, format: WireFormat) -> usize {
+        let log = manager.state().rooms.get_mut(room).unwrap().log().clone();
+        let mut cursor = 0;
+        log.read(
+            &mut cursor,
+            None,
+            format,
+            &mut Vec::new(),
+            usize::MAX,
+            |_, _| true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn legacy_members_read_the_original_lines_encoded_once_for_all_of_them() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        store_message(&manager, &ann, 1);
+        assert_eq!(
+            log_frames(&manager, "r", WireFormat::Legacy),
+            0,
+            "no legacy member yet: nothing is encoded for one"
+        );
+        let seven = connect_as(&manager, "Client #7", WireFormat::Legacy);
+        assert!(
+            matches!(manager.begin_join(seven.id, "r", None), Ok(Joining::Done)),
+            "a legacy join needs no history"
+        );
+        let eight = connect_as(&manager, "Client #8", WireFormat::Legacy);
+        join(&manager, &eight);
+        drain(&ann);
+        store_message(&manager, &seven, 2);
+        store_message(&manager, &ann, 3);
+        drop(ann);
+
+        let (seven, eight) = (frames(&seven), frames(&eight));
+        // No welcome, no history, no arrivals, no acks: what was said from their arrival on, and leaves.
+        assert_eq!(
+            lines(&seven),
+            ["Client #7 says: m2", "ann says: m3", "ann left the chat"]
+        );
+        assert_eq!(lines(&eight), lines(&seven));
+        for (a, b) in seven.iter().zip(&eight) {
+            assert_eq!(a.as_ptr(), b.as_ptr(), "one frame for every legacy reader");
+        }
+        assert_eq!(log_frames(&manager, "r", WireFormat::Legacy), 3);
+    }
+
+    #[test]
+    fn a_refusal_closes_a_legacy_connection_instead_of_telling_it() {
+        let manager = manager();
+        let seven = connect_as(&manager, "Client #7", WireFormat::Legacy);
+        join(&manager, &seven);
+        manager.reject(seven.id, &ChatError::RateLimited, None);
+        assert_eq!(
+            seven.outbox.kick_ordered(),
+            Some(ChatError::RateLimited.kick())
+        );
+        assert!(frames(&seven).is_empty(), "no error event");
+        assert_eq!(manager.connection_count(), 0);
     }
 
     #[test]

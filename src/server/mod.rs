@@ -49,7 +49,8 @@ mod rooms;
 mod bus;
 
 // Message flow: the history writer, which sockets are served, one connection's task, the `/ws`
-// admission.
+// admission; and the original chat's page for `/ws/{client_id}`.
+mod classic;
 mod connection;
 mod history;
 mod http_slots;
@@ -197,14 +198,15 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: Leptos pages, static files from the site root, the chat sockets, health and
-/// metrics; each request only for a host name `hosts` allows.
+/// The whole HTTP surface: Leptos pages, static files from the site root, the chat sockets, the original
+/// chat's page (`/classic`), health and metrics; each request only for a host name `hosts` allows.
 pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     Router::new()
         .route("/ws", get(upgrade::chat_socket))
         .route("/ws/{client_id}", get(upgrade::legacy_chat_socket))
+        .route("/classic", get(classic::page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))

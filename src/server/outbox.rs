@@ -13,7 +13,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use super::fanout::{FanoutLog, Lagged};
-use super::frame::{Frame, Kick};
+use super::frame::{Frame, Kick, WireFormat};
 
 /// Most personal frames a connection may have waiting before it counts as too slow. They answer the
 /// client's own frames (WebSocket pongs included), which are rate-limited, so a live client never comes
@@ -29,6 +29,8 @@ pub const MAX_PERSONAL_BYTES: usize = 1024 * 1024;
 pub struct Subscription {
     pub room: String,
     pub log: Arc<FanoutLog>,
+    /// Which of each entry's frames the connection takes.
+    format: WireFormat,
     /// The connection's position in the room's log: the next position it will take. Written by the
     /// connection's task, read by the manager to find readers that fell behind. Relaxed ordering: a
     /// slightly stale value only delays that decision to the next append.
@@ -46,11 +48,12 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Reads the room from log position `start`, where presence news starts at `live_from`, having been
-    /// given the room's messages up to `delivered_seq`.
+    /// Reads the room's `format` frames from log position `start`, where presence news starts at
+    /// `live_from`, having been given the room's messages up to `delivered_seq`.
     pub fn new(
         room: String,
         log: Arc<FanoutLog>,
+        format: WireFormat,
         start: u64,
         live_from: u64,
         delivered_seq: u64,
@@ -58,6 +61,7 @@ impl Subscription {
         Subscription {
             room,
             log,
+            format,
             cursor: AtomicU64::new(start),
             delivered_seq: AtomicU64::new(delivered_seq),
             live_from,
@@ -79,9 +83,13 @@ impl Subscription {
             end => Some(end),
         };
         let live_from = self.live_from;
-        let taken = self
-            .log
-            .read(&mut cursor, end, batch, limit, |position, seq| {
+        let taken = self.log.read(
+            &mut cursor,
+            end,
+            self.format,
+            batch,
+            limit,
+            |position, seq| {
                 if seq == 0 {
                     position >= live_from
                 } else if seq > delivered {
@@ -90,7 +98,8 @@ impl Subscription {
                 } else {
                     false
                 }
-            });
+            },
+        );
         self.cursor.store(cursor, Ordering::Relaxed);
         self.delivered_seq.store(delivered, Ordering::Relaxed);
         taken
@@ -243,6 +252,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::fanout::Encoded;
 
     #[test]
     fn personal_frames_are_bounded() {
@@ -279,15 +289,17 @@ mod tests {
     fn a_subscription_skips_what_its_replay_gave_and_presence_from_before_it() {
         let log = Arc::new(FanoutLog::new(16, 1 << 20));
         let frame = |text: &'static str| Frame::from_static(text.as_bytes());
-        log.append(frame("m4"), 4); // stored before the replay was read: in it
-        log.append(frame("ann joined"), 0); // counted in the snapshot
+        let event = |text| Encoded::json(frame(text));
+        log.append(event("m4"), 4); // stored before the replay was read: in it
+        log.append(event("ann joined"), 0); // counted in the snapshot
         let live_from = log.head();
-        log.append(frame("m5"), 5);
-        log.append(frame("bob joined"), 0);
+        log.append(event("m5"), 5);
+        log.append(event("bob joined"), 0);
         let outbox = Outbox::new();
         outbox.subscribe(Arc::new(Subscription::new(
             "r".into(),
             log.clone(),
+            WireFormat::Json,
             0,
             live_from,
             4,
@@ -297,7 +309,7 @@ mod tests {
         assert_eq!(batch, [frame("m5"), frame("bob joined")]);
         // Kicked: nothing after the kick goes out.
         outbox.kick(Kick::SHUTDOWN);
-        log.append(frame("m6"), 6);
+        log.append(event("m6"), 6);
         batch.clear();
         outbox.take(&mut batch, 10).unwrap();
         assert!(batch.is_empty());

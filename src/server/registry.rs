@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::ChatError;
-use super::frame::Frame;
+use super::frame::{Frame, WireFormat};
 use super::names::{self, name_key};
 use super::outbox::{Full, Outbox};
 use super::rate_limit::TokenBucket;
@@ -33,6 +33,8 @@ pub(super) struct Record {
     pub person: PersonId,
     pub name: String,
     pub outbox: Arc<Outbox>,
+    /// What it reads: the manager queues no personal JSON frame for a [`WireFormat::Legacy`] one.
+    pub format: WireFormat,
     /// Rooms it follows.
     pub rooms: Vec<String>,
     /// Rooms it asked to join whose history is still being read.
@@ -69,12 +71,13 @@ impl Registry {
         }
     }
 
-    /// Registers a connection of the person `identity` names (a new person if none). The name: the one
-    /// chosen (refused if another person holds it), else the session's if it is free (or already this
-    /// person's), else a fresh one.
+    /// Registers a connection, reading `format`, of the person `identity` names (a new person if none).
+    /// The name: the one chosen (refused if another person holds it), else the session's if it is free
+    /// (or already this person's), else a fresh one.
     pub fn admit(
         &mut self,
         identity: Identity,
+        format: WireFormat,
         max_name_chars: usize,
     ) -> Result<(ConnId, &Record), ChatError> {
         let person = identity
@@ -115,6 +118,7 @@ impl Registry {
             person,
             name,
             outbox: Arc::new(Outbox::new()),
+            format,
             rooms: Vec::new(),
             joining: Vec::new(),
         });

@@ -1,6 +1,6 @@
 //! Rooms: who follows each one (its members, one per connection), who is present (one per person),
 //! who is typing, its in-memory newest messages, and its fan-out log, which every event of the room is
-//! appended to, encoded once.
+//! appended to, encoded once per wire format its members read.
 //!
 //! Plain data behind the manager's lock (see `manager.rs`). Appending may leave a member behind the
 //! log's window; such members are not removed here (that touches the registry) but returned as
@@ -23,8 +23,8 @@ use std::time::Instant;
 use metrics::counter;
 
 use super::clock::now_ms;
-use super::fanout::FanoutLog;
-use super::frame::encode;
+use super::fanout::{Encoded, FanoutLog};
+use super::frame::{encode, encode_legacy, WireFormat};
 use super::metrics as m;
 use super::outbox::{Outbox, Subscription};
 use super::presence::{Change, PresenceRecord, RemotePresence};
@@ -63,6 +63,8 @@ pub(super) struct Rooms {
 pub(super) struct Room {
     log: Arc<FanoutLog>,
     members: BTreeMap<ConnId, Member>,
+    /// Members reading [`WireFormat::Legacy`]: while there are any, events get that format's frame too.
+    legacy_members: usize,
     /// Who is here through this node, by `name_key`: when they arrived and through how many
     /// connections.
     present: HashMap<String, Presence>,
@@ -88,6 +90,7 @@ pub(super) struct Room {
 struct Member {
     outbox: Arc<Outbox>,
     subscription: Arc<Subscription>,
+    format: WireFormat,
 }
 
 struct Presence {
@@ -101,7 +104,8 @@ pub(super) struct Arrival<'a> {
     pub outbox: Arc<Outbox>,
     pub person_key: &'a str,
     pub name: &'a str,
-    /// Where in the log its subscription starts.
+    pub format: WireFormat,
+    /// Where in the log its subscription starts (a [`WireFormat::Legacy`] one: at its arrival).
     pub start: u64,
     /// The highest message sequence number its replay gave it.
     pub delivered_seq: u64,
@@ -137,6 +141,7 @@ impl Rooms {
         let entry = self.rooms.entry(room.to_owned()).or_insert_with(|| Room {
             log: Arc::new(FanoutLog::new(frames, bytes)),
             members: BTreeMap::new(),
+            legacy_members: 0,
             present: HashMap::new(),
             arrivals: BTreeMap::new(),
             typing: HashMap::new(),
@@ -189,20 +194,32 @@ impl Rooms {
         // presence news from here on is news to it (what came before is in its snapshot).
         let announce = first_here && !here_elsewhere && online_count <= presence_limit;
         let live_from = r.log.head() + u64::from(announce);
+        // The original chat showed what was said from the moment one connected, nothing earlier; and
+        // the room encodes the legacy format only while it has members reading it (see `publish`), so
+        // entries from before this arrival may have no such frame: a legacy member starts here.
+        let start = match arrival.format {
+            WireFormat::Json => arrival.start,
+            WireFormat::Legacy => r.log.head(),
+        };
         let subscription = Arc::new(Subscription::new(
             room.to_owned(),
             r.log.clone(),
-            arrival.start,
+            arrival.format,
+            start,
             live_from,
             arrival.delivered_seq,
         ));
-        r.members.insert(
+        let replaced = r.members.insert(
             arrival.conn,
             Member {
                 outbox: arrival.outbox,
                 subscription: subscription.clone(),
+                format: arrival.format,
             },
         );
+        if arrival.format == WireFormat::Legacy && replaced.is_none() {
+            r.legacy_members += 1;
+        }
         let lagging = if announce {
             let join = ServerEvent::Join {
                 room: room.to_owned(),
@@ -233,7 +250,12 @@ impl Rooms {
         let Some(r) = self.rooms.get_mut(room) else {
             return Vec::new();
         };
-        r.members.remove(&conn);
+        if r.members
+            .remove(&conn)
+            .is_some_and(|m| m.format == WireFormat::Legacy)
+        {
+            r.legacy_members -= 1;
+        }
         let mut lagging = Vec::new();
         if let Some(presence) = r.present.get_mut(person_key) {
             presence.conns = presence.conns.saturating_sub(1);
@@ -259,15 +281,31 @@ impl Rooms {
         lagging
     }
 
-    /// Serializes `event` once and appends it to `room`'s log (`message_seq`: the message's sequence
-    /// number, or 0), then wakes the members. Returns the members it left behind (their cursor is now
-    /// below the oldest frame kept).
+    /// Serializes `event` once per wire format its members read and appends it to `room`'s log
+    /// (`message_seq`: the message's sequence number, or 0), then wakes the members. Returns the members
+    /// it left behind (their cursor is now below the oldest frame kept).
     pub fn publish(&mut self, room: &str, event: &ServerEvent, message_seq: u64) -> Lagging {
         let Some(r) = self.rooms.get(room) else {
             // No one follows the room: a joiner will read the message from the store.
             return Vec::new();
         };
-        let oldest_kept = r.log.append(encode(event), message_seq);
+        // Both formats are encoded here, eagerly, rather than the legacy line lazily by its first
+        // reader: here the event is at hand (a reader would have to keep it, or parse the JSON back),
+        // the manager's lock already orders the room's events, and the line's bytes count against the
+        // log's bound from the moment it exists, like the JSON frame's. It costs nothing in rooms with
+        // no legacy member, and once per event (never per recipient) in rooms with some. The count of
+        // legacy members is exact because a legacy member reads only what is appended after its
+        // arrival (see `arrive`).
+        let legacy = if r.legacy_members > 0 {
+            encode_legacy(event)
+        } else {
+            None
+        };
+        let encoded = Encoded {
+            json: encode(event),
+            legacy,
+        };
+        let oldest_kept = r.log.append(encoded, message_seq);
         counter!(m::DELIVERIES_OUT).increment(r.members.len() as u64);
         let mut lagging = Vec::new();
         for (id, member) in &r.members {
@@ -673,6 +711,11 @@ impl Room {
     /// The room's log, where a joiner's subscription will start reading.
     pub fn log(&self) -> &Arc<FanoutLog> {
         &self.log
+    }
+
+    /// Whether the room knows the `seq` its next message takes (a history read told it).
+    pub fn knows_sequence(&self) -> bool {
+        self.next_seq.is_some()
     }
 
     /// Whether anyone follows the room or is joining it (besides the join asking).

@@ -11,6 +11,10 @@
 //! Who: the `chat_session` cookie (see `session.rs`) names the person and the name they had; `?name=`
 //! asks for a name explicitly. Which room to follow at once: `?room=` (default `general`; empty for
 //! none, as the page does: it joins its rooms itself, saying what it already has of each).
+//!
+//! `/ws/{client_id}` is the original FastAPI chat's route, for its clients as they are: the name
+//! `Client #{client_id}`, the room `general`, and by default the original's wire format, plain text
+//! lines ([`WireFormat::Legacy`]); `?format=json` gives it the JSON protocol of `/ws` instead.
 
 use axum::extract::{Path, Query, State};
 use axum::Extension;
@@ -24,6 +28,7 @@ use serde::Deserialize;
 
 use super::connection;
 use super::error::ChatError;
+use super::frame::WireFormat;
 use super::hosts::HostPolicy;
 use super::metrics as m;
 use super::names::LEGACY_PREFIX;
@@ -57,13 +62,37 @@ pub async fn chat_socket(
         Some(room) if room.is_empty() => None,
         Some(room) => Some(room),
     };
-    accept(upgrade, &headers, hosts, state, identity, first_room)
+    let socket = Socket {
+        identity,
+        format: WireFormat::Json,
+        first_room,
+    };
+    accept(upgrade, &headers, hosts, state, socket)
 }
 
-/// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`, in `general`.
+#[derive(Deserialize)]
+pub struct LegacyQuery {
+    #[serde(default)]
+    format: LegacyFormat,
+}
+
+/// `?format=` of `/ws/{client_id}`; any other value is refused (400) before the upgrade.
+#[derive(Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LegacyFormat {
+    /// The original chat's text lines.
+    #[default]
+    Text,
+    /// The JSON protocol of `/ws`.
+    Json,
+}
+
+/// `/ws/{client_id}`, the reference chat's route: the name is `Client #{client_id}`, in `general`,
+/// speaking the reference chat's text lines unless `?format=json`.
 pub async fn legacy_chat_socket(
     upgrade: Handshake,
     Path(client_id): Path<String>,
+    Query(query): Query<LegacyQuery>,
     hosts: Option<Extension<Arc<HostPolicy>>>,
     headers: HeaderMap,
     State(state): State<AppState>,
@@ -73,14 +102,23 @@ pub async fn legacy_chat_socket(
         chosen: Some(format!("{LEGACY_PREFIX}{client_id}")),
         legacy: true,
     };
-    accept(
-        upgrade,
-        &headers,
-        hosts,
-        state,
+    let format = match query.format {
+        LegacyFormat::Text => WireFormat::Legacy,
+        LegacyFormat::Json => WireFormat::Json,
+    };
+    let socket = Socket {
         identity,
-        Some(DEFAULT_ROOM.to_owned()),
-    )
+        format,
+        first_room: Some(DEFAULT_ROOM.to_owned()),
+    };
+    accept(upgrade, &headers, hosts, state, socket)
+}
+
+/// What an accepted socket is: who, speaking what, following which room at once.
+struct Socket {
+    identity: Identity,
+    format: WireFormat,
+    first_room: Option<String>,
 }
 
 /// The session a valid `chat_session` cookie names; an invalid one is ignored (a new person).
@@ -98,8 +136,7 @@ fn accept(
     headers: &HeaderMap,
     hosts: Option<Extension<Arc<HostPolicy>>>,
     state: AppState,
-    identity: Identity,
-    first_room: Option<String>,
+    socket: Socket,
 ) -> Response {
     if let Err(error) = check_origin(headers, hosts.as_deref().map(Arc::as_ref)) {
         counter!(m::REJECTED, "reason" => error.label()).increment(1);
@@ -111,8 +148,13 @@ fn accept(
         return error.into_response();
     };
     let tracked = state.sockets.token();
-    upgrade.accept(move |socket| async move {
-        connection::serve(socket, state.chat, identity, first_room).await;
+    let Socket {
+        identity,
+        format,
+        first_room,
+    } = socket;
+    upgrade.accept(move |upgraded| async move {
+        connection::serve(upgraded, state.chat, identity, format, first_room).await;
         // Held until here: the permit bounds live connections, the token lets shutdown wait for them.
         drop((permit, tracked));
     })
