@@ -381,7 +381,19 @@ async fn original_clients_on_two_nodes_chat_in_the_original_format() {
     }
     let mut one = a.connect("/ws/1001").await;
     let mut two = b.connect("/ws/1002").await;
-    // Each original client's first message finds it in the room, on either node.
+    // The original format has no "joined": an original client hears what is said after it arrived.
+    // Both are counted in the room, on both nodes, before anyone speaks.
+    for node in [&a, &b] {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let rooms = common::http_get(&node.addr, "/api/rooms").await;
+            if rooms.contains("\"online\":2") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not both in the room: {rooms}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     one.send_text("hello from a").await;
     two.send_text("hello from b").await;
     let mut heard_by_one = vec![line(&mut one).await, line(&mut one).await];
