@@ -19,12 +19,12 @@
 //! and re-stated when Redis is back.
 //!
 //! **One task, one order.** Everything this node says to Redis goes through one task and one queue
-//! ([`Cluster`]), so a name released and claimed again by the same person reaches Redis in that order.
+//! (`peers::Cluster`), so a name released and claimed again by the same person reaches Redis in that order.
 //! The queue is bounded; what does not fit is dropped and marks the node for a full restatement, as
 //! does every reconnect: the store and the hashes make the bus's losses good.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,15 +32,14 @@ use futures::StreamExt;
 use metrics::{counter, gauge, histogram};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::clock::now_ms;
-use super::gaps::GapFiller;
 use super::manager::ConnectionManager;
 use super::metrics as m;
+use super::peers::{BusEvent, Cluster, Command, GapFiller, Shared};
 use super::presence::PresenceRecord;
-use super::store::{PersonId, Store};
-use crate::protocol::ChatMessage;
+use super::store::Store;
 
 /// How long a node's lease lasts without renewal: its people leave the others' presence this long after
 /// it died, plus up to one [`TICK`].
@@ -54,31 +53,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Events waiting to go out to Redis.
 const QUEUE: usize = 8192;
 
-/// What travels on a room's channel.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum BusEvent {
-    /// A stored message.
-    Message { room: String, message: ChatMessage },
-    /// One person's count of connections in one room, on the sending node.
-    Presence(PresenceRecord),
-    /// One person started typing in a room.
-    Typing {
-        room: String,
-        key: String,
-        name: String,
-    },
-}
-
-impl BusEvent {
-    fn room(&self) -> &str {
-        match self {
-            BusEvent::Message { room, .. } | BusEvent::Typing { room, .. } => room,
-            BusEvent::Presence(record) => &record.room,
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     node: String,
@@ -86,111 +60,28 @@ struct Envelope {
     event: BusEvent,
 }
 
-enum Command {
-    Publish(BusEvent),
-    Claim {
-        key: String,
-        person: PersonId,
-        answer: oneshot::Sender<bool>,
-    },
-    Release {
-        key: String,
-    },
-}
-
-/// This node's handle on the cluster: cheap to clone.
-#[derive(Clone)]
-pub struct Cluster {
-    node: Arc<str>,
-    commands: mpsc::Sender<Command>,
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    /// Redis answered the last call.
-    connected: AtomicBool,
-    /// Something could not be queued: restate everything at the next chance.
-    restate: AtomicBool,
-    reconnects: AtomicU64,
-}
-
-impl Cluster {
-    /// Starts the bus task for node `node` on Redis at `url`. It keeps reconnecting until the process
-    /// ends; the server serves from the first moment, degraded while Redis is away.
-    pub fn start(
-        url: &str,
-        node: String,
-        manager: Arc<ConnectionManager>,
-        store: Store,
-        gaps: GapFiller,
-    ) -> anyhow::Result<Cluster> {
-        let client = redis::Client::open(url)?;
-        let (commands, queue) = mpsc::channel(QUEUE);
-        let cluster = Cluster {
-            node: node.into(),
-            commands,
-            shared: Arc::new(Shared {
-                connected: AtomicBool::new(false),
-                restate: AtomicBool::new(false),
-                reconnects: AtomicU64::new(0),
-            }),
-        };
-        let task = BusTask {
-            client,
-            node: cluster.node.clone(),
-            manager,
-            store,
-            gaps,
-            shared: cluster.shared.clone(),
-        };
-        tokio::spawn(task.run(queue));
-        Ok(cluster)
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    /// Whether Redis is reachable now (`/healthz` says "degraded" when not).
-    pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Relaxed)
-    }
-
-    /// Tells the other nodes (never waits: see the module docs).
-    pub fn publish(&self, event: BusEvent) {
-        self.send(Command::Publish(event));
-    }
-
-    /// Lets go of a name no connection here holds any more.
-    pub fn release_name(&self, key: String) {
-        self.send(Command::Release { key });
-    }
-
-    /// Claims the name `key` for `person` across the cluster: false if someone else holds it on a
-    /// live node. Granted when Redis cannot be asked (see the module docs).
-    pub async fn claim_name(&self, key: String, person: PersonId) -> bool {
-        let (answer, answered) = oneshot::channel();
-        if self
-            .commands
-            .try_send(Command::Claim {
-                key,
-                person,
-                answer,
-            })
-            .is_err()
-        {
-            self.shared.restate.store(true, Ordering::Relaxed);
-            return true;
-        }
-        answered.await.unwrap_or(true)
-    }
-
-    fn send(&self, command: Command) {
-        if self.commands.try_send(command).is_err() {
-            counter!(m::BUS_DROPPED).increment(1);
-            self.shared.restate.store(true, Ordering::Relaxed);
-        }
-    }
+/// Starts the bus task for node `node` on Redis at `url`, and returns this node's handle on it. The
+/// task keeps reconnecting until the process ends; the server serves from the first moment, degraded
+/// while Redis is away.
+pub fn start(
+    url: &str,
+    node: String,
+    manager: Arc<ConnectionManager>,
+    store: Store,
+    gaps: GapFiller,
+) -> anyhow::Result<Cluster> {
+    let client = redis::Client::open(url)?;
+    let (cluster, queue) = Cluster::new(node, QUEUE);
+    let task = BusTask {
+        client,
+        node: cluster.node.clone(),
+        manager,
+        store,
+        gaps,
+        shared: cluster.shared.clone(),
+    };
+    tokio::spawn(task.run(queue));
+    Ok(cluster)
 }
 
 struct BusTask {

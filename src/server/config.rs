@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// Most bytes of message text one replay carries by default (see `replay::ReplayLimits::max_bytes`).
+pub const REPLAY_BYTES: usize = 256 * 1024;
+
 #[derive(Clone, Debug, Parser)]
 #[command(name = "groupchat", version, about = "A real-time group chat server")]
 pub struct Config {
@@ -112,7 +115,7 @@ pub struct Config {
 
     /// Most bytes of message text one join's replay carries: a catch-up larger than this starts the room
     /// afresh, and a fresh start sends only as many of the latest messages as fit.
-    #[arg(long, env = "CHAT_REPLAY_BYTES", default_value_t = super::replay::REPLAY_BYTES)]
+    #[arg(long, env = "CHAT_REPLAY_BYTES", default_value_t = REPLAY_BYTES)]
     pub replay_bytes: usize,
 
     /// Rooms one connection may follow at once.
@@ -196,7 +199,7 @@ impl Default for Config {
             max_rooms_per_connection: 50,
             typing_ttl: Duration::from_secs(6),
             store_queue: 10_000,
-            replay_bytes: super::replay::REPLAY_BYTES,
+            replay_bytes: REPLAY_BYTES,
             header_timeout: Duration::from_secs(10),
             max_http_connections: 1024,
             max_http_per_ip: 64,

@@ -1,7 +1,7 @@
 //! Filling gaps in a room's sequence from the store.
 //!
 //! A message that reaches a room before the one ahead of it waits (see `Rooms::deliver`); the room
-//! reports the [`Gap`], and a task here waits [`HOLD`] (the missing message is usually only a little
+//! reports the gap, and a task here waits a moment (`peers::HOLD`: the missing message is usually only a little
 //! late on the bus), then reads what is still missing from the store and delivers it. On a single node
 //! the history writer delivers in order, so this never runs; in a cluster it is what makes the bus's
 //! losses good.
@@ -10,48 +10,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::counter;
-use tokio::sync::mpsc;
 
 use super::manager::ConnectionManager;
 use super::metrics as m;
-use super::rooms::Gap;
+use super::peers::GapFiller;
 use super::store::Store;
 
-/// How long a gap may stay open before the store is asked.
-const HOLD: Duration = Duration::from_millis(100);
 /// Messages read per store call.
 const BATCH: usize = 500;
 /// Gap reports waiting; more are dropped (a later report, or the periodic sync, asks again).
 const QUEUE: usize = 1024;
 
-/// Asks for gaps to be filled. Cheap to clone.
-#[derive(Clone)]
-pub struct GapFiller {
-    requests: mpsc::Sender<(String, Duration)>,
-}
-
-impl GapFiller {
-    /// Starts the task that fills gaps of `manager`'s rooms from `store`.
-    pub fn start(store: Store, manager: Arc<ConnectionManager>) -> GapFiller {
-        let (requests, mut incoming) = mpsc::channel::<(String, Duration)>(QUEUE);
-        tokio::spawn(async move {
-            while let Some((room, wait)) = incoming.recv().await {
-                // One task per gap: a slow read of one room holds up no other.
-                tokio::spawn(fill(room, wait, store.clone(), manager.clone()));
-            }
-        });
-        GapFiller { requests }
-    }
-
-    /// A room reported a gap: filled after [`HOLD`], unless it closes by itself.
-    pub fn request(&self, gap: Gap) {
-        let _ = self.requests.try_send((gap.room, HOLD));
-    }
-
-    /// The store is ahead of `room` (found by a sync): fill now.
-    pub fn request_now(&self, room: String) {
-        let _ = self.requests.try_send((room, Duration::ZERO));
-    }
+/// Starts the task that fills gaps of `manager`'s rooms from `store`; returns the handle that asks it.
+pub fn start(store: Store, manager: Arc<ConnectionManager>) -> GapFiller {
+    let (filler, mut incoming) = GapFiller::new(QUEUE);
+    tokio::spawn(async move {
+        while let Some((room, wait)) = incoming.recv().await {
+            // One task per gap: a slow read of one room holds up no other.
+            tokio::spawn(fill(room, wait, store.clone(), manager.clone()));
+        }
+    });
+    filler
 }
 
 async fn fill(room: String, wait: Duration, store: Store, manager: Arc<ConnectionManager>) {

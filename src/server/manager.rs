@@ -29,16 +29,15 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 
-use super::bus::{BusEvent, Cluster};
 use super::clock::now_ms;
 use super::config::Config;
 use super::error::ChatError;
 use super::frame::{encode, Frame, Kick, WireFormat};
-use super::gaps::GapFiller;
 use super::join::{self, Begun, Completed, JoinTicket, Joining};
 use super::metrics as m;
 use super::names::name_key;
 use super::outbox::Outbox;
+use super::peers::{BusEvent, Cluster, GapFiller};
 use super::presence::PresenceRecord;
 use super::registry::{ConnId, Identity, Registry};
 use super::replay::{Replay, ReplayLimits};

@@ -41,6 +41,7 @@ pub(crate) mod store;
 mod gaps;
 mod join;
 mod manager;
+mod peers;
 mod presence;
 mod registry;
 mod rooms;
@@ -89,7 +90,7 @@ pub struct Chat {
     writer: history::HistoryWriter,
     pub(crate) sessions: session::Sessions,
     /// The other nodes, in cluster mode.
-    pub(crate) cluster: Option<bus::Cluster>,
+    pub(crate) cluster: Option<peers::Cluster>,
 }
 
 impl Chat {
@@ -159,12 +160,12 @@ impl AppState {
             max_messages: config.retain_messages,
             max_age: config.retain_days,
         };
-        let gaps = gaps::GapFiller::start(store.clone(), manager.clone());
+        let gaps = gaps::start(store.clone(), manager.clone());
         let cluster = match &config.redis_url {
             Some(url) => {
                 let node = node_id(&config);
                 tracing::info!(node, "cluster mode: Redis at {url}");
-                Some(bus::Cluster::start(
+                Some(bus::start(
                     url,
                     node,
                     manager.clone(),
@@ -385,7 +386,10 @@ async fn healthz(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
-    let bus_ok = chat.cluster.as_ref().is_none_or(bus::Cluster::is_connected);
+    let bus_ok = chat
+        .cluster
+        .as_ref()
+        .is_none_or(peers::Cluster::is_connected);
     let summary = match (store_ok, bus_ok) {
         (false, _) => "store unavailable",
         (true, false) => "degraded",
@@ -395,7 +399,7 @@ async fn healthz(State(chat): State<Arc<Chat>>) -> impl IntoResponse {
         status,
         Json(serde_json::json!({
             "status": summary,
-            "node": chat.cluster.as_ref().map(bus::Cluster::node),
+            "node": chat.cluster.as_ref().map(peers::Cluster::node),
             "bus": chat.cluster.as_ref().map(|c| if c.is_connected() { "connected" } else { "unreachable" }),
             "connections": chat.manager.connection_count(),
             "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),

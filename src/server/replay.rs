@@ -32,9 +32,6 @@ pub struct ReplayLimits {
     pub max_bytes: usize,
 }
 
-/// Most bytes of message text one replay carries by default (see [`ReplayLimits::max_bytes`]).
-pub const REPLAY_BYTES: usize = 256 * 1024;
-
 impl ReplayLimits {
     /// The limits `config` sets.
     pub fn from_config(config: &super::config::Config) -> ReplayLimits {

@@ -1,0 +1,163 @@
+//! What the connection manager tells the rest of the node without waiting, from under its lock: the
+//! other nodes of a cluster (through the bus task, `bus.rs`), and the filler of gaps in a room's
+//! sequence (`gaps.rs`). Each is a bounded queue with a handle here; the tasks that drain them sit
+//! above the manager and call into it, so the manager knows only these handles, and no module imports
+//! one that imports it back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::counter;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics as m;
+use super::presence::PresenceRecord;
+use super::rooms::Gap;
+use super::store::PersonId;
+use crate::protocol::ChatMessage;
+
+/// What travels on a room's channel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusEvent {
+    /// A stored message.
+    Message { room: String, message: ChatMessage },
+    /// One person's count of connections in one room, on the sending node.
+    Presence(PresenceRecord),
+    /// One person started typing in a room.
+    Typing {
+        room: String,
+        key: String,
+        name: String,
+    },
+}
+
+impl BusEvent {
+    pub(super) fn room(&self) -> &str {
+        match self {
+            BusEvent::Message { room, .. } | BusEvent::Typing { room, .. } => room,
+            BusEvent::Presence(record) => &record.room,
+        }
+    }
+}
+
+pub(super) enum Command {
+    Publish(BusEvent),
+    Claim {
+        key: String,
+        person: PersonId,
+        answer: oneshot::Sender<bool>,
+    },
+    Release {
+        key: String,
+    },
+}
+
+/// This node's handle on the cluster: cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(super) node: Arc<str>,
+    commands: mpsc::Sender<Command>,
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    /// Redis answered the last call.
+    pub(super) connected: AtomicBool,
+    /// Something could not be queued: restate everything at the next chance.
+    pub(super) restate: AtomicBool,
+    pub(super) reconnects: AtomicU64,
+}
+
+impl Cluster {
+    /// A handle and the queue its commands arrive in (see `bus::start`).
+    pub(super) fn new(node: String, queue_len: usize) -> (Cluster, mpsc::Receiver<Command>) {
+        let (commands, queue) = mpsc::channel(queue_len);
+        let cluster = Cluster {
+            node: node.into(),
+            commands,
+            shared: Arc::new(Shared {
+                connected: AtomicBool::new(false),
+                restate: AtomicBool::new(false),
+                reconnects: AtomicU64::new(0),
+            }),
+        };
+        (cluster, queue)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether Redis is reachable now (`/healthz` says "degraded" when not).
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// Tells the other nodes (never waits: see the module docs).
+    pub fn publish(&self, event: BusEvent) {
+        self.send(Command::Publish(event));
+    }
+
+    /// Lets go of a name no connection here holds any more.
+    pub fn release_name(&self, key: String) {
+        self.send(Command::Release { key });
+    }
+
+    /// Claims the name `key` for `person` across the cluster: false if someone else holds it on a
+    /// live node. Granted when Redis cannot be asked (see the module docs).
+    pub async fn claim_name(&self, key: String, person: PersonId) -> bool {
+        let (answer, answered) = oneshot::channel();
+        if self
+            .commands
+            .try_send(Command::Claim {
+                key,
+                person,
+                answer,
+            })
+            .is_err()
+        {
+            self.shared.restate.store(true, Ordering::Relaxed);
+            return true;
+        }
+        answered.await.unwrap_or(true)
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.try_send(command).is_err() {
+            counter!(m::BUS_DROPPED).increment(1);
+            self.shared.restate.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long a gap may stay open before the store is asked: the missing message is usually only a
+/// little late on the bus.
+const HOLD: Duration = Duration::from_millis(100);
+
+/// Asks for gaps in rooms' sequences to be filled (see `gaps.rs`). Cheap to clone.
+#[derive(Clone)]
+pub struct GapFiller {
+    requests: mpsc::Sender<(String, Duration)>,
+}
+
+impl GapFiller {
+    /// A handle and the queue its requests arrive in: each a room, and how long to wait first.
+    pub(super) fn new(queue_len: usize) -> (GapFiller, mpsc::Receiver<(String, Duration)>) {
+        let (requests, incoming) = mpsc::channel(queue_len);
+        (GapFiller { requests }, incoming)
+    }
+
+    /// A room reported a gap: filled after a short hold, unless it closes by itself. Dropped when
+    /// the queue is full: a later report, or the periodic sync, asks again.
+    pub fn request(&self, gap: Gap) {
+        let _ = self.requests.try_send((gap.room, HOLD));
+    }
+
+    /// The store is ahead of `room` (found by a sync): fill now.
+    pub fn request_now(&self, room: String) {
+        let _ = self.requests.try_send((room, Duration::ZERO));
+    }
+}
