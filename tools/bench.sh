@@ -55,8 +55,8 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 else
   CLIENTS=1000 WINDOW=10 WARMUP=2 IDLE=5000 HELD=10000
 fi
-OURS_PORT=3400
-REF_PORT=3401
+OURS_PORT=${BENCH_PORT:-3400}
+REF_PORT=$((OURS_PORT + 1))
 out=target/bench
 mkdir -p "$out"
 results="$out/results.jsonl"
