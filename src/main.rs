@@ -5,16 +5,25 @@ use clap::Parser;
 use groupchat::server::{run, AppState, Config};
 use leptos::prelude::get_configuration;
 use tokio::net::TcpListener;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // In a cluster every log line says which node wrote it.
+    let node = config.redis_url.as_ref().map(|_| config.node_name());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .event_format(WithNode {
+            node,
+            inner: tracing_subscriber::fmt::format(),
+        })
         .init();
 
     // Leptos' own settings: Cargo.toml's [package.metadata.leptos], overridden by LEPTOS_* variables.
@@ -36,6 +45,31 @@ async fn main() -> anyhow::Result<()> {
     .context("serving")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The default log line, after `node=<id> ` when there is a node id.
+struct WithNode<F> {
+    node: Option<String>,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithNode<F>
+where
+    F: FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(node) = &self.node {
+            write!(writer, "node={node} ")?;
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM (what `kill` and service managers send).

@@ -129,6 +129,14 @@ async fn messages_sent_on_two_nodes_reach_three_nodes_in_one_order() {
     }
     let patience = Duration::from_secs(10);
     let seen_by_ann = messages(&mut ann, 60, patience).await;
+    // Every metric says which node it is from, and the bus's are there.
+    let metrics = common::http_get(&a.addr, "/metrics").await;
+    for wanted in [
+        "chat_bus_connected{node=\"a\"} 1",
+        "chat_messages_stored_total{node=\"a\"}",
+    ] {
+        assert!(metrics.contains(wanted), "{wanted} missing from {metrics}");
+    }
     let seen_by_bob = messages(&mut bob, 60, patience).await;
     let seen_by_cat = messages(&mut cat, 60, patience).await;
     // One order, the same for everyone, numbered 1..=60 with no gap; each sender's own in its order.

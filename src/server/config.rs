@@ -172,6 +172,16 @@ pub struct Config {
     pub room_create_rate: f64,
 }
 
+impl Config {
+    /// This node's name in a cluster: `--node-id`, else the host name and process id.
+    pub fn node_name(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         // Defaults only: a library caller's environment must not leak into it.

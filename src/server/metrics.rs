@@ -44,6 +44,15 @@ pub const BUS_LAG_SECONDS: &str = "chat_bus_lag_seconds";
 /// Store reads that filled a gap in a room's sequence (messages the bus lost or delayed).
 pub const GAP_FILLS: &str = "chat_gap_fills_total";
 
+/// This node's name in a cluster, put on every metric (see [`label_node`]).
+static NODE: OnceLock<String> = OnceLock::new();
+
+/// Labels every metric of this process with `node="…"` (cluster mode), if the recorder is not
+/// installed yet; the server calls it at start, before the first metric.
+pub fn label_node(node: &str) {
+    let _ = NODE.set(node.to_owned());
+}
+
 /// The process's Prometheus handle, installing the recorder on first use.
 #[allow(
     clippy::expect_used,
@@ -52,7 +61,11 @@ pub const GAP_FILLS: &str = "chat_gap_fills_total";
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new()
+        let mut builder = PrometheusBuilder::new();
+        if let Some(node) = NODE.get() {
+            builder = builder.add_global_label("node", node);
+        }
+        let handle = builder
             .install_recorder()
             // Only fails if another global recorder was installed first, which this crate never does.
             .expect("no other metrics recorder is installed in this process");

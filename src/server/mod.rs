@@ -163,7 +163,8 @@ impl AppState {
         let gaps = gaps::start(store.clone(), manager.clone());
         let cluster = match &config.redis_url {
             Some(url) => {
-                let node = node_id(&config);
+                let node = config.node_name();
+                metrics::label_node(&node);
                 tracing::info!(node, "cluster mode: Redis at {url}");
                 Some(bus::start(
                     url,
@@ -228,14 +229,6 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// This node's name in the cluster: `--node-id`, else the host name and process id.
-fn node_id(config: &Config) -> String {
-    config.node_id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
-        format!("{}-{}", host.trim(), std::process::id())
-    })
 }
 
 /// Longest a response may take to start.
