@@ -450,3 +450,23 @@ async fn typing_on_one_node_shows_on_another() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_node_stopped_cleanly_lets_its_people_go_at_once() {
+    let mut cluster = Cluster::start().await;
+    let a = cluster.node("a");
+    let mut b = cluster.node("b");
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (_bob, _) = enter(&b, "bob").await;
+    presence_of(&mut ann, "bob", true, PATIENCE).await;
+    let stopped = Instant::now();
+    // SIGTERM: node b closes its sockets and gives up its lease before it exits.
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+    let _ = b.child.wait();
+    presence_of(&mut ann, "bob", false, Duration::from_secs(20)).await;
+    let took = stopped.elapsed();
+    eprintln!("bob left {took:?} after his node was stopped");
+    // Well inside the lease (8 s): the lease was given up, not waited out.
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+}

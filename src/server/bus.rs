@@ -283,6 +283,18 @@ impl BusTask {
                 let _ = answer.send(holder.is_empty());
                 Ok(())
             }
+            Command::Depart { done } => {
+                call(
+                    redis::cmd("DEL")
+                        .arg(node_key(&self.node))
+                        .query_async::<()>(conn),
+                )
+                .await?;
+                // As any other node would bury a dead one; the others notice the lease gone.
+                self.bury(conn, &self.node).await?;
+                let _ = done.send(());
+                Ok(())
+            }
             Command::Release { key } => {
                 call(
                     redis::pipe()

@@ -249,6 +249,7 @@ pub async fn run(
     // Metrics are recorded from the first connection on, so the recorder must exist before it.
     metrics::handle();
     let manager = state.chat.manager.clone();
+    let cluster = state.chat.cluster.clone();
     let sockets = state.sockets.clone();
     let grace = state.chat.config.shutdown_grace;
     let sweep_every = ping_sweep_period(&state.chat.config);
@@ -346,6 +347,9 @@ pub async fn run(
     sweep.abort();
     typing_sweep.abort();
     manager.shut_down();
+    if let Some(cluster) = &cluster {
+        cluster.depart().await;
+    }
     stopping.cancel();
     http.close();
     sockets.close();
