@@ -35,9 +35,62 @@ use crate::protocol::{ChatMessage, ServerEvent};
 /// Members an append left behind the room's log: too slow, to be disconnected by the caller.
 pub(super) type Lagging = Vec<ConnId>;
 
-/// Most messages a room holds back waiting for an earlier one; past it, the highest are dropped (the
-/// gap fill reads them from the store again).
+/// Most messages, and bytes of them, a room holds back waiting for an earlier one; past either, the
+/// highest are dropped (the gap fill reads them from the store again).
 const MAX_AHEAD: usize = 1024;
+const MAX_AHEAD_BYTES: usize = 1024 * 1024;
+
+/// Messages that came before their turn, by `seq`, and roughly what they hold.
+#[derive(Default)]
+struct Ahead {
+    messages: BTreeMap<u64, ChatMessage>,
+    bytes: usize,
+}
+
+impl Ahead {
+    fn size(message: &ChatMessage) -> usize {
+        message.text.len()
+            + message.from.len()
+            + message.client_id.as_ref().map_or(0, String::len)
+            + 64
+    }
+
+    /// Keeps `message`, then drops the highest while over either bound (never the lowest one).
+    fn insert(&mut self, message: ChatMessage) {
+        self.bytes += Self::size(&message);
+        if let Some(old) = self.messages.insert(message.seq, message) {
+            self.bytes = self.bytes.saturating_sub(Self::size(&old));
+        }
+        while self.messages.len() > 1
+            && (self.messages.len() > MAX_AHEAD || self.bytes > MAX_AHEAD_BYTES)
+        {
+            if let Some((_, dropped)) = self.messages.pop_last() {
+                self.bytes = self.bytes.saturating_sub(Self::size(&dropped));
+            }
+        }
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.messages.first_key_value().map(|(seq, _)| *seq)
+    }
+
+    fn take(&mut self, seq: u64) -> Option<ChatMessage> {
+        let message = self.messages.remove(&seq)?;
+        self.bytes = self.bytes.saturating_sub(Self::size(&message));
+        Some(message)
+    }
+
+    /// Forgets everything below `seq` (delivered already).
+    fn drop_below(&mut self, seq: u64) {
+        while let Some(first) = self.first().filter(|first| *first < seq) {
+            self.take(first);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
 
 /// A room is missing messages from `next` on, while later ones wait: read them from the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +135,7 @@ pub(super) struct Room {
     /// where the room stands.
     next_seq: Option<u64>,
     /// Messages that came before their turn, by `seq`.
-    ahead: BTreeMap<u64, ChatMessage>,
+    ahead: Ahead,
     /// A gap fill is under way (at most one per room).
     filling: bool,
 }
@@ -149,7 +202,7 @@ impl Rooms {
             published: 0,
             recent: None,
             next_seq: None,
-            ahead: BTreeMap::new(),
+            ahead: Ahead::default(),
             filling: false,
         });
         entry.pending_joins += 1;
@@ -579,10 +632,7 @@ impl Rooms {
             Some(next) if message.seq < next => return (Vec::new(), None),
             _ => {}
         }
-        r.ahead.insert(message.seq, message);
-        if r.ahead.len() > MAX_AHEAD {
-            r.ahead.pop_last();
-        }
+        r.ahead.insert(message);
         self.drain(room)
     }
 
@@ -634,9 +684,7 @@ impl Rooms {
 
     /// The lowest `seq` waiting in `room`.
     pub fn first_ahead(&self, room: &str) -> Option<u64> {
-        self.rooms
-            .get(room)
-            .and_then(|r| r.ahead.first_key_value().map(|(seq, _)| *seq))
+        self.rooms.get(room).and_then(|r| r.ahead.first())
     }
 
     /// Every room here that follows a sequence, with the `seq` it expects next.
@@ -658,15 +706,9 @@ impl Rooms {
             let Some(next) = r.next_seq else {
                 return (lagging, None);
             };
-            // Anything at or below the next expected that is not it was delivered already.
-            while r
-                .ahead
-                .first_key_value()
-                .is_some_and(|(seq, _)| *seq < next)
-            {
-                r.ahead.pop_first();
-            }
-            let Some(message) = r.ahead.remove(&next) else {
+            // Anything below the next expected was delivered already.
+            r.ahead.drop_below(next);
+            let Some(message) = r.ahead.take(next) else {
                 let gap = (!r.ahead.is_empty() && !r.filling).then(|| Gap {
                     room: room.to_owned(),
                     next,
@@ -721,5 +763,43 @@ impl Room {
     /// Whether anyone follows the room or is joining it (besides the join asking).
     pub fn is_live(&self) -> bool {
         !self.members.is_empty() || self.pending_joins > 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, bytes: usize) -> ChatMessage {
+        ChatMessage {
+            seq,
+            from: "ann".into(),
+            text: "x".repeat(bytes),
+            ts: 0,
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn messages_waiting_for_their_turn_are_bounded_in_count_and_bytes() {
+        let mut ahead = Ahead::default();
+        for seq in 2..2 + MAX_AHEAD as u64 + 10 {
+            ahead.insert(message(seq, 10));
+        }
+        assert_eq!(ahead.messages.len(), MAX_AHEAD);
+        assert_eq!(ahead.first(), Some(2), "the lowest are kept: they are due first");
+        let mut ahead = Ahead::default();
+        for seq in 2..40 {
+            ahead.insert(message(seq, 64 * 1024));
+        }
+        assert!(ahead.bytes <= MAX_AHEAD_BYTES, "{}", ahead.bytes);
+        assert_eq!(ahead.first(), Some(2));
+        // One message is kept however large: it may be the very one due next.
+        let mut ahead = Ahead::default();
+        ahead.insert(message(5, 2 * MAX_AHEAD_BYTES));
+        assert_eq!(ahead.first(), Some(5));
+        ahead.drop_below(6);
+        assert!(ahead.is_empty());
+        assert_eq!(ahead.bytes, 0);
     }
 }
