@@ -169,7 +169,8 @@ async fn connect_many(args: &Args, first: usize, count: usize) -> Result<Vec<Ws>
 
 /// The client that never reads. Its receive buffer is made small, as a phone's on a bad link would be,
 /// so the server meets a full socket within seconds instead of after megabytes.
-async fn connect_stalled(args: &Args) -> Result<Ws, String> {
+/// Connection number `i` (its name, on this project's server).
+async fn connect_stalled(args: &Args, i: usize) -> Result<Ws, String> {
     let addr: std::net::SocketAddr = args
         .addr
         .parse()
@@ -180,7 +181,7 @@ async fn connect_stalled(args: &Args) -> Result<Ws, String> {
         .map_err(|e| e.to_string())?;
     let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
     let (mut ws, _) =
-        tokio_tungstenite::client_async(url(args, args.clients), MaybeTlsStream::Plain(stream))
+        tokio_tungstenite::client_async(url(args, i), MaybeTlsStream::Plain(stream))
             .await
             .map_err(|e| format!("stalled client: {e}"))?;
     if args.target == Target::Groupchat {
@@ -312,7 +313,7 @@ async fn fanout(args: &Args) -> Result<String, String> {
     // Joins of late connections may still be arriving at early ones: let them settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stalled = if args.stalled {
-        Some(connect_stalled(args).await?)
+        Some(connect_stalled(args, args.clients).await?)
     } else {
         None
     };
@@ -475,7 +476,9 @@ async fn hostile(args: &Args) -> Result<String, String> {
     if args.target != Target::Groupchat {
         return Err("--mode hostile speaks this project's protocol only".into());
     }
-    // The room's history: `--history` messages of `--pad` bytes, each acknowledged (stored).
+    // The room's history: `--history` messages of `--pad` bytes, each acknowledged (stored) before
+    // the next is sent, so the seeder reads as it goes (it follows the room: a seeder that only sent
+    // would itself be dropped as too slow).
     let mut seeder = connect_many(args, args.clients + 1, 1)
         .await?
         .pop()
@@ -489,13 +492,20 @@ async fn hostile(args: &Args) -> Result<String, String> {
             .send(Message::text(frame.to_string()))
             .await
             .map_err(|e| format!("seeding: {e}"))?;
-    }
-    let mut acked = 0;
-    while acked < args.history {
-        match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"ack\"") => acked += 1,
-            Ok(Some(Ok(_))) => {}
-            other => return Err(format!("seeding: {acked} acks, then {other:?}")),
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"ack\"") => break,
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"error\"") => {
+                    // Sent before its join completed: send it again.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    seeder
+                        .send(Message::text(frame.to_string()))
+                        .await
+                        .map_err(|e| format!("seeding: {e}"))?;
+                }
+                Ok(Some(Ok(_))) => {}
+                other => return Err(format!("seeding: {i} acks, then {other:?}")),
+            }
         }
     }
     drop(seeder);
@@ -504,8 +514,8 @@ async fn hostile(args: &Args) -> Result<String, String> {
 
     let closed = Rc::new(RefCell::new(0usize));
     let end = Instant::now() + Duration::from_secs_f64(args.duration);
-    for _ in 0..args.clients {
-        let ws = connect_stalled(args).await?;
+    for i in 0..args.clients {
+        let ws = connect_stalled(args, i).await?;
         let closed = closed.clone();
         tokio::task::spawn_local(async move {
             let (mut sink, _never_read) = ws.split();

@@ -95,7 +95,7 @@ pub async fn serve(
     // refusal is as if the manager had refused it.
     if let Some(cluster) = &chat.cluster {
         let (key, person) = (registration.name_key.clone(), registration.person);
-        if !cluster.claim_name(key.clone(), person).await {
+        if !Box::pin(cluster.claim_name(key.clone(), person)).await {
             drop(registration);
             return turn_away(stream, ChatError::NameTaken(key), format).await;
         }
@@ -105,7 +105,9 @@ pub async fn serve(
     tracing::debug!(conn = id, "connected");
     if let Some(room) = first_room {
         match format {
-            WireFormat::Legacy => conn.join_first(room).await,
+            // Boxed: this task's future is as large as its largest await, and a history read's is
+            // large; every idle connection would pay for it.
+            WireFormat::Legacy => Box::pin(conn.join_first(room)).await,
             WireFormat::Json => conn.join(room, None),
         }
     }

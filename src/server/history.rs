@@ -202,10 +202,19 @@ pub async fn replay(
         };
         if limits.can_catch_up(after, bounds.last_seq) && after.saturating_add(1) >= first_kept {
             let max_missed = usize::try_from(limits.max_missed).unwrap_or(usize::MAX);
-            let messages = store.after(room, after, max_missed).await?;
+            // Read within the byte bound: a catch-up too large for one frame is never read whole,
+            // however often a client asks for it.
+            let messages = store
+                .after_within(room, after, max_missed, limits.max_bytes, 0)
+                .await?;
             // Retention may have run between the two reads: then this is not a continuation. And a
-            // catch-up too large for one frame starts the room afresh instead.
-            if messages.first().is_none_or(|m| m.seq == after + 1) && limits.fits(&messages) {
+            // catch-up the bound cut short (it did not reach the room's last message) starts the room
+            // afresh instead.
+            let complete = messages.last().map_or(after, |m| m.seq) >= bounds.last_seq;
+            if messages.first().is_none_or(|m| m.seq == after + 1)
+                && complete
+                && limits.fits(&messages)
+            {
                 let last_seq = messages.last().map_or(bounds.last_seq, |m| m.seq);
                 return Ok(Replay {
                     recovered: true,
@@ -217,7 +226,9 @@ pub async fn replay(
             }
         }
     }
-    let latest = store.before(room, None, limits.fresh).await?;
+    let latest = store
+        .before_within(room, None, limits.fresh, limits.max_bytes, 0)
+        .await?;
     let messages = limits.newest_that_fit(latest.iter());
     let last_seq = messages.last().map_or(0, |m| m.seq).max(bounds.last_seq);
     Ok(Replay {

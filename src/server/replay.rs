@@ -63,7 +63,7 @@ impl ReplayLimits {
         let mut bytes = 0usize;
         let mut kept: Vec<ChatMessage> = Vec::new();
         for message in latest.rev().take(self.fresh) {
-            bytes = bytes.saturating_add(message.text.len());
+            bytes = bytes.saturating_add(size(message));
             if bytes > self.max_bytes && !kept.is_empty() {
                 break;
             }
@@ -77,7 +77,13 @@ impl ReplayLimits {
 fn text_bytes(messages: &[ChatMessage]) -> usize {
     messages
         .iter()
-        .fold(0usize, |sum, m| sum.saturating_add(m.text.len()))
+        .fold(0usize, |sum, m| sum.saturating_add(size(m)))
+}
+
+/// What a message counts against the byte bound: its text, sender and `client_id`, as the store's
+/// budgeted reads count them (`Store::after_within`, `Store::before_within`).
+pub fn size(message: &ChatMessage) -> usize {
+    message.text.len() + message.from.len() + message.client_id.as_ref().map_or(0, String::len)
 }
 
 #[cfg(test)]

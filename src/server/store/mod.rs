@@ -250,6 +250,26 @@ impl Store {
         Ok(messages)
     }
 
+    /// The oldest messages of `room` after sequence number `after`, oldest first: at most `limit`, and
+    /// only as many as fit in `max_bytes` (text, sender and `client_id`, plus `per_message` each), but
+    /// always the first. So a replay never reads more than it may send.
+    pub async fn after_within(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        per_message: usize,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let page = PageWithin {
+            before: clamp(after),
+            limit: clamp(limit),
+            max_bytes: clamp(max_bytes),
+            per_message: clamp(per_message),
+        };
+        on_engine!(self, store => store.after_within(room, page).await)
+    }
+
     /// The oldest stored and the last given sequence numbers of `room`.
     pub async fn bounds(&self, room: &str) -> Result<RoomBounds, sqlx::Error> {
         let (oldest, last) = on_engine!(self, store => store.bounds(room).await)?;
@@ -337,6 +357,8 @@ impl Store {
 /// [`Store::before_within`]'s bounds, as the database's signed integers.
 #[derive(Clone, Copy, Debug)]
 struct PageWithin {
+    /// The bound the page stops at (exclusive): `before` for pages back in time, `after` for
+    /// pages forward.
     before: i64,
     limit: i64,
     max_bytes: i64,

@@ -213,6 +213,35 @@ impl SqliteStore {
         Ok(rows.into_iter().map(message).collect())
     }
 
+    pub(super) async fn after_within(
+        &self,
+        room: &str,
+        page: PageWithin,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        // As `before_within`, the other way: the `limit` oldest after `after`, oldest first, while
+        // their running total stays within the budget.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, author, text, ts, client_id FROM ( \
+               SELECT seq, author, text, ts, client_id, size, \
+                      SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
+               FROM ( \
+                 SELECT seq, author, text, ts, client_id, \
+                        length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
+                          + IFNULL(length(CAST(client_id AS BLOB)), 0) + ?4 AS size \
+                 FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 \
+               ) \
+             ) WHERE running <= ?5 OR running = size ORDER BY seq",
+        )
+        .bind(room)
+        .bind(page.before)
+        .bind(page.limit)
+        .bind(page.per_message)
+        .bind(page.max_bytes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
     /// The oldest stored and the last given sequence numbers, if any.
     pub(super) async fn bounds(
         &self,

@@ -304,6 +304,17 @@ async fn pages_within_a_byte_budget_and_room_lists(place: Place) {
         "always at least one"
     );
     assert!(page(Some(1), 10, 10_000).await.unwrap().is_empty());
+    // Forward from a point, the same budget: what a catch-up replay reads.
+    let forward = |after, limit, max_bytes| store.after_within("a", after, limit, max_bytes, 10);
+    assert_eq!(seqs_of(forward(1, 10, 45).await.unwrap()), [2, 3, 4]);
+    assert_eq!(seqs_of(forward(1, 10, 44).await.unwrap()), [2, 3]);
+    assert_eq!(seqs_of(forward(0, 2, 10_000).await.unwrap()), [1, 2]);
+    assert_eq!(
+        seqs_of(forward(3, 10, 1).await.unwrap()),
+        [4],
+        "always at least one"
+    );
+    assert!(forward(5, 10, 10_000).await.unwrap().is_empty());
     // A client id counts, in bytes (é is two).
     store.append(&[new("a", "a5", Some("é"))]).await.unwrap();
     assert_eq!(seqs_of(page(None, 10, 32).await.unwrap()), [5, 6]);
