@@ -14,7 +14,8 @@
 #   hostile-20   a room of 150 messages of 60 KB; 20 clients that never read rejoin it asking for all of
 #                it, and send pings, for 10 s: the memory one hostile connection pins (not the reference,
 #                which has neither history nor joins)
-# BENCH_QUICK=1 shrinks everything to a one-minute smoke run. Results: target/bench/results.jsonl
+# BENCH_QUICK=1 shrinks everything to a one-minute smoke run; BENCH_ONLY="fanout-20k idle-5k" runs only
+# those scenarios; BENCH_NO_REFERENCE=1 leaves the reference out. Results: target/bench/results.jsonl
 #
 # BENCH_BASELINE=/path/to/groupchat adds a third side, "baseline": another build of this server (say,
 # from the commit before a change), run through every scenario right after ours, so one run on one
@@ -48,7 +49,7 @@ export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-target/bench-build}"
 server_bin="$CARGO_TARGET_DIR/release/groupchat"
 sides=(ours)
 [ -n "$baseline" ] && sides+=(baseline)
-sides+=(reference)
+[ "${BENCH_NO_REFERENCE:-0}" = 1 ] || sides+=(reference)
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   CLIENTS=200 WINDOW=3 WARMUP=1 IDLE=1000 HELD=2000
@@ -151,6 +152,8 @@ fan=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration "$WINDOW")
 long=(--clients "$CLIENTS" --senders 10 --warmup "$WARMUP" --duration $((WINDOW * 2)) --rate 100 --pad 1000)
 scenario() { # $1 = label, then loadgen flags
   local side
+  # BENCH_ONLY="fanout-20k idle-5k": only those scenarios.
+  if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $1 "* ]]; then return; fi
   for side in "${sides[@]}"; do
     start_server "$side"; loadgen "$side" "$@"
   done
@@ -164,6 +167,7 @@ scenario idle-5k --mode idle --clients "$IDLE"
 scenario held-10k --mode idle --clients "$HELD"
 for side in "${sides[@]}"; do
   [ "$side" = reference ] && continue
+  if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" hostile-20 "* ]]; then break; fi
   start_server "$side"; loadgen "$side" hostile-20 --mode hostile --clients 20 --history 150 --pad 60000 --duration "$WINDOW"
 done
 stop_server
