@@ -180,10 +180,9 @@ async fn connect_stalled(args: &Args, i: usize) -> Result<Ws, String> {
         .set_recv_buffer_size(4096)
         .map_err(|e| e.to_string())?;
     let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(url(args, i), MaybeTlsStream::Plain(stream))
-            .await
-            .map_err(|e| format!("stalled client: {e}"))?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url(args, i), MaybeTlsStream::Plain(stream))
+        .await
+        .map_err(|e| format!("stalled client: {e}"))?;
     if args.target == Target::Groupchat {
         let _welcome = ws.next().await;
     }

@@ -89,7 +89,7 @@ pub async fn serve(
     }
     let registration = match manager.connect(identity, format) {
         Ok(registration) => registration,
-        Err(error) => return turn_away(stream, error, format).await,
+        Err(error) => return Box::pin(turn_away(stream, error, format)).await,
     };
     // In a cluster the name must be free on every node, not only here: nothing has been sent yet, so a
     // refusal is as if the manager had refused it.
@@ -97,7 +97,7 @@ pub async fn serve(
         let (key, person) = (registration.name_key.clone(), registration.person);
         if !Box::pin(cluster.claim_name(key.clone(), person)).await {
             drop(registration);
-            return turn_away(stream, ChatError::NameTaken(key), format).await;
+            return Box::pin(turn_away(stream, ChatError::NameTaken(key), format)).await;
         }
     }
     let mut conn = Connection::new(stream, registration, &chat, format, already_read);
@@ -114,10 +114,10 @@ pub async fn serve(
     let goodbye = conn.exchange().await;
     match goodbye {
         Goodbye::Close(kick) => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick)).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, conn.say_goodbye(kick))).await;
         }
         Goodbye::Answer(kick) => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, conn.answer_close(kick)).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, conn.answer_close(kick))).await;
         }
         Goodbye::Gone => {}
     }

@@ -787,7 +787,11 @@ mod tests {
             ahead.insert(message(seq, 10));
         }
         assert_eq!(ahead.messages.len(), MAX_AHEAD);
-        assert_eq!(ahead.first(), Some(2), "the lowest are kept: they are due first");
+        assert_eq!(
+            ahead.first(),
+            Some(2),
+            "the lowest are kept: they are due first"
+        );
         let mut ahead = Ahead::default();
         for seq in 2..40 {
             ahead.insert(message(seq, 64 * 1024));
