@@ -39,7 +39,7 @@ use super::manager::ConnectionManager;
 use super::metrics as m;
 use super::peers::{BusEvent, Cluster, Command, GapFiller, Shared};
 use super::presence::PresenceRecord;
-use super::store::Store;
+use super::store::{PersonId, Store};
 
 /// How long a node's lease lasts without renewal: its people leave the others' presence this long after
 /// it died, plus up to one [`TICK`].
@@ -261,26 +261,9 @@ impl BusTask {
                 person,
                 answer,
             } => {
-                let holder: String = call(
-                    redis::Script::new(CLAIM)
-                        .key(name_key(&key))
-                        .arg(&*self.node)
-                        .arg(person.to_string())
-                        .arg("chat:node:")
-                        .invoke_async(conn),
-                )
                 // On failure the answer is dropped: the claim is granted (see `Cluster::claim_name`).
-                .await?;
-                if holder.is_empty() {
-                    call(
-                        redis::cmd("SADD")
-                            .arg(names_of_key(&self.node))
-                            .arg(&key)
-                            .query_async::<()>(conn),
-                    )
-                    .await?;
-                }
-                let _ = answer.send(holder.is_empty());
+                let granted = self.claim(conn, &key, person).await?;
+                let _ = answer.send(granted);
                 Ok(())
             }
             Command::Depart { done } => {
@@ -392,24 +375,7 @@ impl BusTask {
             .await?;
         }
         for (key, person) in &held {
-            let holder: String = call(
-                redis::Script::new(CLAIM)
-                    .key(name_key(key))
-                    .arg(&*self.node)
-                    .arg(person.to_string())
-                    .arg("chat:node:")
-                    .invoke_async(conn),
-            )
-            .await?;
-            if holder.is_empty() {
-                call(
-                    redis::cmd("SADD")
-                        .arg(names_of_key(&self.node))
-                        .arg(key)
-                        .query_async::<()>(conn),
-                )
-                .await?;
-            } else {
+            if !self.claim(conn, key, *person).await? {
                 tracing::warn!(name = %key, "a name held here while Redis was away is held elsewhere too");
             }
         }
@@ -417,10 +383,7 @@ impl BusTask {
         let nodes: Vec<String> = call(redis::cmd("SMEMBERS").arg(NODES).query_async(conn)).await?;
         let mut records = Vec::new();
         for node in nodes.iter().filter(|n| **n != *self.node) {
-            let alive: bool =
-                call(redis::cmd("EXISTS").arg(node_key(node)).query_async(conn)).await?;
-            if !alive {
-                self.bury(conn, node).await?;
+            if self.buried_if_dead(conn, node).await? {
                 continue;
             }
             let fields: Vec<(String, String)> = call(
@@ -468,13 +431,51 @@ impl BusTask {
         nodes.sort();
         nodes.dedup();
         for node in nodes.iter().filter(|n| **n != *self.node) {
-            let alive: bool =
-                call(redis::cmd("EXISTS").arg(node_key(node)).query_async(conn)).await?;
-            if !alive {
-                self.bury(conn, node).await?;
-            }
+            self.buried_if_dead(conn, node).await?;
         }
         Ok(())
+    }
+
+    /// Claims the name `key` for `person` on this node (the `CLAIM` script), and lists it among this
+    /// node's names if granted; whether it was.
+    async fn claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        person: PersonId,
+    ) -> Result<bool, ()> {
+        let holder: String = call(
+            redis::Script::new(CLAIM)
+                .key(name_key(key))
+                .arg(&*self.node)
+                .arg(person.to_string())
+                .arg(node_key(""))
+                .invoke_async(conn),
+        )
+        .await?;
+        if holder.is_empty() {
+            call(
+                redis::cmd("SADD")
+                    .arg(names_of_key(&self.node))
+                    .arg(key)
+                    .query_async::<()>(conn),
+            )
+            .await?;
+        }
+        Ok(holder.is_empty())
+    }
+
+    /// Buries `node` if its lease ran out; whether it did.
+    async fn buried_if_dead(
+        &self,
+        conn: &mut MultiplexedConnection,
+        node: &str,
+    ) -> Result<bool, ()> {
+        let alive: bool = call(redis::cmd("EXISTS").arg(node_key(node)).query_async(conn)).await?;
+        if !alive {
+            self.bury(conn, node).await?;
+        }
+        Ok(!alive)
     }
 
     /// A node whose lease ran out: its people leave here, and its records go from Redis (any node
