@@ -94,6 +94,19 @@ async fn presence_of(client: &mut Client, name: &str, joined: bool, patience: Du
     }
 }
 
+/// Waits up to [`PATIENCE`] until `node`'s room list counts `online` people in a room (cluster-wide).
+async fn room_list_counts(node: &Binary, online: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let rooms = common::http_get(&node.addr, "/api/rooms").await;
+        if rooms.contains(&format!("\"online\":{online}")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {online} online: {rooms}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits up to `patience` for a node's `/healthz` to say `status`.
 async fn health_becomes(node: &Binary, status: &str, patience: Duration) {
     let deadline = Instant::now() + patience;
@@ -198,15 +211,7 @@ async fn joins_and_leaves_on_one_node_are_seen_on_another() {
     presence_of(&mut ann, "bob", true, PATIENCE).await;
     // Bob's snapshot counts ann, on the other node (her presence may take a moment to reach b).
     if !joined.online.contains(&"ann".to_string()) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let rooms = common::http_get(&b.addr, "/api/rooms").await;
-            if rooms.contains("\"online\":2") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "b never counted ann: {rooms}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        room_list_counts(&b, 2).await;
     }
     bob.close().await;
     presence_of(&mut ann, "bob", false, PATIENCE).await;
@@ -392,15 +397,7 @@ async fn original_clients_on_two_nodes_chat_in_the_original_format() {
     // The original format has no "joined": an original client hears what is said after it arrived.
     // Both are counted in the room, on both nodes, before anyone speaks.
     for node in [&a, &b] {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let rooms = common::http_get(&node.addr, "/api/rooms").await;
-            if rooms.contains("\"online\":2") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not both in the room: {rooms}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        room_list_counts(node, 2).await;
     }
     one.send_text("hello from a").await;
     two.send_text("hello from b").await;
