@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{http_get, unlimited_rate, Backend, Binary, Client, TestServer, PATIENCE};
+use common::{forge, http_get, unlimited_rate, Backend, Binary, Client, TestServer, PATIENCE};
 use groupchat::api::HistoryPage;
 use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
 use groupchat::server::Config;
@@ -498,7 +498,7 @@ async fn two_tabs_of_one_person_are_one_presence() {
     assert!(matches!(watcher.said().await, ServerEvent::Leave { name, .. } if name == "ann"));
 
     // A forged session is ignored: a new person with a new name.
-    let forged = session.replace(&session[..4], "ffff");
+    let forged = forge(&session);
     let mut stranger = server.connect_with_cookie("/ws", Some(&forged)).await;
     let (stranger_name, _) = stranger.welcome().await;
     assert_ne!(stranger_name, "ann");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{forge, Client, TestServer};
 use groupchat::api::{HistoryPage, MAX_PAGE_BYTES};
 use groupchat::protocol::{ErrorCode, ServerEvent};
 use groupchat::server::Config;
@@ -385,7 +385,7 @@ async fn the_server_sets_the_session_cookie_http_only_and_secure_behind_https() 
     assert!(cookie.split(';').any(|a| a.trim() == "Secure"), "{cookie}");
 
     // A forged token, or a foreign page, sets nothing.
-    let forged = keep_session(&server, &token.replacen('0', "1", 1), "").await;
+    let forged = keep_session(&server, &forge(&token), "").await;
     assert_eq!(status(&forged), 400, "{forged}");
     assert_eq!(set_cookie(&forged), None);
     let foreign = keep_session(&server, &token, "Origin: http://evil.example\r\n").await;

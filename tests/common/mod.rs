@@ -39,6 +39,15 @@ pub fn unlimited_rate() -> Config {
     }
 }
 
+/// A session token with its signature's last hex digit changed: same shape, wrong signature,
+/// whatever digits the real one happens to hold.
+pub fn forge(token: &str) -> String {
+    let mut forged = token.to_owned();
+    let last = forged.pop().expect("a token");
+    forged.push(if last == '0' { '1' } else { '0' });
+    forged
+}
+
 /// A plain `GET path` to the server at `addr` over HTTP/1.1; the whole response, head and body.
 pub async fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
