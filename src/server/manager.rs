@@ -41,7 +41,7 @@ use super::peers::{BusEvent, Cluster, GapFiller};
 use super::presence::PresenceRecord;
 use super::registry::{ConnId, Identity, Registry};
 use super::replay::{Replay, ReplayLimits};
-use super::rooms::{Gap, Lagging, Rooms};
+use super::rooms::{Fill, Gap, Lagging, Rooms};
 use super::session::Sessions;
 use super::store::{NewMessage, PersonId, Stored};
 use crate::protocol::{
@@ -400,10 +400,10 @@ impl ConnectionManager {
 
     // ---- Gap fills (see `gaps.rs`)
 
-    /// Starts a fill of `room`: the `seq` to read from, unless there is nothing to fill or a fill is
-    /// under way.
-    pub fn begin_fill(&self, room: &str) -> Option<u64> {
-        self.state().rooms.begin_fill(room)
+    /// Starts a fill of `room` for `why`: the `seq` to read from, unless there is nothing to fill or
+    /// a fill is under way.
+    pub fn begin_fill(&self, room: &str, why: Fill) -> Option<u64> {
+        self.state().rooms.begin_fill(room, why)
     }
 
     /// Ends a fill of `room` that read nothing.
@@ -415,13 +415,16 @@ impl ConnectionManager {
     /// the store no longer has; returns whether a gap is still open.
     pub fn filled(&self, room: &str, next: u64, messages: Vec<ChatMessage>) -> bool {
         let mut state = self.state();
-        // What the store has first (else what waits first) is where the sequence goes on: anything
-        // before it is gone for good (retention).
-        let first = messages
+        // The store commits a room's messages in `seq` order, so if its first from `next` on is
+        // beyond `next`, the ones before it are gone for good (retention): the sequence goes on from
+        // there. Only the store can say so: a message waiting here beyond `next` proves nothing,
+        // since the read may have run before `next` was committed (and then it comes on a later
+        // read).
+        if let Some(first) = messages
             .first()
             .map(|m| m.seq)
-            .or_else(|| state.rooms.first_ahead(room));
-        if let Some(first) = first.filter(|first| *first > next) {
+            .filter(|first| *first > next)
+        {
             state.rooms.skip_to(room, first);
         }
         let mut lagging = Vec::new();
@@ -957,16 +960,54 @@ mod tests {
 
         // 5 waits for 4, which the bus lost: the fill reads both from the store.
         manager.apply_bus("b", bus_message(5));
-        assert_eq!(manager.begin_fill("r"), Some(4));
-        assert_eq!(manager.begin_fill("r"), None, "one fill at a time");
+        assert_eq!(manager.begin_fill("r", Fill::Gap), Some(4));
+        assert_eq!(
+            manager.begin_fill("r", Fill::Behind),
+            None,
+            "one fill at a time"
+        );
         assert!(!manager.filled("r", 4, vec![stored_copy(4), stored_copy(5)]));
         assert_eq!(texts(&drain(&ann)), ["live m4", "live m5"]);
 
         // Retention deleted 6 before anyone here saw it: the store starts at 7, and so does the room.
         manager.apply_bus("b", bus_message(8));
-        let next = manager.begin_fill("r").unwrap();
+        let next = manager.begin_fill("r", Fill::Gap).unwrap();
         assert!(!manager.filled("r", next, vec![stored_copy(7), stored_copy(8)]));
         assert_eq!(texts(&drain(&ann)), ["live m7", "live m8"]);
+    }
+
+    #[test]
+    fn a_fill_that_read_the_store_before_the_missing_message_was_stored_skips_nothing() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        drain(&ann);
+        // The fill of 1 reads the store before 1 is committed, and finds nothing; meanwhile 2 came
+        // over the bus. 1 is not gone (the store commits a room's messages in `seq` order): the gap
+        // stays open, and the next read finds it.
+        manager.apply_bus("b", bus_message(2));
+        let next = manager.begin_fill("r", Fill::Gap).unwrap();
+        assert!(
+            manager.filled("r", next, Vec::new()),
+            "the gap is still open"
+        );
+        assert!(texts(&drain(&ann)).is_empty());
+        let next = manager.begin_fill("r", Fill::Gap).unwrap();
+        assert_eq!(next, 1);
+        assert!(!manager.filled("r", next, vec![stored_copy(1), stored_copy(2)]));
+        assert_eq!(texts(&drain(&ann)), ["live m1", "live m2"]);
+    }
+
+    #[test]
+    fn a_gap_that_closed_by_itself_is_not_read_from_the_store() {
+        let manager = manager();
+        let ann = connect(&manager, "ann");
+        join(&manager, &ann);
+        manager.apply_bus("b", bus_message(2));
+        manager.apply_bus("b", bus_message(1));
+        assert_eq!(manager.begin_fill("r", Fill::Gap), None, "nothing waits");
+        // A sync found the store ahead: that fill reads whatever waits or not.
+        assert_eq!(manager.begin_fill("r", Fill::Behind), Some(3));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::metrics as m;
 use super::presence::PresenceRecord;
-use super::rooms::Gap;
+use super::rooms::{Fill, Gap};
 use super::store::PersonId;
 use crate::protocol::ChatMessage;
 
@@ -146,19 +146,15 @@ impl Cluster {
     }
 }
 
-/// How long a gap may stay open before the store is asked: the missing message is usually only a
-/// little late on the bus.
-const HOLD: Duration = Duration::from_millis(100);
-
-/// Asks for gaps in rooms' sequences to be filled (see `gaps.rs`). Cheap to clone.
+/// Asks for rooms' sequences to be filled from the store (see `gaps.rs`). Cheap to clone.
 #[derive(Clone)]
 pub struct GapFiller {
-    requests: mpsc::Sender<(String, Duration)>,
+    requests: mpsc::Sender<(String, Fill)>,
 }
 
 impl GapFiller {
-    /// A handle and the queue its requests arrive in: each a room, and how long to wait first.
-    pub(super) fn new(queue_len: usize) -> (GapFiller, mpsc::Receiver<(String, Duration)>) {
+    /// A handle and the queue its requests arrive in: each a room, and why it is to be filled.
+    pub(super) fn new(queue_len: usize) -> (GapFiller, mpsc::Receiver<(String, Fill)>) {
         let (requests, incoming) = mpsc::channel(queue_len);
         (GapFiller { requests }, incoming)
     }
@@ -166,11 +162,11 @@ impl GapFiller {
     /// A room reported a gap: filled after a short hold, unless it closes by itself. Dropped when
     /// the queue is full: a later report, or the periodic sync, asks again.
     pub fn request(&self, gap: Gap) {
-        let _ = self.requests.try_send((gap.room, HOLD));
+        let _ = self.requests.try_send((gap.room, Fill::Gap));
     }
 
     /// The store is ahead of `room` (found by a sync): fill now.
     pub fn request_now(&self, room: String) {
-        let _ = self.requests.try_send((room, Duration::ZERO));
+        let _ = self.requests.try_send((room, Fill::Behind));
     }
 }

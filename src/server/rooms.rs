@@ -99,6 +99,17 @@ pub struct Gap {
     pub next: u64,
 }
 
+/// Why a room's sequence is to be read from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// Messages wait behind a missing one: read only if they still do (the missing one may have come
+    /// meanwhile).
+    Gap,
+    /// The store is ahead of the room (a sync found messages the bus lost at the end of a burst,
+    /// which leave nothing waiting): read whatever waits.
+    Behind,
+}
+
 pub(super) struct Rooms {
     /// Rooms with members, or with a join under way.
     rooms: HashMap<String, Room>,
@@ -648,12 +659,12 @@ impl Rooms {
         self.drain(room)
     }
 
-    /// The next `seq` `room` expects, if it follows a sequence; and whether a fill may start (none is
-    /// under way, which this marks started).
-    pub fn begin_fill(&mut self, room: &str) -> Option<u64> {
+    /// Starts a fill of `room` for `why`: the `seq` to read from, unless the room follows no
+    /// sequence, a fill is under way already, or (for a [`Fill::Gap`]) nothing waits any more.
+    pub fn begin_fill(&mut self, room: &str, why: Fill) -> Option<u64> {
         let r = self.rooms.get_mut(room)?;
         let next = r.next_seq?;
-        if r.filling {
+        if r.filling || (why == Fill::Gap && r.ahead.is_empty()) {
             return None;
         }
         r.filling = true;
@@ -680,11 +691,6 @@ impl Rooms {
                 r.next_seq = Some(first);
             }
         }
-    }
-
-    /// The lowest `seq` waiting in `room`.
-    pub fn first_ahead(&self, room: &str) -> Option<u64> {
-        self.rooms.get(room).and_then(|r| r.ahead.first())
     }
 
     /// Every room here that follows a sequence, with the `seq` it expects next.
