@@ -3,8 +3,8 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 
-// The suite starts the release server itself (built by `cargo leptos build --release`, which `make test`
-// runs first) on its own port, so it never meets a `make run` instance on 3000.
+// The suite starts the release server itself (built by `cargo leptos build --release --precompress`, which
+// `make test` runs first) on its own port, so it never meets a `make run` instance on 3000.
 const port = Number(process.env.E2E_PORT ?? 3100);
 const root = path.resolve(__dirname, "..");
 // A fresh, empty data directory (history and session key) for every run of the suite.

@@ -47,7 +47,9 @@ step "Rust tests (unit + integration over real sockets)"
 cargo test --features ssr
 
 step "release build of the site and server"
-cargo leptos build --release
+# --precompress: the site's files compressed once at build time at brotli's best quality, as deployed
+# (end2end/tests/weight.spec.ts holds the first load to its budget).
+cargo leptos build --release --precompress
 
 step "browser tests (Playwright, headless chromium)"
 cd end2end

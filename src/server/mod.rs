@@ -15,8 +15,9 @@
 // `Chat` queries tests and tools use). Grouped by layer, bottom up: each module imports only from its
 // own layer's lower modules or from layers above it in this list, so there is no import cycle.
 
-// Wire and plain values: frames, close codes, settings, time, limits.
+// Wire and plain values: frames, close codes, settings, time, limits, what responses are compressed.
 mod clock;
+mod compression;
 mod config;
 mod error;
 mod frame;
@@ -213,6 +214,9 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Pages and JSON compressed on the fly; the site's files precompressed at build time, served
+        // as they are (see `compression.rs`). Never the chat sockets' `101`.
+        .layer(compression::layer())
         // Outside every route and the fallback: no request for a foreign host name gets anything.
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(hosts),

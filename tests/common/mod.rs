@@ -8,6 +8,7 @@ pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -57,6 +58,86 @@ pub async fn http_get(addr: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     response
+}
+
+/// A response read off the wire: status, headers (names in lower case) and the body, de-chunked but
+/// otherwise as sent (still compressed, if it was).
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The value of header `name` (lower case), if it was sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `GET path` to the server at `addr` over HTTP/1.1 with the extra request `headers`; the response as
+/// sent.
+pub async fn http_get_raw(addr: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let end = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = std::str::from_utf8(&response[..end]).expect("a readable head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let mut body = response[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The data of a chunked HTTP/1.1 body (chunk extensions and trailers ignored).
+fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    loop {
+        let line_end = chunked
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .expect("a chunk size line");
+        let size_line = std::str::from_utf8(&chunked[..line_end]).expect("a readable chunk size");
+        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16).expect("a hexadecimal chunk size");
+        if size == 0 {
+            return data;
+        }
+        let start = line_end + 2;
+        data.extend_from_slice(&chunked[start..start + size]);
+        chunked = &chunked[start + size + 2..];
+    }
 }
 
 /// The engine a test server keeps its history in.
@@ -132,13 +213,28 @@ impl TestServer {
     }
 
     /// A server with `config` on `data_dir`, e.g. the one a stopped server used.
-    pub async fn start_in(mut config: Config, data_dir: Arc<tempfile::TempDir>) -> TestServer {
+    pub async fn start_in(config: Config, data_dir: Arc<tempfile::TempDir>) -> TestServer {
+        Self::start_serving(config, data_dir, Path::new("target/site")).await
+    }
+
+    /// A server with `config` whose static files are those in `site_root` rather than the build's
+    /// `target/site`, on a fresh data directory.
+    pub async fn start_with_site(config: Config, site_root: &Path) -> TestServer {
+        let data_dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        Self::start_serving(config, data_dir, site_root).await
+    }
+
+    async fn start_serving(
+        mut config: Config,
+        data_dir: Arc<tempfile::TempDir>,
+        site_root: &Path,
+    ) -> TestServer {
         config.data_dir = data_dir.path().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let options = LeptosOptions::builder()
             .output_name("groupchat")
-            .site_root("target/site")
+            .site_root(site_root.to_str().expect("a UTF-8 site root"))
             .build();
         let state = AppState::new(options, config)
             .await
@@ -195,6 +291,11 @@ impl TestServer {
     /// A plain `GET path` over HTTP/1.1; the whole response, head and body.
     pub async fn http_get(&self, path: &str) -> String {
         http_get(&self.addr.to_string(), path).await
+    }
+
+    /// `GET path` with the extra request `headers`; the response as sent.
+    pub async fn http_get_raw(&self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        http_get_raw(&self.addr.to_string(), path, headers).await
     }
 
     /// Waits (bounded) until the manager holds exactly `n` connections.
