@@ -113,6 +113,12 @@ struct Args {
     /// A label printed with the result.
     #[arg(long, default_value = "")]
     label: String,
+    /// Profile the servers' cores over the measured window (`perf record -a -g` into this file).
+    #[arg(long)]
+    perf: Option<std::path::PathBuf>,
+    /// The cores `--perf` samples: the ones the servers are pinned to.
+    #[arg(long, default_value = "0")]
+    perf_cpus: String,
     /// Passed by `cargo bench` to every bench target; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -403,10 +409,18 @@ async fn fanout(args: &Args) -> Result<String, String> {
 
     let pids: Vec<u32> = args.server_pid.iter().map(|(_, pid)| *pid).collect();
     tokio::time::sleep_until((started + warmup).into()).await;
+    let profile = args
+        .perf
+        .as_deref()
+        .map(|out| Profile::start(out, &args.perf_cpus))
+        .transpose()?;
     let cpu_before = CpuSample::take(&pids);
     let rss_before = pids.first().copied().and_then(rss_kib);
     tokio::time::sleep_until(send_stop.into()).await;
     let cpu_after = CpuSample::take(&pids);
+    if let Some(profile) = profile {
+        profile.stop()?;
+    }
     let rss_after = pids.first().copied().and_then(rss_kib);
     for task in tasks {
         let _ = task.await;
@@ -617,6 +631,40 @@ async fn hostile(args: &Args) -> Result<String, String> {
         "{{\"label\":{:?},\"target\":\"{:?}\",\"clients\":{},\"history\":{},\"pad\":{},\"rss_kib_before\":{},\"rss_kib_peak\":{},\"pinned_kib_per_hostile\":{:.0},\"hostile_closed\":{}}}",
         args.label, args.target, args.clients, args.history, args.pad, before, peak, pinned, closed
     ))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Profiling the servers' cores
+
+/// `perf record` sampling every process on the servers' cores, call graphs included, for the window.
+struct Profile(std::process::Child);
+
+impl Profile {
+    fn start(out: &std::path::Path, cpus: &str) -> Result<Profile, String> {
+        let child = std::process::Command::new("perf")
+            .args([
+                "record", "--quiet", "-a", "-g", "-F", "999", "-C", cpus, "-o",
+            ])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("perf record: {e}"))?;
+        Ok(Profile(child))
+    }
+
+    /// Stops the recording as Ctrl-C would (perf then writes its file out), and waits for it: it runs
+    /// on our core, after the window.
+    fn stop(mut self) -> Result<(), String> {
+        let pid = libc::pid_t::try_from(self.0.id()).map_err(|e| e.to_string())?;
+        // SAFETY: signalling our own child, which has not been waited for yet.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let status = self.0.wait().map_err(|e| format!("perf record: {e}"))?;
+        // perf exits with the signal's status when interrupted; only a failure to start says more.
+        if status.code().is_some_and(|c| c != 0 && c != 130) {
+            return Err(format!("perf record: {status}"));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
