@@ -412,7 +412,7 @@ async fn fanout(args: &Args) -> Result<String, String> {
     let profile = args
         .perf
         .as_deref()
-        .map(|out| Profile::start(out, &args.perf_cpus))
+        .map(|out| Profile::start(out, &args.perf_cpus, &args.server_pid))
         .transpose()?;
     let cpu_before = CpuSample::take(&pids);
     let rss_before = pids.first().copied().and_then(rss_kib);
@@ -576,6 +576,9 @@ async fn hostile(args: &Args) -> Result<String, String> {
         .pop()
         .ok_or("no seeder")?;
     let text = "x".repeat(args.pad.max(1));
+    // One message at a time, reading until its ack: the seeder is in the room too, so every message
+    // comes back to it, and a seeder that sent all of them before reading would hold megabytes unread
+    // and be closed as a slow consumer (1013) before the room was full.
     for i in 0..args.history {
         let frame = serde_json::json!({
             "type": "message", "room": "general", "text": text, "client_id": format!("seed-{i}")
@@ -584,13 +587,12 @@ async fn hostile(args: &Args) -> Result<String, String> {
             .send(Message::text(frame.to_string()))
             .await
             .map_err(|e| format!("seeding: {e}"))?;
-    }
-    let mut acked = 0;
-    while acked < args.history {
-        match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"ack\"") => acked += 1,
-            Ok(Some(Ok(_))) => {}
-            other => return Err(format!("seeding: {acked} acks, then {other:?}")),
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"ack\"") => break,
+                Ok(Some(Ok(_))) => {}
+                other => return Err(format!("seeding: {i} acks, then {other:?}")),
+            }
         }
     }
     drop(seeder);
@@ -640,7 +642,22 @@ async fn hostile(args: &Args) -> Result<String, String> {
 struct Profile(std::process::Child);
 
 impl Profile {
-    fn start(out: &std::path::Path, cpus: &str) -> Result<Profile, String> {
+    /// Also writes, beside `out` (as `.procs`), every server process as `name pid` lines, descendants
+    /// included, so that `tools/bench_profile.py` can tell whose samples are whose.
+    fn start(
+        out: &std::path::Path,
+        cpus: &str,
+        servers: &[(String, u32)],
+    ) -> Result<Profile, String> {
+        let roots: Vec<u32> = servers.iter().map(|(_, pid)| *pid).collect();
+        let mut procs = String::new();
+        for ((name, _), tree) in servers.iter().zip(process_trees(&roots)) {
+            for pid in tree {
+                procs.push_str(&format!("{name} {pid}\n"));
+            }
+        }
+        let procs_file = out.with_extension("procs");
+        std::fs::write(&procs_file, procs).map_err(|e| format!("{}: {e}", procs_file.display()))?;
         let child = std::process::Command::new("perf")
             .args([
                 "record", "--quiet", "-a", "-g", "-F", "999", "-C", cpus, "-o",
@@ -774,11 +791,27 @@ fn usage(pid: u32) -> Option<Usage> {
     Some(usage)
 }
 
-/// Each of `roots` together with all its descendants, from one pass over /proc: a server may be several
-/// processes (PostgreSQL forks one per connection). A descendant that exits and is reaped moves into its
-/// parent's `cutime` and `cstime`, so nothing is lost; what it had used before the window is then counted
-/// in it too (a small overcount, for processes that live shorter than a window).
+/// Each of `roots` together with all its descendants, counted as one: a server may be several processes
+/// (PostgreSQL forks one per connection). A descendant that exits and is reaped moves into its parent's
+/// `cutime` and `cstime`, so nothing is lost; what it had used before the window is then counted in it
+/// too (a small overcount, for processes that live shorter than a window).
 fn tree_usage(roots: &[u32]) -> Vec<Option<Usage>> {
+    process_trees(roots)
+        .into_iter()
+        .map(|tree| {
+            let (root, descendants) = tree.split_first()?;
+            let own = usage(*root)?;
+            Some(
+                descendants
+                    .iter()
+                    .fold(own, |total, pid| total + usage(*pid).unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+/// Each of `roots` (first) and its descendants, from one pass over /proc; empty for a root that is gone.
+fn process_trees(roots: &[u32]) -> Vec<Vec<u32>> {
     if roots.is_empty() {
         return Vec::new();
     }
@@ -794,13 +827,16 @@ fn tree_usage(roots: &[u32]) -> Vec<Option<Usage>> {
     roots
         .iter()
         .map(|root| {
-            let mut total = usage(*root)?;
-            let mut pending: Vec<u32> = children.get(root).cloned().unwrap_or_default();
-            while let Some(pid) = pending.pop() {
-                total = total + usage(pid).unwrap_or_default();
-                pending.extend(children.get(&pid).into_iter().flatten());
+            if parent(*root).is_none() {
+                return Vec::new();
             }
-            Some(total)
+            let mut tree = vec![*root];
+            let mut next = 0;
+            while let Some(pid) = tree.get(next).copied() {
+                tree.extend(children.get(&pid).into_iter().flatten());
+                next += 1;
+            }
+            tree
         })
         .collect()
 }

@@ -269,7 +269,6 @@ loadgen() { # $1 = side, $2 = label, then loadgen flags
   if [ "${BENCH_PERF:-0}" = 1 ] && [[ " $* " != *" --mode "* ]]; then
     mkdir -p "$out/perf"
     profile=(--perf "$out/perf/$side-$label.data" --perf-cpus 0)
-    echo "$pids" >"$out/perf/$side-$label.pids"
   fi
   # Bounded: a scenario that hangs (the reference's stalled room) is cut off, and says so. A run that
   # fails is tried once more on a fresh server (the reference has been seen refusing its first
@@ -393,7 +392,6 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
   for data in "$out"/perf/*.data; do
     [ -e "$data" ] || continue
     echo "$(basename "$data" .data):"
-    # shellcheck disable=SC2046 # one name=pid per word
-    python3 tools/bench_profile.py "$data" $(tr ',' ' ' <"${data%.data}.pids") || echo "  (perf script failed)"
+    python3 tools/bench_profile.py "$data" || echo "  (perf script failed)"
   done
 fi

@@ -3,10 +3,12 @@
 core (the load generator's `--perf`) and splits its samples by process, then each chat server's by what
 it was doing. Run by tools/bench.sh when BENCH_PERF=1; by hand:
 
-    python3 tools/bench_profile.py target/bench/perf/ours-fanout-20k.data ours=1234
+    python3 tools/bench_profile.py target/bench/perf/ours-fanout-20k.data
 
-Arguments after the file: `name=pid` of the server processes (the chat servers, by process id);
-PostgreSQL's and Redis's processes are recognised by name, whatever their pid (PostgreSQL forks).
+Whose samples are whose comes from the `.procs` file beside it (`name pid` lines, written by the load
+generator as the window starts: every server process and its descendants). A process forked during the
+window (a PostgreSQL backend for a new connection) counts as other work: the machine may run other
+PostgreSQL servers, so names cannot tell.
 
 The categories, for a chat server's sample, by the first that matches anywhere in its call chain:
   wake reader     waking the receiving socket's sleeping reader (sock_def_readable, ep_poll_callback): on
@@ -80,25 +82,26 @@ def category(frames):
 
 
 def main():
-    path, servers = sys.argv[1], dict(arg.split("=", 1) for arg in sys.argv[2:])
-    by_pid = {int(pid): name for name, pid in servers.items() if pid.isdigit()}
+    path = sys.argv[1]
+    by_pid = {}
+    with open(path.rsplit(".", 1)[0] + ".procs") as procs:
+        for line in procs:
+            name, pid = line.split()
+            by_pid[int(pid)] = name
+    chat_servers = {name for name in by_pid.values() if name not in ("postgres", "redis")}
     per_process = collections.Counter()
     per_category = collections.defaultdict(collections.Counter)
     total = 0
-    for comm, pid, frames in samples(path):
+    for _comm, pid, frames in samples(path):
         total += 1
         if pid == 0:
             process = "(idle)"
         elif pid in by_pid:
             process = by_pid[pid]
-        elif comm.startswith("postgres"):
-            process = "postgres"
-        elif comm.startswith("redis"):
-            process = "redis"
         else:
             process = "(other work on the core)"
         per_process[process] += 1
-        if pid in by_pid:
+        if process in chat_servers:
             per_category[process][category(frames)] += 1
     if not total:
         print("  no samples")
