@@ -241,6 +241,15 @@ struct Tally {
     receipts: u64,
     duplicated_or_late: u64,
     gaps: u64,
+    /// Per receiver, its receipts of benchmark messages without duplicates: what each server (node)
+    /// failed to deliver to its own clients.
+    unique_by_receiver: Vec<u64>,
+    /// Receivers whose connection ended (closed by the server, or reset) before the end of the run.
+    closed_early: u64,
+    /// Error events received (a send refused, say: then every client misses that message, and the
+    /// sender, unlike the page, does not send it again), and the first of them.
+    errors: u64,
+    first_error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -281,12 +290,21 @@ async fn receive(
         let next = tokio::time::timeout_at(stop_at.into(), stream.next()).await;
         let Ok(Some(Ok(Message::Text(frame)))) = next else {
             match next {
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
+                    tally.borrow_mut().closed_early += 1;
+                    return;
+                }
                 Ok(Some(Ok(_))) => continue,
-                _ => return,
+                Err(_) => return,
             }
         };
         let Some((sender, seq, sent)) = payload_of(target, frame.as_str()).and_then(parse_payload)
         else {
+            if target == Target::Groupchat && frame.contains("\"type\":\"error\"") {
+                let mut t = tally.borrow_mut();
+                t.errors += 1;
+                t.first_error.get_or_insert_with(|| frame.to_string());
+            }
             continue;
         };
         let mut t = tally.borrow_mut();
@@ -295,9 +313,11 @@ async fn receive(
         let expected = &mut t.next[me][sender];
         if seq == *expected {
             *expected += 1;
+            t.unique_by_receiver[me] += 1;
         } else if seq > *expected {
             *expected = seq + 1;
             t.gaps += 1;
+            t.unique_by_receiver[me] += 1;
         } else {
             t.duplicated_or_late += 1;
         }
@@ -370,6 +390,10 @@ async fn fanout(args: &Args) -> Result<String, String> {
         receipts: 0,
         duplicated_or_late: 0,
         gaps: 0,
+        unique_by_receiver: vec![0; args.clients],
+        closed_early: 0,
+        errors: 0,
+        first_error: None,
     }));
     let sent = Rc::new(RefCell::new(vec![0u64; senders]));
     let send_stop = started + warmup + window;
@@ -436,6 +460,12 @@ async fn fanout(args: &Args) -> Result<String, String> {
     let expected: u64 = sent.iter().sum::<u64>() * args.clients as u64;
     let unique = t.receipts - t.duplicated_or_late;
     let lost = expected.saturating_sub(unique);
+    // The same, client by client, summed per server: which node's clients missed what.
+    let sent_total: u64 = sent.iter().sum();
+    let mut lost_by_server = vec![0u64; args.addr.len()];
+    for (i, received) in t.unique_by_receiver.iter().enumerate() {
+        lost_by_server[i % args.addr.len()] += sent_total.saturating_sub(*received);
+    }
     let per_sec = t.in_window as f64 / window.as_secs_f64();
     // Over the window: the servers' CPU per delivery, each process's and all together (none if any of
     // them is missing), and how long they waited for their core; the load generator's own CPU, its wait
@@ -487,7 +517,9 @@ async fn fanout(args: &Args) -> Result<String, String> {
             "\"lost\":{},\"duplicated_or_late\":{},\"out_of_order\":{},\"cpu_us_per_delivery\":{},",
             "\"cpu_us_by_process\":{},\"server_wait_pct\":{},\"loadgen_cpu_pct\":{},",
             "\"loadgen_wait_pct\":{},\"deliveries_per_loadgen_wakeup\":{},",
-            "\"rss_kib_start\":{},\"rss_kib_end\":{},\"stalled\":{}}}"
+            "\"rss_kib_start\":{},\"rss_kib_end\":{},\"stalled\":{},",
+            "\"server_errors\":{},\"first_server_error\":{},\"closed_by_server\":{},",
+            "\"lost_by_server\":{:?}}}"
         ),
         args.label,
         args.target,
@@ -510,6 +542,10 @@ async fn fanout(args: &Args) -> Result<String, String> {
         rss_before.map_or("null".into(), |v| v.to_string()),
         rss_after.map_or("null".into(), |v| v.to_string()),
         stalled_end.map_or("null".into(), |s| format!("{s:?}")),
+        t.errors,
+        serde_json::Value::from(t.first_error.clone()),
+        t.closed_early,
+        lost_by_server,
     ))
 }
 
@@ -575,6 +611,15 @@ async fn hostile(args: &Args) -> Result<String, String> {
         .await?
         .pop()
         .ok_or("no seeder")?;
+    // The welcome comes before the seeder is in `general`: a message sent before its `joined` would be
+    // refused (`not_joined`).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"joined\"") => break,
+            Ok(Some(Ok(_))) => {}
+            other => return Err(format!("seeding: no joined ({other:?})")),
+        }
+    }
     let text = "x".repeat(args.pad.max(1));
     // One message at a time, reading until its ack: the seeder is in the room too, so every message
     // comes back to it, and a seeder that sent all of them before reading would hold megabytes unread
@@ -587,9 +632,14 @@ async fn hostile(args: &Args) -> Result<String, String> {
             .send(Message::text(frame.to_string()))
             .await
             .map_err(|e| format!("seeding: {e}"))?;
+        // One deadline for the ack, whatever else comes meanwhile (the server's pings keep coming).
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match tokio::time::timeout(Duration::from_secs(30), seeder.next()).await {
+            match tokio::time::timeout_at(deadline.into(), seeder.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"ack\"") => break,
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"type\":\"error\"") => {
+                    return Err(format!("seeding: {i} acks, then {t}"))
+                }
                 Ok(Some(Ok(_))) => {}
                 other => return Err(format!("seeding: {i} acks, then {other:?}")),
             }

@@ -29,7 +29,7 @@
 #   hostile-20   a room of 150 messages of 60 KB; 20 clients that never read rejoin it asking for all of
 #                it, and send pings, for 10 s: the memory one hostile connection pins (ours only)
 # BENCH_QUICK=1 shrinks everything to a few-minute smoke run; BENCH_SCENARIOS=fanout-20k,fanout-50k runs
-# only those; BENCH_PERF=1 also profiles core 0 over each fan-out window (`perf record`, 999 samples a
+# only those, BENCH_SIDES=ours,cluster only those sides; BENCH_PERF=1 also profiles core 0 over each fan-out window (`perf record`, 999 samples a
 # second) and says where each side's CPU went (tools/bench_profile.py). Results: target/bench/results.jsonl
 #
 # The load generator is measured too. On loopback a delivery's cost is mostly the kernel's: the TCP path
@@ -287,11 +287,13 @@ loadgen() { # $1 = side, $2 = label, then loadgen flags
 
 # Scenario by scenario, every side in turn: the runs compared are minutes apart, not the whole benchmark.
 wanted() { [ -z "${BENCH_SCENARIOS:-}" ] || [[ ",$BENCH_SCENARIOS," == *",$1,"* ]]; }
+wanted_side() { [ -z "${BENCH_SIDES:-}" ] || [[ ",$BENCH_SIDES," == *",$1,"* ]]; }
 scenario() { # $1 = label, $2 = sides (space-separated), then loadgen flags
   local label=$1 sides=$2 side
   shift 2
   wanted "$label" || return 0
   for side in $sides; do
+    wanted_side "$side" || continue
     start_server "$side"; loadgen "$side" "$label" "$@"
   done
 }
@@ -377,6 +379,12 @@ for scenario in scenarios:
                   + "; ".join(n for n in notes if n))
         else:
             notes[:0] = [headroom(r), split(r)]
+            if r.get("closed_by_server"):
+                notes.append(f"{r['closed_by_server']} clients closed by the server")
+            if r.get("lost") and len(r.get("lost_by_server") or []) > 1:
+                notes.append("lost by node: " + ", ".join(str(n) for n in r["lost_by_server"]))
+            if r.get("server_errors"):
+                notes.append(f"{r['server_errors']} error events, the first: {r['first_server_error'][:100]}")
             if r.get("stalled"):
                 notes.insert(0, f"stalled client: {r['stalled']}")
             lg = f"{cell(r, 'loadgen_cpu_pct')}/{cell(r, 'loadgen_wait_pct')}%"
