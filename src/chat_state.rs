@@ -147,6 +147,8 @@ pub struct ChatState {
     pub pending: RwSignal<Vec<Pending>>,
     /// The server's limits, from its welcome (its defaults until then).
     pub limits: RwSignal<WelcomeLimits>,
+    /// People online in each room with any, as the server pushes them (empty until it has).
+    pub online_counts: RwSignal<BTreeMap<String, usize>>,
     next_key: StoredValue<u64>,
 }
 
@@ -159,6 +161,7 @@ impl ChatState {
             rooms: RwSignal::new(BTreeMap::new()),
             pending: RwSignal::new(Vec::new()),
             limits: RwSignal::new(WelcomeLimits::default()),
+            online_counts: RwSignal::new(BTreeMap::new()),
             next_key: StoredValue::new(0),
         }
     }
@@ -257,6 +260,8 @@ impl ChatState {
             ServerEvent::Welcome { name, limits, .. } => {
                 self.me.set(Some(name));
                 self.limits.set(limits);
+                // Every count is told afresh right after the welcome.
+                self.online_counts.set(BTreeMap::new());
                 self.rooms.update(|rooms| {
                     for view in rooms.values_mut() {
                         view.joined = false;
@@ -332,6 +337,15 @@ impl ChatState {
             } => {}
             ServerEvent::Error { message, .. } => self.local_error(message),
             ServerEvent::Pong => {}
+            ServerEvent::RoomCounts { counts } => self.online_counts.update(|known| {
+                for (room, count) in counts {
+                    if count == 0 {
+                        known.remove(&room);
+                    } else {
+                        known.insert(room, count);
+                    }
+                }
+            }),
         }
     }
 
@@ -519,6 +533,28 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn pushed_online_counts_update_the_known_ones_and_a_welcome_starts_afresh() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        let counts = |pairs: &[(&str, usize)]| ServerEvent::RoomCounts {
+            counts: pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        };
+        chat.apply(counts(&[("general", 2), ("dev", 1)]));
+        chat.apply(counts(&[("general", 3), ("dev", 0)]));
+        assert_eq!(
+            chat.online_counts.get_untracked(),
+            BTreeMap::from([("general".to_string(), 3)])
+        );
+        chat.apply(ServerEvent::Welcome {
+            name: "bob".into(),
+            session: "t".into(),
+            limits: WelcomeLimits::default(),
+        });
+        assert!(chat.online_counts.get_untracked().is_empty());
     }
 
     #[test]
