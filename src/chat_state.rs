@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::protocol::{ChatMessage, ErrorCode, ServerEvent, WelcomeLimits};
+use crate::protocol::{ChatMessage, ErrorCode, FrameKind, FrameRef, ServerEvent, WelcomeLimits};
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
 /// without bound (they can be paged in again).
@@ -335,6 +335,22 @@ impl ChatState {
                 code: ErrorCode::AlreadyJoined,
                 ..
             } => {}
+            // A join the server could not serve for now (its store busy or away): asked again (see
+            // `socket.rs`), not shown.
+            ServerEvent::Error {
+                code: ErrorCode::Unavailable,
+                answers:
+                    Some(FrameRef {
+                        kind: FrameKind::Join,
+                        room: Some(room),
+                        ..
+                    }),
+                ..
+            } => self.rooms.update(|rooms| {
+                if let Some(view) = rooms.get_mut(&room) {
+                    view.join_sent = false;
+                }
+            }),
             ServerEvent::Error { message, .. } => self.local_error(message),
             ServerEvent::Pong => {}
             ServerEvent::RoomCounts { counts } => self.online_counts.update(|known| {
@@ -533,6 +549,31 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn a_join_refused_for_now_is_asked_again() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        assert_eq!(chat.take_joins(), [("general".to_string(), None)]);
+        assert!(chat.take_joins().is_empty(), "asked once");
+        chat.apply(ServerEvent::Error {
+            code: ErrorCode::Unavailable,
+            message: "try again in a moment".into(),
+            answers: Some(FrameRef {
+                kind: FrameKind::Join,
+                room: Some("general".into()),
+                client_id: None,
+            }),
+        });
+        assert_eq!(chat.take_joins(), [("general".to_string(), None)]);
+        assert!(
+            texts(&chat, "general").is_empty(),
+            "not shown: {:?}",
+            texts(&chat, "general")
+        );
     }
 
     #[test]
