@@ -449,10 +449,25 @@ fn LineView(line: Line) -> impl IntoView {
             text,
             ts,
             mine,
+            edited,
+            deleted,
+            reply_to,
         } => view! {
-            <li class="line message" class:mine=mine data-seq=seq>
+            <li class="line message" class:mine=mine class:deleted=deleted data-seq=seq>
+                {reply_to.map(|quote| view! {
+                    <span class="quote" data-reply-to=quote.seq>
+                        <bdi class="quoted-from">{quote.from}</bdi>
+                        ": "
+                        {if quote.text.is_empty() { "message deleted".to_owned() } else { quote.text }}
+                    </span>
+                })}
                 <strong class="from"><bdi>{from}</bdi></strong>
-                <span class="text">{text}</span>
+                {if deleted {
+                    view! { <span class="text deleted">"message deleted"</span> }.into_any()
+                } else {
+                    view! { <span class="text">{text}</span> }.into_any()
+                }}
+                {edited.then(|| view! { <span class="edited">" (edited)"</span> })}
                 <time class="ts">{clock(ts)}</time>
             </li>
         }
@@ -549,6 +564,7 @@ fn Composer(chat: ChatState, room: String) -> impl IntoView {
                 room: room.clone(),
                 text: text.clone(),
                 client_id: Some(client_id.clone()),
+                reply_to: None,
             };
             let size = serde_json::to_string(&frame).map_or(usize::MAX, |json| json.len());
             if size > max {

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::protocol::{ChatMessage, ErrorCode, FrameKind, FrameRef, ServerEvent, WelcomeLimits};
+use crate::protocol::{
+    ChatMessage, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, ServerEvent, WelcomeLimits,
+};
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
 /// without bound (they can be paged in again).
@@ -84,6 +86,12 @@ pub enum LineKind {
         ts: u64,
         /// Sent under this page's own name.
         mine: bool,
+        /// Changed by its author since it was sent.
+        edited: bool,
+        /// Deleted by its author: "message deleted" stands in its place.
+        deleted: bool,
+        /// What it answers, if it is a reply.
+        reply_to: Option<Quote>,
     },
     Joined {
         name: String,
@@ -301,6 +309,9 @@ impl ChatState {
                 text,
                 ts,
                 client_id,
+                kind,
+                target,
+                reply_to,
             } => {
                 self.settle(client_id.as_deref());
                 let message = ChatMessage {
@@ -309,6 +320,11 @@ impl ChatState {
                     text,
                     ts,
                     client_id,
+                    kind,
+                    target,
+                    reply_to,
+                    edited: false,
+                    deleted: false,
                 };
                 self.with_room(&room, |state, view| state.fill(view, vec![message]));
             }
@@ -452,11 +468,59 @@ impl ChatState {
                 continue;
             }
             view.last_seq = message.seq;
+            if message.kind != EntryKind::Message {
+                self.change_line(view, &message);
+                continue;
+            }
             if view.first_seq == 0 {
                 view.first_seq = message.seq;
             }
             let line = self.message_line(message);
             self.push(view, line.kind);
+        }
+    }
+
+    /// Applies an edit or delete to the line of the message it changes (and to the quotes of it in
+    /// replies), if it is on the page. A changed line takes a new key, so the keyed list renders it
+    /// again.
+    fn change_line(&self, view: &mut RoomView, change: &ChatMessage) {
+        let Some(target) = change.target else {
+            return;
+        };
+        for line in view.lines.iter_mut() {
+            let LineKind::Message {
+                seq,
+                text,
+                edited,
+                deleted,
+                reply_to,
+                ..
+            } = &mut line.kind
+            else {
+                continue;
+            };
+            if *seq == target {
+                match change.kind {
+                    EntryKind::Edit => {
+                        text.clone_from(&change.text);
+                        *edited = true;
+                    }
+                    EntryKind::Delete => {
+                        text.clear();
+                        *deleted = true;
+                    }
+                    EntryKind::Message => continue,
+                }
+            } else if change.kind == EntryKind::Delete
+                && reply_to.as_ref().is_some_and(|quote| quote.seq == target)
+            {
+                if let Some(quote) = reply_to {
+                    quote.text.clear();
+                }
+            } else {
+                continue;
+            }
+            line.key = self.take_key();
         }
     }
 
@@ -472,6 +536,9 @@ impl ChatState {
                 text: message.text,
                 ts: message.ts,
                 mine,
+                edited: message.edited,
+                deleted: message.deleted,
+                reply_to: message.reply_to,
             },
         }
     }
@@ -512,6 +579,9 @@ mod tests {
             text: text.into(),
             ts: 0,
             client_id: None,
+            kind: EntryKind::Message,
+            target: None,
+            reply_to: None,
         }
     }
 
@@ -522,6 +592,7 @@ mod tests {
             text: text.into(),
             ts: 0,
             client_id: None,
+            ..ChatMessage::default()
         }
     }
 

@@ -42,6 +42,25 @@ pub enum ClientFrame {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        /// The `seq` of the message in `room` this one answers: it is sent with a quote of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+    },
+    /// Change the text of your own message `seq` in `room` (marked edited for everyone). `client_id`
+    /// as for a message: stored once however often sent.
+    Edit {
+        room: String,
+        seq: u64,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    /// Delete your own message `seq` in `room`: "message deleted" stands in its place.
+    Delete {
+        room: String,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
     },
     /// Follow a room, creating it if it is new. `after`: the last sequence number this client has of it;
     /// the server then replays exactly the messages after it (see [`ServerEvent::Joined`]). Without it,
@@ -85,6 +104,7 @@ impl ClientFrame {
                 room: default_room(),
                 text: raw.to_owned(),
                 client_id: None,
+                reply_to: None,
             });
         }
         // Two steps, so that "this is not JSON" and "this is JSON we don't understand" get distinct
@@ -95,8 +115,41 @@ impl ClientFrame {
     }
 }
 
-/// One stored message, as history pages and replays carry it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What an entry of a room's log is: a message, or a change its author made to an earlier one. Each
+/// has its own `seq`, so a client catching up with `after` gets the changes too, in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    #[default]
+    Message,
+    /// Message `target` now reads `text`.
+    Edit,
+    /// Message `target` was deleted: "message deleted" stands in its place.
+    Delete,
+}
+
+impl EntryKind {
+    fn is_message(&self) -> bool {
+        *self == EntryKind::Message
+    }
+}
+
+/// The start of the message a reply answers, as it read when the reply was sent (emptied if that
+/// message is deleted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub seq: u64,
+    pub from: String,
+    /// Its first line, at most [`QUOTE_CHARS`] characters.
+    pub text: String,
+}
+
+/// Longest quote of a replied-to message, in characters.
+pub const QUOTE_CHARS: usize = 120;
+
+/// One entry of a room's log, as history pages, replays and the bus carry it. A message is given in
+/// its current state: `edited`, or `deleted` (then its text is empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// The room's sequence number: 1, 2, 3… with no gaps, in the order the server stored them.
     pub seq: u64,
@@ -107,6 +160,22 @@ pub struct ChatMessage {
     /// The sender's own id for it, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "EntryKind::is_message")]
+    pub kind: EntryKind,
+    /// For an edit or a delete: the `seq` of the message it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    /// For a reply: what it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Quote>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A frame the server sends to clients.
@@ -139,7 +208,8 @@ pub enum ServerEvent {
         online: Vec<String>,
         online_count: usize,
     },
-    /// Someone said something in `room`. The sender receives its own message too.
+    /// Someone said something in `room`, or changed what they said (`kind` `edit` or `delete`, with
+    /// the `target` message); fields as in [`ChatMessage`]. The sender receives its own too.
     Message {
         room: String,
         seq: u64,
@@ -148,6 +218,12 @@ pub enum ServerEvent {
         ts: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "EntryKind::is_message")]
+        kind: EntryKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Quote>,
     },
     /// Your message is stored (durably) as `seq` in `room`. Sent once per `message` frame, also for a
     /// resend of one already stored.
@@ -222,6 +298,8 @@ pub struct FrameRef {
 #[serde(rename_all = "snake_case")]
 pub enum FrameKind {
     Message,
+    Edit,
+    Delete,
     Join,
     Leave,
     Typing,
@@ -235,6 +313,12 @@ impl ClientFrame {
             ClientFrame::Message {
                 room, client_id, ..
             } => (FrameKind::Message, Some(room), client_id.clone()),
+            ClientFrame::Edit {
+                room, client_id, ..
+            } => (FrameKind::Edit, Some(room), client_id.clone()),
+            ClientFrame::Delete {
+                room, client_id, ..
+            } => (FrameKind::Delete, Some(room), client_id.clone()),
             ClientFrame::Join { room, .. } => (FrameKind::Join, Some(room), None),
             ClientFrame::Leave { room } => (FrameKind::Leave, Some(room), None),
             ClientFrame::Typing { room } => (FrameKind::Typing, Some(room), None),
@@ -288,6 +372,11 @@ pub enum ErrorCode {
     BadText,
     /// An HTTP request for a host name this server does not answer to (HTTP 421; see `--allowed-hosts`).
     ForbiddenHost,
+    /// An edit or delete of a message that is not yours.
+    NotAuthor,
+    /// A reply to, edit or delete of a message the room does not have (or no longer has: deleted, or
+    /// gone by retention).
+    NoSuchMessage,
 }
 
 /// Checks a room name: 1–[`MAX_ROOM_CHARS`] characters, each a lowercase ASCII letter, a digit or `-`.
@@ -429,6 +518,7 @@ mod tests {
                 room: "general".into(),
                 text: "hello there".into(),
                 client_id: None,
+                reply_to: None,
             })
         );
         // JSON that is not an object is still someone's text, e.g. a quoted word or a number.
@@ -446,6 +536,7 @@ mod tests {
                 room: "general".into(),
                 text: "hi".into(),
                 client_id: None,
+                reply_to: None,
             })
         );
         assert_eq!(

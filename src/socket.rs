@@ -285,6 +285,7 @@ async fn drive(
                     room: next.room,
                     text: next.text,
                     client_id: Some(next.client_id.clone()),
+                    reply_to: None,
                 };
                 if let Err(reason) = send_frame(&mut ws, &frame).await {
                     return lost(reason, welcomed);

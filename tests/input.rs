@@ -7,7 +7,7 @@ mod common;
 
 use common::{forge, Client, TestServer};
 use groupchat::api::{HistoryPage, MAX_PAGE_BYTES};
-use groupchat::protocol::{ErrorCode, ServerEvent};
+use groupchat::protocol::{EntryKind, ErrorCode, ServerEvent};
 use groupchat::server::Config;
 use groupchat::server::NewMessage;
 
@@ -217,6 +217,8 @@ fn stored(room: &str, text: &str) -> NewMessage {
         text: text.into(),
         ts: 1,
         client_id: None,
+        kind: EntryKind::Message,
+        target: None,
     }
 }
 

@@ -38,14 +38,14 @@ use super::error::ChatError;
 use super::frame::{close, encode, Frame, Kick, WireFormat};
 use super::history::{self, Submission};
 use super::join::{JoinTicket, Joining};
-use super::manager::{ConnectionManager, Registration};
+use super::manager::{ConnectionManager, Draft, Registration};
 use super::metrics as m;
 use super::rate_limit::{RateLimiter, Verdict};
 use super::registry::{ConnId, Identity};
 use super::replay::ReplayLimits;
 use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
 use super::Chat;
-use crate::protocol::{ClientFrame, FrameRef, ServerEvent, DEFAULT_ROOM};
+use crate::protocol::{ClientFrame, EntryKind, FrameRef, ServerEvent, DEFAULT_ROOM};
 
 /// Most frames written with one system call.
 pub const WRITE_BATCH: usize = 64;
@@ -396,6 +396,7 @@ impl<'a> Connection<'a> {
                 room,
                 text: said,
                 client_id,
+                reply_to,
             } => {
                 // Plain text (a terminal client's line) goes to the first room it follows.
                 let room = if ClientFrame::is_plain_text(&text) {
@@ -403,8 +404,37 @@ impl<'a> Connection<'a> {
                 } else {
                     room
                 };
-                self.say(room, said, client_id)
+                self.write(Draft {
+                    room,
+                    kind: EntryKind::Message,
+                    text: said,
+                    target: reply_to,
+                    client_id,
+                })
             }
+            ClientFrame::Edit {
+                room,
+                seq,
+                text,
+                client_id,
+            } => self.write(Draft {
+                room,
+                kind: EntryKind::Edit,
+                text,
+                target: Some(seq),
+                client_id,
+            }),
+            ClientFrame::Delete {
+                room,
+                seq,
+                client_id,
+            } => self.write(Draft {
+                room,
+                kind: EntryKind::Delete,
+                text: String::new(),
+                target: Some(seq),
+                client_id,
+            }),
             ClientFrame::Join { room, after } => {
                 self.join(room, after);
                 Ok(())
@@ -434,7 +464,14 @@ impl<'a> Connection<'a> {
             .manager
             .first_room(self.id)
             .unwrap_or_else(|| DEFAULT_ROOM.to_owned());
-        match self.say(room, text, None) {
+        let draft = Draft {
+            room,
+            kind: EntryKind::Message,
+            text,
+            target: None,
+            client_id: None,
+        };
+        match self.write(draft) {
             Ok(()) => None,
             Err(error) => self.refuse(&error, None),
         }
@@ -472,10 +509,9 @@ impl<'a> Connection<'a> {
     }
 
     /// Hands a chat message to the history writer, which stores it, then acknowledges and publishes it.
-    fn say(&self, room: String, text: String, client_id: Option<String>) -> Result<(), ChatError> {
-        let message = self
-            .manager
-            .prepare_message(self.id, room, text, client_id)?;
+    /// Hands an entry for the room's log to the history writer, which acknowledges it once stored.
+    fn write(&self, draft: Draft) -> Result<(), ChatError> {
+        let message = self.manager.prepare_message(self.id, draft)?;
         self.chat.writer.submit(Submission {
             sender: self.id,
             message,

@@ -57,6 +57,10 @@ pub enum ChatError {
     ForbiddenOrigin(String),
     #[error("this server does not answer to the host name {0:?} (see --allowed-hosts)")]
     ForbiddenHost(String),
+    #[error("message {0} is not yours: only its author may change it")]
+    NotAuthor(u64),
+    #[error("room {0:?} has no message {1} (or it was deleted)")]
+    NoSuchMessage(String, u64),
 }
 
 impl ChatError {
@@ -83,6 +87,8 @@ impl ChatError {
             | ChatError::StoreFailed => ErrorCode::Unavailable,
             ChatError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
             ChatError::ForbiddenHost(_) => ErrorCode::ForbiddenHost,
+            ChatError::NotAuthor(_) => ErrorCode::NotAuthor,
+            ChatError::NoSuchMessage(..) => ErrorCode::NoSuchMessage,
         }
     }
 
@@ -110,6 +116,8 @@ impl ChatError {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
             ErrorCode::ForbiddenHost => "forbidden_host",
+            ErrorCode::NotAuthor => "not_author",
+            ErrorCode::NoSuchMessage => "no_such_message",
         }
     }
 

@@ -5,7 +5,7 @@
 //! Every module that queues, logs or writes frames (fanout, outbox, rooms, connection) depends on this
 //! one and on nothing above it.
 
-use crate::protocol::ServerEvent;
+use crate::protocol::{EntryKind, ServerEvent};
 
 /// One event, encoded once as a complete WebSocket frame and shared by every recipient: cloning it bumps a
 /// reference count, it copies nothing.
@@ -41,7 +41,13 @@ pub fn encode(event: &ServerEvent) -> Frame {
 /// history, typing or error frames. Names of people on the new page stand where `Client #{id}` stood.
 pub fn encode_legacy(event: &ServerEvent) -> Option<Frame> {
     let line = match event {
-        ServerEvent::Message { from, text, .. } => format!("{from} says: {text}"),
+        // Edits and deletes have no words there: the original's clients see messages as first said.
+        ServerEvent::Message {
+            from,
+            text,
+            kind: EntryKind::Message,
+            ..
+        } => format!("{from} says: {text}"),
         ServerEvent::Leave { name, .. } => format!("{name} left the chat"),
         _ => return None,
     };

@@ -44,9 +44,10 @@ use super::replay::{Replay, ReplayLimits};
 use super::room_counts::RoomCounts;
 use super::rooms::{Fill, Gap, Lagging, Rooms};
 use super::session::Sessions;
-use super::store::{NewMessage, PersonId, Stored};
+use super::store::{NewMessage, PersonId, Refusal, Stored};
 use crate::protocol::{
-    validate_text, ChatMessage, FrameRef, ServerEvent, WelcomeLimits, MAX_CLIENT_ID_BYTES,
+    validate_text, ChatMessage, EntryKind, FrameRef, ServerEvent, WelcomeLimits,
+    MAX_CLIENT_ID_BYTES,
 };
 
 /// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
@@ -87,6 +88,16 @@ struct State {
     cluster: Option<Cluster>,
     /// The rooms' online counts every page was told.
     room_counts: RoomCounts,
+}
+
+/// What a connection asks to add to a room's log: a message (a reply if it has a `target`), or an edit
+/// or delete of the message `target`.
+pub struct Draft {
+    pub room: String,
+    pub kind: EntryKind,
+    pub text: String,
+    pub target: Option<u64>,
+    pub client_id: Option<String>,
 }
 
 /// A connection the manager accepted, for as long as it is registered: its id, who it is, and its
@@ -283,18 +294,22 @@ impl ConnectionManager {
         Ok(())
     }
 
-    /// Checks that `conn` may send `text` to `room`, and returns the message to store.
-    pub fn prepare_message(
-        &self,
-        conn: ConnId,
-        room: String,
-        text: String,
-        client_id: Option<String>,
-    ) -> Result<NewMessage, ChatError> {
-        if text.trim().is_empty() {
-            return Err(ChatError::EmptyMessage);
+    /// Checks that `conn` may add `draft` to its room's log, and returns the entry to store (whether
+    /// an edit or delete is its author's is for the store to say: it has the message).
+    pub fn prepare_message(&self, conn: ConnId, draft: Draft) -> Result<NewMessage, ChatError> {
+        let Draft {
+            room,
+            kind,
+            text,
+            target,
+            client_id,
+        } = draft;
+        if kind != EntryKind::Delete {
+            if text.trim().is_empty() {
+                return Err(ChatError::EmptyMessage);
+            }
+            validate_text(&text).map_err(ChatError::BadText)?;
         }
-        validate_text(&text).map_err(ChatError::BadText)?;
         // No control characters: PostgreSQL's text cannot hold a NUL, and one in a batch would fail
         // the whole transaction (everyone's messages in it).
         if client_id.as_ref().is_some_and(|id| {
@@ -314,9 +329,15 @@ impl ConnectionManager {
             room,
             author_id: record.person,
             author: record.name.clone(),
-            text,
+            text: if kind == EntryKind::Delete {
+                String::new()
+            } else {
+                text
+            },
             ts: now_ms(),
             client_id,
+            kind,
+            target,
         })
     }
 
@@ -333,6 +354,17 @@ impl ConnectionManager {
     pub fn stored(&self, sender: ConnId, message: &NewMessage, outcome: Stored) {
         let mut state = self.state();
         let (seq, gap) = match outcome {
+            Stored::Refused(refusal) => {
+                let target = message.target.unwrap_or(0);
+                let error = match refusal {
+                    Refusal::NotAuthor => ChatError::NotAuthor(target),
+                    Refusal::NoSuchMessage => {
+                        ChatError::NoSuchMessage(message.room.clone(), target)
+                    }
+                };
+                state.refuse(sender, &error, Some(message.reference()));
+                return;
+            }
             Stored::Duplicate { seq } => (seq, None),
             Stored::New(stored) => {
                 let seq = stored.seq;
@@ -719,16 +751,26 @@ mod tests {
         }
     }
 
+    fn draft(text: &str) -> Draft {
+        Draft {
+            room: "r".into(),
+            kind: EntryKind::Message,
+            text: text.into(),
+            target: None,
+            client_id: None,
+        }
+    }
+
     fn store_message(manager: &ConnectionManager, from: &Registration, seq: u64) -> ChatMessage {
         let new = manager
-            .prepare_message(from.id, "r".into(), format!("m{seq}"), None)
+            .prepare_message(from.id, draft(&format!("m{seq}")))
             .unwrap();
         let stored = ChatMessage {
             seq,
             from: new.author.clone(),
             text: new.text.clone(),
             ts: new.ts,
-            client_id: None,
+            ..ChatMessage::default()
         };
         manager.stored(from.id, &new, Stored::New(stored.clone()));
         stored
@@ -915,6 +957,7 @@ mod tests {
             text: format!("m{seq}"),
             ts: 0,
             client_id: None,
+            ..ChatMessage::default()
         };
         // Ann's join reads messages 1..=3; retention deletes 1..=2 before her read comes back.
         let ann = connect(&manager, "ann");
@@ -954,6 +997,7 @@ mod tests {
                 text: format!("m{seq}"),
                 ts: 0,
                 client_id: None,
+                ..ChatMessage::default()
             },
         }
     }
@@ -1120,9 +1164,7 @@ mod tests {
         manager.finish_join(ticket, Replay::default());
         assert!(manager.room_counts().is_empty());
         assert_eq!(
-            manager
-                .prepare_message(ann.id, "r".into(), "x".into(), None)
-                .err(),
+            manager.prepare_message(ann.id, draft("x")).err(),
             Some(ChatError::NotJoined("r".into()))
         );
         join(&manager, &ann);
@@ -1138,7 +1180,13 @@ mod tests {
         join(&manager, &ann);
         let id_of = |id: &str| {
             manager
-                .prepare_message(ann.id, "r".into(), "x".into(), Some(id.into()))
+                .prepare_message(
+                    ann.id,
+                    Draft {
+                        client_id: Some(id.into()),
+                        ..draft("x")
+                    },
+                )
                 .map(|new| new.client_id)
         };
         assert_eq!(id_of("c-1 é"), Ok(Some("c-1 é".into())));

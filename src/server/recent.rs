@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::replay::{Replay, ReplayLimits};
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, EntryKind};
 
 /// Most bytes of message text kept per room.
 const MAX_BYTES: usize = 256 * 1024;
@@ -55,6 +55,11 @@ impl Recent {
             return true;
         }
         if message.seq != self.last_seq + 1 {
+            return false;
+        }
+        if message.kind != EntryKind::Message {
+            // An edit or delete: what is kept may hold the message it changes as it was. (Rare
+            // enough that the next join reading the store costs nothing worth a cleverer cache.)
             return false;
         }
         self.last_seq = message.seq;
@@ -133,6 +138,7 @@ mod tests {
             text: format!("m{seq}"),
             ts: 0,
             client_id: None,
+            ..ChatMessage::default()
         }
     }
 

@@ -97,6 +97,7 @@ mod tests {
             text: "x".repeat(len),
             ts: 0,
             client_id: None,
+            ..ChatMessage::default()
         }
     }
 

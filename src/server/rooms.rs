@@ -30,7 +30,7 @@ use super::outbox::{Outbox, Subscription};
 use super::presence::{Change, PresenceRecord, RemotePresence};
 use super::recent::Recent;
 use super::registry::ConnId;
-use crate::protocol::{ChatMessage, ServerEvent};
+use crate::protocol::{ChatMessage, EntryKind, ServerEvent};
 
 /// Members an append left behind the room's log: too slow, to be disconnected by the caller.
 pub(super) type Lagging = Vec<ConnId>;
@@ -739,8 +739,10 @@ impl Rooms {
                 r.recent = None;
             }
         }
-        // The author stopped typing: their message is here.
-        lagging.extend(self.stopped_typing(room, &author_key));
+        if message.kind == EntryKind::Message {
+            // The author stopped typing: their message is here.
+            lagging.extend(self.stopped_typing(room, &author_key));
+        }
         let seq = message.seq;
         let event = ServerEvent::Message {
             room: room.to_owned(),
@@ -749,6 +751,9 @@ impl Rooms {
             text: message.text,
             ts: message.ts,
             client_id: message.client_id,
+            kind: message.kind,
+            target: message.target,
+            reply_to: message.reply_to,
         };
         lagging.extend(self.publish(room, &event, seq));
         lagging
@@ -783,6 +788,7 @@ mod tests {
             text: "x".repeat(bytes),
             ts: 0,
             client_id: None,
+            ..ChatMessage::default()
         }
     }
 

@@ -18,6 +18,10 @@
 //!   once.
 //! - **Migrations**: embedded in the binary and applied by sqlx's migrator at start (on PostgreSQL under
 //!   its advisory lock, so nodes starting together migrate once).
+//! - **Changes are entries** of the log: an edit or delete takes its own `seq` and updates the message
+//!   it names in the same transaction; only that message's author may make one (else
+//!   [`Refusal::NotAuthor`]), and a reply keeps a quote of what it answers. What an entry names must
+//!   have been stored by an earlier batch (a client learns a `seq` only from its acknowledgement).
 //! - **Retention** ([`Store::prune`]): deletes each room's oldest messages in short transactions of at
 //!   most [`PRUNE_BATCH_ROWS`] rows, so the writer's batches (and so every acknowledgement) wait for one
 //!   small delete at most, never for the whole pass.
@@ -34,51 +38,116 @@ use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, EntryKind, FrameKind, Quote, QUOTE_CHARS};
 
 /// Identifies a person (all the connections of one session): the `author_id` of their messages.
 pub type PersonId = u64;
 
-/// A message on its way into the store.
+/// A log entry on its way into the store: a message (perhaps a reply), or an edit or delete of one.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
     pub room: String,
     pub author_id: PersonId,
     pub author: String,
+    /// The message's text, or an edit's new text (empty for a delete).
     pub text: String,
     pub ts: u64,
     pub client_id: Option<String>,
+    pub kind: EntryKind,
+    /// An edit's or delete's message (which must be its author's), or the message a reply answers.
+    pub target: Option<u64>,
 }
 
 impl NewMessage {
-    /// What an error about this message says it answers: the sender's frame.
+    /// What an error about this entry says it answers: the sender's frame.
     pub fn reference(&self) -> crate::protocol::FrameRef {
         crate::protocol::FrameRef {
-            kind: crate::protocol::FrameKind::Message,
+            kind: match self.kind {
+                EntryKind::Message => FrameKind::Message,
+                EntryKind::Edit => FrameKind::Edit,
+                EntryKind::Delete => FrameKind::Delete,
+            },
             room: Some(self.room.clone()),
             client_id: self.client_id.clone(),
         }
     }
 
-    /// What the store holds once this message is stored as `seq`.
-    fn stored_as(&self, seq: u64) -> ChatMessage {
+    /// What the store holds once this entry is stored as `seq` (a reply with the `quote` of what it
+    /// answers).
+    fn stored_as(&self, seq: u64, quote: Option<Quote>) -> ChatMessage {
         ChatMessage {
             seq,
             from: self.author.clone(),
             text: self.text.clone(),
             ts: self.ts,
             client_id: self.client_id.clone(),
+            kind: self.kind,
+            target: self.target.filter(|_| self.kind != EntryKind::Message),
+            reply_to: quote,
+            edited: false,
+            deleted: false,
         }
     }
 }
 
-/// What storing one message did.
+/// The first line of a replied-to message's `text`, at most [`QUOTE_CHARS`] characters.
+fn quote_of(seq: u64, from: String, text: &str) -> Quote {
+    Quote {
+        seq,
+        from,
+        text: text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(QUOTE_CHARS)
+            .collect(),
+    }
+}
+
+/// Why an entry was not stored: what it names is not there, or not its author's to change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such message in the room (never, deleted, or gone by retention).
+    NoSuchMessage,
+    /// An edit or delete of someone else's message.
+    NotAuthor,
+}
+
+/// What storing one entry did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stored {
     /// Stored now, as this.
     New(ChatMessage),
     /// Its `client_id` was stored before, as this sequence number: nothing new was stored.
     Duplicate { seq: u64 },
+    /// Not stored (and no number taken).
+    Refused(Refusal),
+}
+
+/// What a message an entry names is, as the store has it: its author, and whether it is deleted.
+struct Named {
+    author_id: PersonId,
+    from: String,
+    text: String,
+    deleted: bool,
+}
+
+impl Named {
+    /// Whether `new` may be stored against this message (`None`: not in the room, or not a message).
+    fn check(named: Option<&Named>, new: &NewMessage) -> Result<Option<Quote>, Refusal> {
+        let Some(target) = new.target else {
+            return Ok(None);
+        };
+        let named = named.filter(|n| !n.deleted).ok_or(Refusal::NoSuchMessage)?;
+        match new.kind {
+            EntryKind::Message => Ok(Some(quote_of(target, named.from.clone(), &named.text))),
+            EntryKind::Edit | EntryKind::Delete if named.author_id != new.author_id => {
+                Err(Refusal::NotAuthor)
+            }
+            EntryKind::Edit | EntryKind::Delete => Ok(None),
+        }
+    }
 }
 
 /// What the store holds of one room.
@@ -381,16 +450,67 @@ fn clamp<N: TryInto<i64>>(n: N) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
-/// A message as both engines' queries return it: `seq, author, text, ts, client_id`.
-type Row = (i64, String, String, i64, Option<String>);
+/// The columns of a log entry, in [`Row`]'s order, for both engines' queries.
+macro_rules! entry_columns {
+    () => {
+        "seq, author, text, ts, client_id, kind, target, reply_to, reply_from, reply_text, edited, \
+         deleted"
+    };
+}
+use entry_columns;
 
-fn message((seq, from, text, ts, client_id): Row) -> ChatMessage {
+/// A log entry as both engines' queries return it (see [`entry_columns`]).
+type Row = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+);
+
+fn message(row: Row) -> ChatMessage {
+    let (seq, from, text, ts, client_id, kind, target, reply_to, reply_from, reply_text) = (
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
+    );
     ChatMessage {
         seq: seq as u64,
         from,
         text,
         ts: ts as u64,
         client_id,
+        kind: entry_kind(&kind),
+        target: target.map(|t| t as u64),
+        reply_to: reply_to.map(|seq| Quote {
+            seq: seq as u64,
+            from: reply_from.unwrap_or_default(),
+            text: reply_text.unwrap_or_default(),
+        }),
+        edited: row.10,
+        deleted: row.11,
+    }
+}
+
+/// How both engines store an [`EntryKind`].
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Message => "message",
+        EntryKind::Edit => "edit",
+        EntryKind::Delete => "delete",
+    }
+}
+
+fn entry_kind(name: &str) -> EntryKind {
+    match name {
+        "edit" => EntryKind::Edit,
+        "delete" => EntryKind::Delete,
+        _ => EntryKind::Message,
     }
 }
 

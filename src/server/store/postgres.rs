@@ -25,10 +25,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 
 use super::{
-    message, EmbeddedMigrations, MigrationList, NewMessage, PageWithin, Plan, PruneReport, Pruned,
-    Row, Stored,
+    clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Row, Stored,
 };
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, EntryKind, Quote};
 
 /// The schema, oldest first.
 pub(super) const MIGRATIONS: MigrationList = &[
@@ -41,6 +41,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         2,
         "secrets",
         include_str!("../../../migrations/postgres/0002_secrets.sql"),
+    ),
+    (
+        3,
+        "entries",
+        include_str!("../../../migrations/postgres/0003_entries.sql"),
     ),
 ];
 
@@ -139,10 +144,11 @@ impl PgStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM messages \
-             WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
         .bind(room)
         .bind(after)
         .bind(limit)
@@ -158,10 +164,12 @@ impl PgStore {
         before: i64,
         limit: i64,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM messages \
-             WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-        )
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM messages WHERE room = $1 AND seq < $2 AND kind = 'message' \
+                  ORDER BY seq DESC LIMIT $3"
+        ))
         .bind(room)
         .bind(before)
         .bind(limit)
@@ -177,16 +185,19 @@ impl PgStore {
         page: PageWithin,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM ( \
-               SELECT seq, author, text, ts, client_id, size, \
-                      SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
-               FROM ( \
-                 SELECT seq, author, text, ts, client_id, \
-                        octet_length(text) + octet_length(author) \
-                          + COALESCE(octet_length(client_id), 0) + $4 AS size \
-                 FROM messages WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3 \
-               ) AS newest \
-             ) AS sized WHERE running <= $5 OR running = size ORDER BY seq DESC",
+            concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM ( \
+                   SELECT *, SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
+                   FROM ( \
+                     SELECT *, octet_length(text) + octet_length(author) \
+                              + COALESCE(octet_length(client_id), 0) \
+                              + COALESCE(octet_length(reply_text), 0) + $4 AS size \
+                     FROM messages WHERE room = $1 AND seq < $2 AND kind = 'message' ORDER BY seq DESC LIMIT $3 \
+                   ) AS newest \
+                 ) AS sized WHERE running <= $5 OR running = size ORDER BY seq DESC"
+            ),
         )
         .bind(room)
         .bind(page.before)
@@ -203,18 +214,19 @@ impl PgStore {
         room: &str,
         page: PageWithin,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM ( \
-               SELECT seq, author, text, ts, client_id, size, \
-                      SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
-               FROM ( \
-                 SELECT seq, author, text, ts, client_id, \
-                        octet_length(text) + octet_length(author) \
-                          + COALESCE(octet_length(client_id), 0) + $4 AS size \
-                 FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3 \
-               ) AS oldest \
-             ) AS sized WHERE running <= $5 OR running = size ORDER BY seq",
-        )
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ( \
+                   SELECT *, SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
+                   FROM ( \
+                     SELECT *, octet_length(text) + octet_length(author) \
+                              + COALESCE(octet_length(client_id), 0) \
+                              + COALESCE(octet_length(reply_text), 0) + $4 AS size \
+                     FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3 \
+                   ) AS oldest \
+                 ) AS sized WHERE running <= $5 OR running = size ORDER BY seq"
+        ))
         .bind(room)
         .bind(page.before)
         .bind(page.limit)
@@ -422,54 +434,128 @@ async fn append_to_room(
                 }
                 stored.is_none()
             });
-            // Give back the numbers the resends did not need: the lock is still ours, so no one has
-            // taken any after them.
-            sqlx::query("UPDATE rooms SET last_seq = $2 WHERE name = $1")
-                .bind(room)
-                .bind(first_seq - 1 + fresh.len() as i64)
-                .execute(&mut *tx)
-                .await?;
         }
+    }
+
+    // Entries naming a message (replies, edits, deletes), checked in batch order against the messages
+    // as committed (the room's lock is ours: no other writer changes them meanwhile) and as the batch's
+    // earlier entries leave them.
+    let targets: Vec<i64> = fresh
+        .iter()
+        .filter_map(|&i| batch[i].target.map(clamp))
+        .collect();
+    let mut quotes: HashMap<usize, Quote> = HashMap::new();
+    if !targets.is_empty() {
+        let rows: Vec<(i64, i64, String, String, bool)> = sqlx::query_as(
+            "SELECT seq, author_id, author, text, deleted FROM messages \
+             WHERE room = $1 AND seq = ANY($2) AND kind = 'message'",
+        )
+        .bind(room)
+        .bind(&targets)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut named: HashMap<u64, Named> = rows
+            .into_iter()
+            .map(|(seq, author_id, from, text, deleted)| {
+                let named = Named {
+                    author_id: author_id as PersonId,
+                    from,
+                    text,
+                    deleted,
+                };
+                (seq as u64, named)
+            })
+            .collect();
+        fresh.retain(|&i| {
+            let new = batch[i];
+            let Some(target) = new.target else {
+                return true;
+            };
+            match Named::check(named.get(&target), new) {
+                Ok(quote) => {
+                    if let Some(quote) = quote {
+                        quotes.insert(i, quote);
+                    }
+                    if let Some(message) = named.get_mut(&target) {
+                        match new.kind {
+                            EntryKind::Edit => message.text = new.text.clone(),
+                            EntryKind::Delete => message.deleted = true,
+                            EntryKind::Message => {}
+                        }
+                    }
+                    true
+                }
+                Err(refusal) => {
+                    outcome[i] = Some(Stored::Refused(refusal));
+                    false
+                }
+            }
+        });
+    }
+    if fresh.len() as i64 != reserved {
+        // Give back the numbers the resends and refusals did not need: the lock is still ours, so no
+        // one has taken any after them.
+        sqlx::query("UPDATE rooms SET last_seq = $2 WHERE name = $1")
+            .bind(room)
+            .bind(first_seq - 1 + fresh.len() as i64)
+            .execute(&mut *tx)
+            .await?;
     }
 
     if !fresh.is_empty() {
         let seqs: Vec<i64> = (first_seq..).take(fresh.len()).collect();
-        let column = |field: fn(&NewMessage) -> i64| -> Vec<i64> {
-            fresh.iter().map(|&i| field(batch[i])).collect()
-        };
-        let texts = |field: fn(&NewMessage) -> &str| -> Vec<&str> {
-            fresh.iter().map(|&i| field(batch[i])).collect()
-        };
-        let client_ids: Vec<Option<&str>> = fresh
+        let stored: Vec<ChatMessage> = fresh
             .iter()
-            .map(|&i| batch[i].client_id.as_deref())
+            .zip(&seqs)
+            .map(|(&i, &seq)| batch[i].stored_as(seq as u64, quotes.remove(&i)))
             .collect();
+        let column = |field: fn(&ChatMessage) -> Option<i64>| -> Vec<Option<i64>> {
+            stored.iter().map(field).collect()
+        };
+        let texts = |field: fn(&ChatMessage) -> Option<&str>| -> Vec<Option<&str>> {
+            stored.iter().map(field).collect()
+        };
+        let author_ids: Vec<i64> = fresh.iter().map(|&i| batch[i].author_id as i64).collect();
+        let kinds: Vec<&str> = stored.iter().map(|m| kind_name(m.kind)).collect();
         sqlx::query(
-            "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id) \
+            "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id, kind, target, \
+               reply_to, reply_from, reply_text) \
              SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], \
-                                      $6::bigint[], $7::text[])",
+                                      $6::bigint[], $7::text[], $8::text[], $9::bigint[], \
+                                      $10::bigint[], $11::text[], $12::text[])",
         )
         .bind(room)
         .bind(&seqs)
-        .bind(column(|m| m.author_id as i64))
-        .bind(texts(|m| &m.author))
-        .bind(texts(|m| &m.text))
-        .bind(column(|m| m.ts as i64))
-        .bind(&client_ids)
+        .bind(&author_ids)
+        .bind(texts(|m| Some(&m.from)))
+        .bind(texts(|m| Some(&m.text)))
+        .bind(column(|m| Some(m.ts as i64)))
+        .bind(texts(|m| m.client_id.as_deref()))
+        .bind(&kinds)
+        .bind(column(|m| m.target.map(clamp)))
+        .bind(column(|m| m.reply_to.as_ref().map(|q| clamp(q.seq))))
+        .bind(texts(|m| m.reply_to.as_ref().map(|q| q.from.as_str())))
+        .bind(texts(|m| m.reply_to.as_ref().map(|q| q.text.as_str())))
         .execute(&mut *tx)
         .await?;
-        for (&i, seq) in fresh.iter().zip(seqs) {
-            outcome[i] = Some(Stored::New(batch[i].stored_as(seq as u64)));
+        // Then the changes, in order, to the messages they change.
+        for message in &stored {
+            if let Some(target) = message.target {
+                change_message(tx, room, clamp(target), message.kind, &message.text).await?;
+            }
+        }
+        for (&i, message) in fresh.iter().zip(stored) {
+            outcome[i] = Some(Stored::New(message));
         }
     }
 
     for (copy, first) in copies {
-        let seq = match &outcome[first] {
-            Some(Stored::New(message)) => message.seq,
-            Some(Stored::Duplicate { seq }) => *seq,
+        outcome[copy] = match &outcome[first] {
+            Some(Stored::New(message)) => Some(Stored::Duplicate { seq: message.seq }),
+            Some(Stored::Duplicate { seq }) => Some(Stored::Duplicate { seq: *seq }),
+            Some(Stored::Refused(refusal)) => Some(Stored::Refused(*refusal)),
             None => unreachable!("a first copy has its outcome"),
         };
-        outcome[copy] = Some(Stored::Duplicate { seq });
     }
     Ok(())
 }
@@ -537,4 +623,42 @@ async fn prune_plan(
         );
     }
     Ok(super::keep_from(cuts))
+}
+
+/// Applies an edit or delete to the message it changes (a delete also empties the quotes of it).
+async fn change_message(
+    tx: &mut PgConnection,
+    room: &str,
+    target: i64,
+    kind: EntryKind,
+    text: &str,
+) -> Result<(), sqlx::Error> {
+    match kind {
+        EntryKind::Message => return Ok(()),
+        EntryKind::Edit => {
+            sqlx::query(
+                "UPDATE messages SET text = $3, edited = true WHERE room = $1 AND seq = $2",
+            )
+            .bind(room)
+            .bind(target)
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        EntryKind::Delete => {
+            sqlx::query(
+                "UPDATE messages SET text = '', deleted = true WHERE room = $1 AND seq = $2",
+            )
+            .bind(room)
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE messages SET reply_text = '' WHERE room = $1 AND reply_to = $2")
+                .bind(room)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
 }

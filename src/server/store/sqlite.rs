@@ -23,17 +23,24 @@ use sqlx::sqlite::{
 use sqlx::Connection;
 
 use super::{
-    message, EmbeddedMigrations, MigrationList, NewMessage, PageWithin, Plan, PruneReport, Pruned,
-    Row, Stored,
+    clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Row, Stored,
 };
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, EntryKind};
 
 /// The schema, oldest first.
-pub(super) const MIGRATIONS: MigrationList = &[(
-    1,
-    "history",
-    include_str!("../../../migrations/sqlite/0001_history.sql"),
-)];
+pub(super) const MIGRATIONS: MigrationList = &[
+    (
+        1,
+        "history",
+        include_str!("../../../migrations/sqlite/0001_history.sql"),
+    ),
+    (
+        2,
+        "entries",
+        include_str!("../../../migrations/sqlite/0002_entries.sql"),
+    ),
+];
 
 #[derive(Clone, Debug)]
 pub(super) struct SqliteStore {
@@ -119,6 +126,32 @@ impl SqliteStore {
                     continue;
                 }
             }
+            // An entry naming a message (a reply, an edit, a delete) is checked against the message
+            // as committed, and as the batch's earlier entries left it (same transaction).
+            let named = match new.target {
+                Some(target) => sqlx::query_as::<_, (i64, String, String, bool)>(
+                    "SELECT author_id, author, text, deleted FROM messages \
+                     WHERE room = ? AND seq = ? AND kind = 'message'",
+                )
+                .bind(&new.room)
+                .bind(clamp(target))
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|(author_id, from, text, deleted)| Named {
+                    author_id: author_id as PersonId,
+                    from,
+                    text,
+                    deleted,
+                }),
+                None => None,
+            };
+            let quote = match Named::check(named.as_ref(), new) {
+                Ok(quote) => quote,
+                Err(refusal) => {
+                    outcome.push(Stored::Refused(refusal));
+                    continue;
+                }
+            };
             let (seq,): (i64,) = sqlx::query_as(
                 "INSERT INTO rooms (name, last_seq, created_at) VALUES (?, 1, ?) \
                  ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
@@ -127,9 +160,11 @@ impl SqliteStore {
             .bind(new.ts as i64)
             .fetch_one(&mut *tx)
             .await?;
+            let stored = new.stored_as(seq as u64, quote);
             sqlx::query(
-                "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id, kind, \
+                   target, reply_to, reply_from, reply_text) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&new.room)
             .bind(seq)
@@ -138,9 +173,17 @@ impl SqliteStore {
             .bind(&new.text)
             .bind(new.ts as i64)
             .bind(&new.client_id)
+            .bind(kind_name(new.kind))
+            .bind(stored.target.map(clamp))
+            .bind(stored.reply_to.as_ref().map(|q| clamp(q.seq)))
+            .bind(stored.reply_to.as_ref().map(|q| q.from.as_str()))
+            .bind(stored.reply_to.as_ref().map(|q| q.text.as_str()))
             .execute(&mut *tx)
             .await?;
-            outcome.push(Stored::New(new.stored_as(seq as u64)));
+            if let Some(target) = stored.target {
+                change_message(&mut tx, &new.room, clamp(target), new.kind, &new.text).await?;
+            }
+            outcome.push(Stored::New(stored));
         }
         tx.commit().await?;
         Ok(outcome)
@@ -152,10 +195,11 @@ impl SqliteStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM messages \
-             WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?"
+        ))
         .bind(room)
         .bind(after)
         .bind(limit)
@@ -171,10 +215,12 @@ impl SqliteStore {
         before: i64,
         limit: i64,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM messages \
-             WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-        )
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM messages WHERE room = ? AND seq < ? AND kind = 'message' \
+                  ORDER BY seq DESC LIMIT ?"
+        ))
         .bind(room)
         .bind(before)
         .bind(limit)
@@ -192,16 +238,19 @@ impl SqliteStore {
         // Innermost: the `limit` newest before `before` (the index on (room, seq) walks them); then a
         // running total of their sizes, newest first; kept while it stays within the budget.
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM ( \
-               SELECT seq, author, text, ts, client_id, size, \
-                      SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
-               FROM ( \
-                 SELECT seq, author, text, ts, client_id, \
-                        length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
-                          + IFNULL(length(CAST(client_id AS BLOB)), 0) + ?4 AS size \
-                 FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3 \
-               ) \
-             ) WHERE running <= ?5 OR running = size ORDER BY seq DESC",
+            concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM ( \
+                   SELECT *, SUM(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running \
+                   FROM ( \
+                     SELECT *, length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
+                              + IFNULL(length(CAST(client_id AS BLOB)), 0) \
+                              + IFNULL(length(CAST(reply_text AS BLOB)), 0) + ?4 AS size \
+                     FROM messages WHERE room = ?1 AND seq < ?2 AND kind = 'message' ORDER BY seq DESC LIMIT ?3 \
+                   ) \
+                 ) WHERE running <= ?5 OR running = size ORDER BY seq DESC"
+            ),
         )
         .bind(room)
         .bind(page.before)
@@ -220,18 +269,19 @@ impl SqliteStore {
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
         // As `before_within`, the other way: the `limit` oldest after `after`, oldest first, while
         // their running total stays within the budget.
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, author, text, ts, client_id FROM ( \
-               SELECT seq, author, text, ts, client_id, size, \
-                      SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
-               FROM ( \
-                 SELECT seq, author, text, ts, client_id, \
-                        length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
-                          + IFNULL(length(CAST(client_id AS BLOB)), 0) + ?4 AS size \
-                 FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 \
-               ) \
-             ) WHERE running <= ?5 OR running = size ORDER BY seq",
-        )
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ( \
+                   SELECT *, SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
+                   FROM ( \
+                     SELECT *, length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
+                              + IFNULL(length(CAST(client_id AS BLOB)), 0) \
+                              + IFNULL(length(CAST(reply_text AS BLOB)), 0) + ?4 AS size \
+                     FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 \
+                   ) \
+                 ) WHERE running <= ?5 OR running = size ORDER BY seq"
+        ))
         .bind(room)
         .bind(page.before)
         .bind(page.limit)
@@ -417,4 +467,38 @@ async fn prune_plan(
         );
     }
     Ok(super::keep_from(cuts))
+}
+
+/// Applies an edit or delete to the message it changes (a delete also empties the quotes of it).
+async fn change_message(
+    tx: &mut sqlx::SqliteConnection,
+    room: &str,
+    target: i64,
+    kind: EntryKind,
+    text: &str,
+) -> Result<(), sqlx::Error> {
+    match kind {
+        EntryKind::Message => return Ok(()),
+        EntryKind::Edit => {
+            sqlx::query("UPDATE messages SET text = ?, edited = 1 WHERE room = ? AND seq = ?")
+                .bind(text)
+                .bind(room)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+        }
+        EntryKind::Delete => {
+            sqlx::query("UPDATE messages SET text = '', deleted = 1 WHERE room = ? AND seq = ?")
+                .bind(room)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE messages SET reply_text = '' WHERE room = ? AND reply_to = ?")
+                .bind(room)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -75,6 +75,7 @@ on_both_engines!(
     retention_deletes_exactly_the_old_rows_of_each_room_in_bounded_batches,
     pages_within_a_byte_budget_and_room_lists,
     the_session_key_is_the_stores_only_when_the_store_is_shared,
+    edits_and_deletes_are_entries_of_the_log_and_change_the_message,
 );
 
 fn new(room: &str, text: &str, client_id: Option<&str>) -> NewMessage {
@@ -85,6 +86,8 @@ fn new(room: &str, text: &str, client_id: Option<&str>) -> NewMessage {
         text: text.into(),
         ts: 1_000,
         client_id: client_id.map(Into::into),
+        kind: EntryKind::Message,
+        target: None,
     }
 }
 
@@ -96,10 +99,135 @@ async fn prune(store: &Store, retention: Retention, now_ms: u64) -> PruneReport 
         .unwrap()
 }
 
+/// An entry by person `author_id` of kind `kind` naming message `target`.
+fn change(
+    kind: EntryKind,
+    author_id: PersonId,
+    target: u64,
+    text: &str,
+    id: Option<&str>,
+) -> NewMessage {
+    NewMessage {
+        author_id,
+        kind,
+        target: Some(target),
+        ..new("r", text, id)
+    }
+}
+
+async fn edits_and_deletes_are_entries_of_the_log_and_change_the_message(place: Place) {
+    let store = place.open().await;
+    let engine = place.engine();
+    // 1: ann's; 2: bob's reply to it (with a quote of its first line).
+    let bob_reply = NewMessage {
+        author_id: 8,
+        author: "bob".into(),
+        target: Some(1),
+        ..new("r", "yes!", None)
+    };
+    // (In two batches: a client learns a `seq` from its acknowledgement, so what it names was
+    // committed before.)
+    store
+        .append(&[new("r", "hello\nsecond line", None)])
+        .await
+        .unwrap();
+    let first = store.append(&[bob_reply]).await.unwrap();
+    let Stored::New(reply) = &first[0] else {
+        panic!("{engine}: {first:?}")
+    };
+    let quote = reply.reply_to.clone().expect("a quote");
+    assert_eq!(
+        (quote.seq, quote.from.as_str(), quote.text.as_str()),
+        (1, "ann", "hello")
+    );
+    // Only the author may change a message; a missing one cannot be changed or answered. Refusals
+    // take no number. In one batch, in order: the edit stands, a second copy of it (same client id)
+    // repeats it, the delete of bob's reply by ann is refused, then ann deletes her own.
+    let outcomes = store
+        .append(&[
+            change(EntryKind::Edit, 7, 1, "hello, edited", Some("e1")),
+            change(EntryKind::Edit, 7, 1, "hello, edited", Some("e1")),
+            change(EntryKind::Delete, 7, 2, "", None),
+            change(EntryKind::Edit, 7, 99, "nothing there", None),
+            NewMessage {
+                target: Some(99),
+                ..new("r", "a reply to nothing", None)
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcomes[0], Stored::New(m) if m.seq == 3 && m.kind == EntryKind::Edit && m.target == Some(1)),
+        "{engine}: {outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Stored::Duplicate { seq: 3 }, "{engine}");
+    assert_eq!(outcomes[2], Stored::Refused(Refusal::NotAuthor), "{engine}");
+    assert_eq!(
+        outcomes[3],
+        Stored::Refused(Refusal::NoSuchMessage),
+        "{engine}"
+    );
+    assert_eq!(
+        outcomes[4],
+        Stored::Refused(Refusal::NoSuchMessage),
+        "{engine}"
+    );
+    let deleted = store
+        .append(&[change(EntryKind::Delete, 7, 1, "", None)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&deleted[0], Stored::New(m) if m.seq == 4),
+        "{engine}: {deleted:?}"
+    );
+    // A deleted message can no longer be changed or answered.
+    let late = store
+        .append(&[change(EntryKind::Edit, 7, 1, "too late", None)])
+        .await
+        .unwrap();
+    assert_eq!(late[0], Stored::Refused(Refusal::NoSuchMessage), "{engine}");
+
+    // Catching up from 0 replays everything in order: the messages as they are now, and the changes.
+    let all = store.after("r", 0, 100).await.unwrap();
+    let kinds: Vec<(u64, EntryKind)> = all.iter().map(|m| (m.seq, m.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, EntryKind::Message),
+            (2, EntryKind::Message),
+            (3, EntryKind::Edit),
+            (4, EntryKind::Delete)
+        ],
+        "{engine}"
+    );
+    assert!(
+        all[0].deleted && all[0].text.is_empty() && all[0].edited,
+        "{engine}: {:?}",
+        all[0]
+    );
+    let quote = all[1].reply_to.clone().expect("the reply keeps its quote");
+    assert_eq!(
+        (quote.seq, quote.text.as_str()),
+        (1, ""),
+        "{engine}: emptied with its message"
+    );
+    // A page of history gives the messages only, as they are now.
+    let page = store.before("r", None, 100).await.unwrap();
+    let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2], "{engine}");
+    let within = store
+        .before_within("r", None, 100, 1 << 20, 0)
+        .await
+        .unwrap();
+    assert_eq!(within, page, "{engine}");
+    assert_eq!(store.bounds("r").await.unwrap().last_seq, 4, "{engine}");
+}
+
 fn seq(stored: &Stored) -> u64 {
     match stored {
         Stored::New(m) => m.seq,
         Stored::Duplicate { seq } => *seq,
+        Stored::Refused(refusal) => panic!("refused: {refusal:?}"),
     }
 }
 
@@ -406,6 +534,8 @@ async fn two_nodes_appending_to_the_same_rooms_number_every_message_once() {
                             text: format!("{sender}/{b}/{k}"),
                             ts: b,
                             client_id: Some(format!("{b}/{k}")),
+                            kind: EntryKind::Message,
+                            target: None,
                         })
                         .collect();
                     let stored = node.append(&batch).await.expect("no batch fails");
