@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::postgres::PgServer;
 use common::redis::Redis;
 use common::{Binary, Client, PATIENCE};
-use groupchat::protocol::{ErrorCode, ServerEvent};
+use groupchat::protocol::{EntryKind, ErrorCode, ServerEvent};
 use serde_json::json;
 
 /// A PostgreSQL database and a Redis, and the nodes started on them.
@@ -277,6 +277,86 @@ async fn pushed_online_counts_count_the_people_on_every_node() {
         known.extend(ann.room_counts(patience).await);
         known.retain(|_, count| *count > 0);
     }
+}
+
+/// Reads until entry `seq` of `general` comes (a message or a change); returns it.
+async fn entry(client: &mut Client, seq: u64) -> ServerEvent {
+    loop {
+        let event = client.event().await;
+        if matches!(&event, ServerEvent::Message { seq: got, .. } if *got == seq) {
+            return event;
+        }
+    }
+}
+
+/// Edits, deletes and replies cross nodes like messages: in the room's one order, with the author
+/// rule enforced whichever node the change comes through.
+#[tokio::test]
+async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    for node in [&a, &b] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    ann.send_json(message("on node a", "a1")).await;
+    let ServerEvent::Message { seq: first, .. } = entry(&mut bob, 1).await else {
+        unreachable!()
+    };
+    // Bob, on the other node, may not change it.
+    bob.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": "bob's now"}))
+        .await;
+    loop {
+        if let ServerEvent::Error { code, .. } = bob.event().await {
+            assert_eq!(code, ErrorCode::NotAuthor);
+            break;
+        }
+    }
+    // He replies, ann edits hers, then deletes it: each seen on the other node, in one order.
+    bob.send_json(
+        json!({"type": "message", "room": "general", "text": "from b", "reply_to": first}),
+    )
+    .await;
+    let ServerEvent::Message { reply_to, .. } = entry(&mut ann, 2).await else {
+        unreachable!()
+    };
+    assert_eq!(
+        reply_to.map(|q| (q.seq, q.text)),
+        Some((first, "on node a".into()))
+    );
+    ann.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": "edited on a"}))
+        .await;
+    let ServerEvent::Message {
+        kind, target, text, ..
+    } = entry(&mut bob, 3).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (kind, target, text.as_str()),
+        (EntryKind::Edit, Some(first), "edited on a")
+    );
+    ann.send_json(json!({"type": "delete", "room": "general", "seq": first}))
+        .await;
+    let ServerEvent::Message { kind, target, .. } = entry(&mut bob, 4).await else {
+        unreachable!()
+    };
+    assert_eq!((kind, target), (EntryKind::Delete, Some(first)));
+    // A newcomer on node b sees the messages as they are now.
+    let (_, joined) = enter(&b, "cat").await;
+    let now: Vec<(u64, bool, Option<String>)> = joined
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.seq,
+                m.deleted,
+                m.reply_to.as_ref().map(|q| q.text.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(now, [(1, true, None), (2, false, Some(String::new()))]);
 }
 
 #[tokio::test]

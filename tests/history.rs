@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{forge, http_get, unlimited_rate, Backend, Binary, Client, TestServer, PATIENCE};
 use groupchat::api::HistoryPage;
-use groupchat::protocol::{ChatMessage, ErrorCode, ServerEvent};
+use groupchat::protocol::{ChatMessage, EntryKind, ErrorCode, FrameKind, ServerEvent};
 use groupchat::server::Config;
 use groupchat::server::{Pruned, Retention};
 use serde_json::json;
@@ -97,6 +97,7 @@ on_both_engines!(
     history_and_sessions_survive_a_restart,
     rotating_the_session_key_refuses_every_earlier_token,
     acks_keep_flowing_while_retention_prunes_a_large_backlog,
+    edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9,
 );
 
 #[tokio::test]
@@ -457,6 +458,153 @@ async fn kill_9_loses_no_acknowledged_message(backend: Backend) {
     let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts.len(), COUNT);
     assert!(texts.iter().all(|t| t.starts_with("durable ")));
+}
+
+/// The next error event (skipping others); its code and the kind of frame it answers.
+async fn refusal(client: &mut Client) -> (ErrorCode, FrameKind) {
+    loop {
+        if let ServerEvent::Error { code, answers, .. } = client.event().await {
+            return (code, answers.expect("names the frame").kind);
+        }
+    }
+}
+
+/// Reads until message-or-change `seq` comes; returns it.
+async fn entry(client: &mut Client, seq: u64) -> ServerEvent {
+    loop {
+        let event = client.said().await;
+        if matches!(&event, ServerEvent::Message { seq: got, .. } if *got == seq) {
+            return event;
+        }
+    }
+}
+
+async fn edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9(
+    backend: Backend,
+) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let database_url = backend.database_url();
+    let server = Binary::start(data_dir.path(), database_url.as_deref());
+    let mut ann = server.connect("/ws?name=ann").await;
+    ann.welcome().await;
+    ann.joined("general").await;
+    let mut bob = server.connect("/ws?name=bob").await;
+    bob.welcome().await;
+    bob.joined("general").await;
+
+    let first = send_acked(&mut ann, "general", "first draft", "a1").await;
+    bob.send_json(
+        json!({"type": "message", "text": "agreed", "reply_to": first, "client_id": "b1"}),
+    )
+    .await;
+    let ServerEvent::Message {
+        seq: reply,
+        reply_to,
+        ..
+    } = entry(&mut ann, first + 1).await
+    else {
+        unreachable!()
+    };
+    let quote = reply_to.expect("the reply quotes what it answers");
+    assert_eq!(
+        (quote.seq, quote.from.as_str(), quote.text.as_str()),
+        (first, "ann", "first draft")
+    );
+
+    // Bob may not change ann's message: refused, naming his frame; nothing is stored.
+    bob.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": "mine now"}))
+        .await;
+    assert_eq!(
+        refusal(&mut bob).await,
+        (ErrorCode::NotAuthor, FrameKind::Edit)
+    );
+    bob.send_json(json!({"type": "delete", "room": "general", "seq": first}))
+        .await;
+    assert_eq!(
+        refusal(&mut bob).await,
+        (ErrorCode::NotAuthor, FrameKind::Delete)
+    );
+    bob.send_json(json!({"type": "delete", "room": "general", "seq": 999}))
+        .await;
+    assert_eq!(
+        refusal(&mut bob).await,
+        (ErrorCode::NoSuchMessage, FrameKind::Delete)
+    );
+
+    // Ann edits hers (sent twice with one client_id: stored once), bob deletes his reply.
+    for _ in 0..2 {
+        ann.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": "final text", "client_id": "a2"}))
+            .await;
+    }
+    let edit = reply + 1;
+    let ServerEvent::Message {
+        kind, target, text, ..
+    } = entry(&mut bob, edit).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (kind, target, text.as_str()),
+        (EntryKind::Edit, Some(first), "final text")
+    );
+    bob.send_json(json!({"type": "delete", "room": "general", "seq": reply, "client_id": "b2"}))
+        .await;
+    let delete = edit + 1;
+    let ServerEvent::Message { kind, target, .. } = entry(&mut ann, delete).await else {
+        unreachable!()
+    };
+    assert_eq!((kind, target), (EntryKind::Delete, Some(reply)));
+    // Everything acknowledged; then the server is killed.
+    loop {
+        if let ServerEvent::Ack {
+            client_id: Some(id),
+            ..
+        } = bob.event().await
+        {
+            if id == "b2" {
+                break;
+            }
+        }
+    }
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    // After the restart: a rejoin from before the changes replays them in order, and a fresh join
+    // (and a history page) shows the messages as they are now.
+    let restarted = Binary::start(data_dir.path(), database_url.as_deref());
+    let mut cat = restarted.connect("/ws?name=cat").await;
+    cat.welcome().await;
+    cat.joined("general").await;
+    cat.send_json(json!({"type": "leave", "room": "general"}))
+        .await;
+    cat.send_json(json!({"type": "join", "room": "general", "after": reply}))
+        .await;
+    let joined = cat.joined("general").await;
+    assert!(joined.recovered);
+    let replayed: Vec<(u64, EntryKind, Option<u64>)> = joined
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.kind, m.target))
+        .collect();
+    assert_eq!(
+        replayed,
+        [
+            (edit, EntryKind::Edit, Some(first)),
+            (delete, EntryKind::Delete, Some(reply))
+        ]
+    );
+    let page = history_page(&http_get(&restarted.addr, "/api/history?room=general").await);
+    let now: Vec<(u64, &str, bool, bool)> = page
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.text.as_str(), m.edited, m.deleted))
+        .collect();
+    assert_eq!(
+        now,
+        [(first, "final text", true, false), (reply, "", false, true)]
+    );
 }
 
 #[tokio::test]
