@@ -452,6 +452,7 @@ fn LineView(line: Line) -> impl IntoView {
             edited,
             deleted,
             reply_to,
+            reactions,
         } => view! {
             <li class="line message" class:mine=mine class:deleted=deleted data-seq=seq>
                 {reply_to.map(|quote| view! {
@@ -469,6 +470,14 @@ fn LineView(line: Line) -> impl IntoView {
                 }}
                 {edited.then(|| view! { <span class="edited">" (edited)"</span> })}
                 <time class="ts">{clock(ts)}</time>
+                {(!deleted && !reactions.is_empty()).then(|| view! {
+                    <span class="reactions">
+                        {reactions.into_iter().map(|r| {
+                            let who = r.names.join(", ");
+                            view! { <span class="reaction" title=who>{r.emoji}" "{r.count}</span> }
+                        }).collect_view()}
+                    </span>
+                })}
             </li>
         }
         .into_any(),

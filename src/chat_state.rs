@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 
 use crate::protocol::{
-    ChatMessage, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, ServerEvent, WelcomeLimits,
+    ChatMessage, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, Reaction, ServerEvent,
+    WelcomeLimits, MAX_REACTION_NAMES,
 };
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
@@ -92,6 +93,8 @@ pub enum LineKind {
         deleted: bool,
         /// What it answers, if it is a reply.
         reply_to: Option<Quote>,
+        /// Its reactions, as they are now.
+        reactions: Vec<Reaction>,
     },
     Joined {
         name: String,
@@ -325,6 +328,7 @@ impl ChatState {
                     reply_to,
                     edited: false,
                     deleted: false,
+                    reactions: Vec::new(),
                 };
                 self.with_room(&room, |state, view| state.fill(view, vec![message]));
             }
@@ -494,6 +498,7 @@ impl ChatState {
                 edited,
                 deleted,
                 reply_to,
+                reactions,
                 ..
             } = &mut line.kind
             else {
@@ -509,6 +514,8 @@ impl ChatState {
                         text.clear();
                         *deleted = true;
                     }
+                    EntryKind::React => react(reactions, &change.text, &change.from, true),
+                    EntryKind::Unreact => react(reactions, &change.text, &change.from, false),
                     EntryKind::Message => continue,
                 }
             } else if change.kind == EntryKind::Delete
@@ -539,6 +546,7 @@ impl ChatState {
                 edited: message.edited,
                 deleted: message.deleted,
                 reply_to: message.reply_to,
+                reactions: message.reactions,
             },
         }
     }
@@ -563,6 +571,39 @@ impl ChatState {
         let key = self.next_key.get_value();
         self.next_key.set_value(key + 1);
         key
+    }
+}
+
+/// `name`'s reaction `emoji` is now on (or off) a message with `reactions`. Applying the same entry
+/// twice (a catch-up's snapshot already had it) changes nothing, by name: exact for every reaction
+/// whose names are all listed (up to `MAX_REACTION_NAMES`).
+fn react(reactions: &mut Vec<Reaction>, emoji: &str, name: &str, on: bool) {
+    let position = reactions.iter().position(|r| r.emoji == emoji);
+    match (position, on) {
+        (None, true) => reactions.push(Reaction {
+            emoji: emoji.to_owned(),
+            count: 1,
+            names: vec![name.to_owned()],
+        }),
+        (None, false) => {}
+        (Some(i), on) => {
+            let Some(reaction) = reactions.get_mut(i) else {
+                return;
+            };
+            let listed = reaction.names.iter().any(|n| n == name);
+            if on && !listed {
+                reaction.count += 1;
+                if reaction.names.len() < MAX_REACTION_NAMES {
+                    reaction.names.push(name.to_owned());
+                }
+            } else if !on && (listed || reaction.count > reaction.names.len()) {
+                reaction.count = reaction.count.saturating_sub(1);
+                reaction.names.retain(|n| n != name);
+                if reaction.count == 0 {
+                    reactions.remove(i);
+                }
+            }
+        }
     }
 }
 

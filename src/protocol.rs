@@ -55,6 +55,15 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+    /// React to message `seq` in `room` with `emoji`, or take that reaction back if you had it (a
+    /// toggle, decided by the server: the entry it stores says which).
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
     /// Delete your own message `seq` in `room`: "message deleted" stands in its place.
     Delete {
         room: String,
@@ -126,6 +135,10 @@ pub enum EntryKind {
     Edit,
     /// Message `target` was deleted: "message deleted" stands in its place.
     Delete,
+    /// `from` reacted to message `target` with the emoji `text`.
+    React,
+    /// `from` took back their reaction `text` to message `target`.
+    Unreact,
 }
 
 impl EntryKind {
@@ -172,6 +185,37 @@ pub struct ChatMessage {
     pub edited: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// A message's reactions, as they are now (in `joined` and history pages; live, a client applies
+    /// `react` and `unreact` entries to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji's reactions to a message: how many people, and who (the first [`MAX_REACTION_NAMES`],
+/// in the order they reacted, to the millisecond). A person counts once per emoji, whatever their number of tabs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: usize,
+    pub names: Vec<String>,
+}
+
+/// Most names one [`Reaction`] lists.
+pub const MAX_REACTION_NAMES: usize = 50;
+/// Longest reaction, in bytes (an emoji, with its modifiers and joiners).
+pub const MAX_REACTION_BYTES: usize = 32;
+/// Most different emoji on one message: past it, a new one is refused.
+pub const MAX_REACTION_KINDS: usize = 20;
+
+/// Checks a reaction: 1–[`MAX_REACTION_BYTES`] bytes, with no whitespace or control character.
+pub fn validate_reaction(emoji: &str) -> Result<(), &'static str> {
+    if emoji.is_empty() || emoji.len() > MAX_REACTION_BYTES {
+        return Err("a reaction is 1 to 32 bytes");
+    }
+    if emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a reaction has no spaces or control characters");
+    }
+    Ok(())
 }
 
 fn is_false(value: &bool) -> bool {
@@ -300,6 +344,7 @@ pub enum FrameKind {
     Message,
     Edit,
     Delete,
+    React,
     Join,
     Leave,
     Typing,
@@ -319,6 +364,9 @@ impl ClientFrame {
             ClientFrame::Delete {
                 room, client_id, ..
             } => (FrameKind::Delete, Some(room), client_id.clone()),
+            ClientFrame::React {
+                room, client_id, ..
+            } => (FrameKind::React, Some(room), client_id.clone()),
             ClientFrame::Join { room, .. } => (FrameKind::Join, Some(room), None),
             ClientFrame::Leave { room } => (FrameKind::Leave, Some(room), None),
             ClientFrame::Typing { room } => (FrameKind::Typing, Some(room), None),
@@ -374,9 +422,11 @@ pub enum ErrorCode {
     ForbiddenHost,
     /// An edit or delete of a message that is not yours.
     NotAuthor,
-    /// A reply to, edit or delete of a message the room does not have (or no longer has: deleted, or
-    /// gone by retention).
+    /// A reply to, edit, delete of or reaction to a message the room does not have (or no longer has:
+    /// deleted, or gone by retention).
     NoSuchMessage,
+    /// A reaction that is not 1–32 bytes without spaces, or a new emoji on a message that has 20.
+    BadReaction,
 }
 
 /// Checks a room name: 1–[`MAX_ROOM_CHARS`] characters, each a lowercase ASCII letter, a digit or `-`.

@@ -325,11 +325,24 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
         reply_to.map(|q| (q.seq, q.text)),
         Some((first, "on node a".into()))
     );
+    // Bob reacts from node b: ann sees it on node a.
+    bob.send_json(json!({"type": "react", "room": "general", "seq": 2, "emoji": "👀"}))
+        .await;
+    let ServerEvent::Message {
+        kind, target, text, ..
+    } = entry(&mut ann, 3).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (kind, target, text.as_str()),
+        (EntryKind::React, Some(2), "👀")
+    );
     ann.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": "edited on a"}))
         .await;
     let ServerEvent::Message {
         kind, target, text, ..
-    } = entry(&mut bob, 3).await
+    } = entry(&mut bob, 4).await
     else {
         unreachable!()
     };
@@ -339,24 +352,24 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
     );
     ann.send_json(json!({"type": "delete", "room": "general", "seq": first}))
         .await;
-    let ServerEvent::Message { kind, target, .. } = entry(&mut bob, 4).await else {
+    let ServerEvent::Message { kind, target, .. } = entry(&mut bob, 5).await else {
         unreachable!()
     };
     assert_eq!((kind, target), (EntryKind::Delete, Some(first)));
     // A newcomer on node b sees the messages as they are now.
     let (_, joined) = enter(&b, "cat").await;
-    let now: Vec<(u64, bool, Option<String>)> = joined
+    let now: Vec<(u64, bool, Option<String>, usize)> = joined
         .messages
         .iter()
         .map(|m| {
-            (
-                m.seq,
-                m.deleted,
-                m.reply_to.as_ref().map(|q| q.text.clone()),
-            )
+            let quote = m.reply_to.as_ref().map(|q| q.text.clone());
+            (m.seq, m.deleted, quote, m.reactions.len())
         })
         .collect();
-    assert_eq!(now, [(1, true, None), (2, false, Some(String::new()))]);
+    assert_eq!(
+        now,
+        [(1, true, None, 0), (2, false, Some(String::new()), 1)]
+    );
 }
 
 #[tokio::test]

@@ -98,6 +98,7 @@ on_both_engines!(
     rotating_the_session_key_refuses_every_earlier_token,
     acks_keep_flowing_while_retention_prunes_a_large_backlog,
     edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9,
+    a_reaction_toggled_from_two_tabs_of_one_person_counts_once,
 );
 
 #[tokio::test]
@@ -605,6 +606,63 @@ async fn edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_
         now,
         [(first, "final text", true, false), (reply, "", false, true)]
     );
+}
+
+async fn a_reaction_toggled_from_two_tabs_of_one_person_counts_once(backend: Backend) {
+    let server = TestServer::start_with(backend.config(unlimited_rate())).await;
+    let mut tab1 = server.connect("/ws?name=ann").await;
+    let (_, session) = tab1.welcome().await;
+    tab1.joined("general").await;
+    let mut tab2 = server.connect_with_cookie("/ws", Some(&session)).await;
+    tab2.welcome().await;
+    tab2.joined("general").await;
+    let (mut bob, _) = server.join("/ws?name=bob").await;
+    let first = send_acked(&mut bob, "general", "react to this", "b1").await;
+    let react = |client_id: &str| json!({"type": "react", "room": "general", "seq": first, "emoji": "👍", "client_id": client_id});
+    // Ann's first tab reacts; her second tab's toggle is the same person's: it takes it back. Bob
+    // reacts too; a resend of his (same client_id) is stored once.
+    tab1.send_json(react("t1")).await;
+    let ServerEvent::Message { kind, from, .. } = entry(&mut bob, first + 1).await else {
+        unreachable!()
+    };
+    assert_eq!((kind, from.as_str()), (EntryKind::React, "ann"));
+    tab2.send_json(react("t2")).await;
+    let ServerEvent::Message { kind, .. } = entry(&mut bob, first + 2).await else {
+        unreachable!()
+    };
+    assert_eq!(kind, EntryKind::Unreact);
+    tab2.send_json(react("t3")).await;
+    bob.send_json(react("b2")).await;
+    bob.send_json(react("b2")).await;
+    entry(&mut tab1, first + 4).await;
+    // A newcomer sees each person once: ann (one of her tabs' toggles on) and bob.
+    let (mut cy, _) = server.join("/ws?name=cy").await;
+    cy.send_json(json!({"type": "react", "room": "general", "seq": first, "emoji": "a b"}))
+        .await;
+    assert_eq!(
+        refusal(&mut cy).await,
+        (ErrorCode::BadReaction, FrameKind::React)
+    );
+    let page = history_page(&server.http_get("/api/history?room=general").await);
+    // (Ann's and bob's last toggles went out together: either may be first.)
+    let reactions: Vec<(String, usize, Vec<String>)> = page.messages[0]
+        .reactions
+        .iter()
+        .map(|r| {
+            let mut names = r.names.clone();
+            names.sort();
+            (r.emoji.clone(), r.count, names)
+        })
+        .collect();
+    assert_eq!(
+        reactions,
+        [(
+            "👍".to_string(),
+            2,
+            vec!["ann".to_string(), "bob".to_string()]
+        )]
+    );
+    server.stop().await;
 }
 
 #[tokio::test]

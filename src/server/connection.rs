@@ -424,6 +424,18 @@ impl<'a> Connection<'a> {
                 target: Some(seq),
                 client_id,
             }),
+            ClientFrame::React {
+                room,
+                seq,
+                emoji,
+                client_id,
+            } => self.write(Draft {
+                room,
+                kind: EntryKind::React,
+                text: emoji,
+                target: Some(seq),
+                client_id,
+            }),
             ClientFrame::Delete {
                 room,
                 seq,

@@ -61,6 +61,8 @@ pub enum ChatError {
     NotAuthor(u64),
     #[error("room {0:?} has no message {1} (or it was deleted)")]
     NoSuchMessage(String, u64),
+    #[error("bad reaction: {0}")]
+    BadReaction(String),
 }
 
 impl ChatError {
@@ -89,6 +91,7 @@ impl ChatError {
             ChatError::ForbiddenHost(_) => ErrorCode::ForbiddenHost,
             ChatError::NotAuthor(_) => ErrorCode::NotAuthor,
             ChatError::NoSuchMessage(..) => ErrorCode::NoSuchMessage,
+            ChatError::BadReaction(_) => ErrorCode::BadReaction,
         }
     }
 
@@ -118,6 +121,7 @@ impl ChatError {
             ErrorCode::ForbiddenHost => "forbidden_host",
             ErrorCode::NotAuthor => "not_author",
             ErrorCode::NoSuchMessage => "no_such_message",
+            ErrorCode::BadReaction => "bad_reaction",
         }
     }
 

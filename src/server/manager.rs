@@ -46,8 +46,8 @@ use super::rooms::{Fill, Gap, Lagging, Rooms};
 use super::session::Sessions;
 use super::store::{NewMessage, PersonId, Refusal, Stored};
 use crate::protocol::{
-    validate_text, ChatMessage, EntryKind, FrameRef, ServerEvent, WelcomeLimits,
-    MAX_CLIENT_ID_BYTES,
+    validate_reaction, validate_text, ChatMessage, EntryKind, FrameRef, ServerEvent, WelcomeLimits,
+    MAX_CLIENT_ID_BYTES, MAX_REACTION_KINDS,
 };
 
 /// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
@@ -304,11 +304,17 @@ impl ConnectionManager {
             target,
             client_id,
         } = draft;
-        if kind != EntryKind::Delete {
-            if text.trim().is_empty() {
-                return Err(ChatError::EmptyMessage);
+        match kind {
+            EntryKind::Delete | EntryKind::Unreact => {}
+            EntryKind::React => {
+                validate_reaction(&text).map_err(|why| ChatError::BadReaction(why.to_owned()))?
             }
-            validate_text(&text).map_err(ChatError::BadText)?;
+            EntryKind::Message | EntryKind::Edit => {
+                if text.trim().is_empty() {
+                    return Err(ChatError::EmptyMessage);
+                }
+                validate_text(&text).map_err(ChatError::BadText)?;
+            }
         }
         // No control characters: PostgreSQL's text cannot hold a NUL, and one in a batch would fail
         // the whole transaction (everyone's messages in it).
@@ -361,6 +367,9 @@ impl ConnectionManager {
                     Refusal::NoSuchMessage => {
                         ChatError::NoSuchMessage(message.room.clone(), target)
                     }
+                    Refusal::TooManyReactions => ChatError::BadReaction(format!(
+                        "message {target} has {MAX_REACTION_KINDS} different reactions already"
+                    )),
                 };
                 state.refuse(sender, &error, Some(message.reference()));
                 return;

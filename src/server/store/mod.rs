@@ -38,7 +38,10 @@ use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
-use crate::protocol::{ChatMessage, EntryKind, FrameKind, Quote, QUOTE_CHARS};
+use crate::protocol::{
+    ChatMessage, EntryKind, FrameKind, Quote, Reaction, MAX_REACTION_KINDS, MAX_REACTION_NAMES,
+    QUOTE_CHARS,
+};
 
 /// Identifies a person (all the connections of one session): the `author_id` of their messages.
 pub type PersonId = u64;
@@ -66,6 +69,7 @@ impl NewMessage {
                 EntryKind::Message => FrameKind::Message,
                 EntryKind::Edit => FrameKind::Edit,
                 EntryKind::Delete => FrameKind::Delete,
+                EntryKind::React | EntryKind::Unreact => FrameKind::React,
             },
             room: Some(self.room.clone()),
             client_id: self.client_id.clone(),
@@ -86,6 +90,7 @@ impl NewMessage {
             reply_to: quote,
             edited: false,
             deleted: false,
+            reactions: Vec::new(),
         }
     }
 }
@@ -112,6 +117,8 @@ pub enum Refusal {
     NoSuchMessage,
     /// An edit or delete of someone else's message.
     NotAuthor,
+    /// A new emoji on a message that has [`MAX_REACTION_KINDS`] different ones already.
+    TooManyReactions,
 }
 
 /// What storing one entry did.
@@ -146,6 +153,8 @@ impl Named {
                 Err(Refusal::NotAuthor)
             }
             EntryKind::Edit | EntryKind::Delete => Ok(None),
+            // Anyone may react to a message that is there.
+            EntryKind::React | EntryKind::Unreact => Ok(None),
         }
     }
 }
@@ -278,7 +287,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
         let after = clamp(after);
-        on_engine!(self, store => store.after(room, after, clamp(limit)).await)
+        let messages = on_engine!(self, store => store.after(room, after, clamp(limit)).await)?;
+        self.with_reactions(room, messages).await
     }
 
     /// The `limit` messages of `room` just before sequence number `before` (the newest if `None`),
@@ -293,7 +303,7 @@ impl Store {
         let mut messages =
             on_engine!(self, store => store.before(room, before, clamp(limit)).await)?;
         messages.reverse();
-        Ok(messages)
+        self.with_reactions(room, messages).await
     }
 
     /// Like [`Store::before`], but also at most `max_bytes` of messages (their text, sender and client
@@ -316,7 +326,7 @@ impl Store {
         };
         let mut messages = on_engine!(self, store => store.before_within(room, page).await)?;
         messages.reverse();
-        Ok(messages)
+        self.with_reactions(room, messages).await
     }
 
     /// The oldest messages of `room` after sequence number `after`, oldest first: at most `limit`, and
@@ -336,7 +346,54 @@ impl Store {
             max_bytes: clamp(max_bytes),
             per_message: clamp(per_message),
         };
-        on_engine!(self, store => store.after_within(room, page).await)
+        let messages = on_engine!(self, store => store.after_within(room, page).await)?;
+        self.with_reactions(room, messages).await
+    }
+
+    /// Fills in the reactions of `messages` (of `room`, oldest first), as they are now: one read for
+    /// the whole run, none when no message there could have any.
+    async fn with_reactions(
+        &self,
+        room: &str,
+        mut messages: Vec<ChatMessage>,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let shown = |m: &&mut ChatMessage| m.kind == EntryKind::Message && !m.deleted;
+        let (Some(first), Some(last)) = (
+            messages.iter_mut().find(shown).map(|m| m.seq),
+            messages.iter_mut().rev().find(shown).map(|m| m.seq),
+        ) else {
+            return Ok(messages);
+        };
+        let rows =
+            on_engine!(self, store => store.reactions(room, clamp(first), clamp(last)).await)?;
+        let mut by_seq: BTreeMap<u64, Vec<Reaction>> = BTreeMap::new();
+        for (seq, emoji, name) in rows {
+            let reactions = by_seq.entry(seq as u64).or_default();
+            if !reactions.iter().any(|r| r.emoji == emoji) {
+                if reactions.len() >= MAX_REACTION_KINDS {
+                    continue;
+                }
+                reactions.push(Reaction {
+                    emoji: emoji.clone(),
+                    ..Reaction::default()
+                });
+            }
+            if let Some(reaction) = reactions.iter_mut().find(|r| r.emoji == emoji) {
+                reaction.count += 1;
+                if reaction.names.len() < MAX_REACTION_NAMES {
+                    reaction.names.push(name);
+                }
+            }
+        }
+        for message in messages
+            .iter_mut()
+            .filter(|m| m.kind == EntryKind::Message && !m.deleted)
+        {
+            if let Some(reactions) = by_seq.remove(&message.seq) {
+                message.reactions = reactions;
+            }
+        }
+        Ok(messages)
     }
 
     /// The oldest stored and the last given sequence numbers of `room`.
@@ -494,6 +551,7 @@ fn message(row: Row) -> ChatMessage {
         }),
         edited: row.10,
         deleted: row.11,
+        reactions: Vec::new(),
     }
 }
 
@@ -503,6 +561,8 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Message => "message",
         EntryKind::Edit => "edit",
         EntryKind::Delete => "delete",
+        EntryKind::React => "react",
+        EntryKind::Unreact => "unreact",
     }
 }
 
@@ -510,6 +570,8 @@ fn entry_kind(name: &str) -> EntryKind {
     match name {
         "edit" => EntryKind::Edit,
         "delete" => EntryKind::Delete,
+        "react" => EntryKind::React,
+        "unreact" => EntryKind::Unreact,
         _ => EntryKind::Message,
     }
 }

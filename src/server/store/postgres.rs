@@ -26,9 +26,9 @@ use sqlx::Connection;
 
 use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
-    PageWithin, PersonId, Plan, PruneReport, Pruned, Row, Stored,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
 };
-use crate::protocol::{ChatMessage, EntryKind, Quote};
+use crate::protocol::{ChatMessage, EntryKind, Quote, MAX_REACTION_KINDS};
 
 /// The schema, oldest first.
 pub(super) const MIGRATIONS: MigrationList = &[
@@ -46,6 +46,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         3,
         "entries",
         include_str!("../../../migrations/postgres/0003_entries.sql"),
+    ),
+    (
+        4,
+        "reactions",
+        include_str!("../../../migrations/postgres/0004_reactions.sql"),
     ),
 ];
 
@@ -136,6 +141,24 @@ impl PgStore {
             ));
         }
         Ok(stored)
+    }
+
+    /// The reactions to `room`'s messages `first..=last`: (seq, emoji, name), in the order they came.
+    pub(super) async fn reactions(
+        &self,
+        room: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, emoji, name FROM reactions WHERE room = $1 AND seq BETWEEN $2 AND $3 \
+             ORDER BY seq, ts, person_id",
+        )
+        .bind(room)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub(super) async fn after(
@@ -480,7 +503,7 @@ async fn append_to_room(
                         match new.kind {
                             EntryKind::Edit => message.text = new.text.clone(),
                             EntryKind::Delete => message.deleted = true,
-                            EntryKind::Message => {}
+                            EntryKind::Message | EntryKind::React | EntryKind::Unreact => {}
                         }
                     }
                     true
@@ -492,6 +515,25 @@ async fn append_to_room(
             }
         });
     }
+    // Reactions toggle, in batch order: each entry says which way its toggle went.
+    let mut toggled: HashMap<usize, EntryKind> = HashMap::new();
+    let mut kept = Vec::with_capacity(fresh.len());
+    for &i in &fresh {
+        let new = batch[i];
+        if let (EntryKind::React, Some(target)) = (new.kind, new.target) {
+            match toggle_reaction(tx, room, new, clamp(target)).await? {
+                Ok(kind) => {
+                    toggled.insert(i, kind);
+                }
+                Err(refusal) => {
+                    outcome[i] = Some(Stored::Refused(refusal));
+                    continue;
+                }
+            }
+        }
+        kept.push(i);
+    }
+    fresh = kept;
     if fresh.len() as i64 != reserved {
         // Give back the numbers the resends and refusals did not need: the lock is still ours, so no
         // one has taken any after them.
@@ -507,7 +549,13 @@ async fn append_to_room(
         let stored: Vec<ChatMessage> = fresh
             .iter()
             .zip(&seqs)
-            .map(|(&i, &seq)| batch[i].stored_as(seq as u64, quotes.remove(&i)))
+            .map(|(&i, &seq)| {
+                let mut stored = batch[i].stored_as(seq as u64, quotes.remove(&i));
+                if let Some(kind) = toggled.get(&i) {
+                    stored.kind = *kind;
+                }
+                stored
+            })
             .collect();
         let column = |field: fn(&ChatMessage) -> Option<i64>| -> Vec<Option<i64>> {
             stored.iter().map(field).collect()
@@ -634,7 +682,7 @@ async fn change_message(
     text: &str,
 ) -> Result<(), sqlx::Error> {
     match kind {
-        EntryKind::Message => return Ok(()),
+        EntryKind::Message | EntryKind::React | EntryKind::Unreact => return Ok(()),
         EntryKind::Edit => {
             sqlx::query(
                 "UPDATE messages SET text = $3, edited = true WHERE room = $1 AND seq = $2",
@@ -661,4 +709,53 @@ async fn change_message(
         }
     }
     Ok(())
+}
+
+/// Toggles `new`'s reaction (its `text`, by its author) to message `target` of `room`: which way it
+/// went, or why it could not (a new emoji past [`MAX_REACTION_KINDS`] on that message).
+async fn toggle_reaction(
+    tx: &mut PgConnection,
+    room: &str,
+    new: &NewMessage,
+    target: i64,
+) -> Result<Result<EntryKind, Refusal>, sqlx::Error> {
+    let had = sqlx::query(
+        "DELETE FROM reactions WHERE room = $1 AND seq = $2 AND emoji = $3 AND person_id = $4",
+    )
+    .bind(room)
+    .bind(target)
+    .bind(&new.text)
+    .bind(new.author_id as i64)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if had {
+        return Ok(Ok(EntryKind::Unreact));
+    }
+    let (kinds, this_one): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT emoji), COUNT(*) FILTER (WHERE emoji = $3) FROM reactions \
+         WHERE room = $1 AND seq = $2",
+    )
+    .bind(room)
+    .bind(target)
+    .bind(&new.text)
+    .fetch_one(&mut *tx)
+    .await?;
+    if this_one == 0 && kinds >= MAX_REACTION_KINDS as i64 {
+        return Ok(Err(Refusal::TooManyReactions));
+    }
+    sqlx::query(
+        "INSERT INTO reactions (room, seq, emoji, person_id, name, ts) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(room)
+    .bind(target)
+    .bind(&new.text)
+    .bind(new.author_id as i64)
+    .bind(&new.author)
+    .bind(new.ts as i64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Ok(EntryKind::React))
 }

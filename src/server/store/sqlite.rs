@@ -24,9 +24,9 @@ use sqlx::Connection;
 
 use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
-    PageWithin, PersonId, Plan, PruneReport, Pruned, Row, Stored,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
 };
-use crate::protocol::{ChatMessage, EntryKind};
+use crate::protocol::{ChatMessage, EntryKind, MAX_REACTION_KINDS};
 
 /// The schema, oldest first.
 pub(super) const MIGRATIONS: MigrationList = &[
@@ -39,6 +39,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         2,
         "entries",
         include_str!("../../../migrations/sqlite/0002_entries.sql"),
+    ),
+    (
+        3,
+        "reactions",
+        include_str!("../../../migrations/sqlite/0003_reactions.sql"),
     ),
 ];
 
@@ -152,6 +157,17 @@ impl SqliteStore {
                     continue;
                 }
             };
+            // A reaction toggles: the entry says which way it went.
+            let mut kind = new.kind;
+            if let (EntryKind::React, Some(target)) = (new.kind, new.target) {
+                match toggle_reaction(&mut tx, new, clamp(target)).await? {
+                    Ok(toggled) => kind = toggled,
+                    Err(refusal) => {
+                        outcome.push(Stored::Refused(refusal));
+                        continue;
+                    }
+                }
+            }
             let (seq,): (i64,) = sqlx::query_as(
                 "INSERT INTO rooms (name, last_seq, created_at) VALUES (?, 1, ?) \
                  ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
@@ -160,7 +176,8 @@ impl SqliteStore {
             .bind(new.ts as i64)
             .fetch_one(&mut *tx)
             .await?;
-            let stored = new.stored_as(seq as u64, quote);
+            let mut stored = new.stored_as(seq as u64, quote);
+            stored.kind = kind;
             sqlx::query(
                 "INSERT INTO messages (room, seq, author_id, author, text, ts, client_id, kind, \
                    target, reply_to, reply_from, reply_text) \
@@ -173,7 +190,7 @@ impl SqliteStore {
             .bind(&new.text)
             .bind(new.ts as i64)
             .bind(&new.client_id)
-            .bind(kind_name(new.kind))
+            .bind(kind_name(stored.kind))
             .bind(stored.target.map(clamp))
             .bind(stored.reply_to.as_ref().map(|q| clamp(q.seq)))
             .bind(stored.reply_to.as_ref().map(|q| q.from.as_str()))
@@ -187,6 +204,24 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// The reactions to `room`'s messages `first..=last`: (seq, emoji, name), in the order they came.
+    pub(super) async fn reactions(
+        &self,
+        room: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, emoji, name FROM reactions WHERE room = ? AND seq BETWEEN ? AND ? \
+             ORDER BY seq, ts, person_id",
+        )
+        .bind(room)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub(super) async fn after(
@@ -478,7 +513,7 @@ async fn change_message(
     text: &str,
 ) -> Result<(), sqlx::Error> {
     match kind {
-        EntryKind::Message => return Ok(()),
+        EntryKind::Message | EntryKind::React | EntryKind::Unreact => return Ok(()),
         EntryKind::Edit => {
             sqlx::query("UPDATE messages SET text = ?, edited = 1 WHERE room = ? AND seq = ?")
                 .bind(text)
@@ -501,4 +536,51 @@ async fn change_message(
         }
     }
     Ok(())
+}
+
+/// Toggles `new`'s reaction (its `text`, by its author) to message `target`: which way it went, or
+/// why it could not (a new emoji past [`MAX_REACTION_KINDS`] on that message).
+async fn toggle_reaction(
+    tx: &mut sqlx::SqliteConnection,
+    new: &NewMessage,
+    target: i64,
+) -> Result<Result<EntryKind, Refusal>, sqlx::Error> {
+    let had = sqlx::query(
+        "DELETE FROM reactions WHERE room = ? AND seq = ? AND emoji = ? AND person_id = ?",
+    )
+    .bind(&new.room)
+    .bind(target)
+    .bind(&new.text)
+    .bind(new.author_id as i64)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if had {
+        return Ok(Ok(EntryKind::Unreact));
+    }
+    let (kinds, this_one): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT emoji), COUNT(*) FILTER (WHERE emoji = ?) FROM reactions \
+         WHERE room = ? AND seq = ?",
+    )
+    .bind(&new.text)
+    .bind(&new.room)
+    .bind(target)
+    .fetch_one(&mut *tx)
+    .await?;
+    if this_one == 0 && kinds >= MAX_REACTION_KINDS as i64 {
+        return Ok(Err(Refusal::TooManyReactions));
+    }
+    sqlx::query(
+        "INSERT INTO reactions (room, seq, emoji, person_id, name, ts) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&new.room)
+    .bind(target)
+    .bind(&new.text)
+    .bind(new.author_id as i64)
+    .bind(&new.author)
+    .bind(new.ts as i64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Ok(EntryKind::React))
 }

@@ -76,6 +76,7 @@ on_both_engines!(
     pages_within_a_byte_budget_and_room_lists,
     the_session_key_is_the_stores_only_when_the_store_is_shared,
     edits_and_deletes_are_entries_of_the_log_and_change_the_message,
+    reactions_toggle_count_each_person_once_and_go_with_their_message,
 );
 
 fn new(room: &str, text: &str, client_id: Option<&str>) -> NewMessage {
@@ -221,6 +222,104 @@ async fn edits_and_deletes_are_entries_of_the_log_and_change_the_message(place: 
         .unwrap();
     assert_eq!(within, page, "{engine}");
     assert_eq!(store.bounds("r").await.unwrap().last_seq, 4, "{engine}");
+}
+
+/// Person `author_id` (named `name`) toggles `emoji` on message `target` of room `r`.
+fn reaction(author_id: PersonId, name: &str, target: u64, emoji: &str) -> NewMessage {
+    NewMessage {
+        author: name.into(),
+        ..change(EntryKind::React, author_id, target, emoji, None)
+    }
+}
+
+async fn reactions_toggle_count_each_person_once_and_go_with_their_message(place: Place) {
+    let store = place.open().await;
+    let engine = place.engine();
+    store
+        .append(&[new("r", "react to me", None)])
+        .await
+        .unwrap();
+    // Ann reacts, bob reacts, ann again (a second tab's toggle takes hers back), cy reacts with
+    // another emoji. The entries say which way each toggle went.
+    let toggles = store
+        .append(&[
+            reaction(7, "ann", 1, "👍"),
+            reaction(8, "bob", 1, "👍"),
+            reaction(7, "ann", 1, "👍"),
+            reaction(9, "cy", 1, "🎉"),
+        ])
+        .await
+        .unwrap();
+    let kinds: Vec<EntryKind> = toggles
+        .iter()
+        .map(|t| match t {
+            Stored::New(m) => m.kind,
+            other => panic!("{engine}: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EntryKind::React,
+            EntryKind::React,
+            EntryKind::Unreact,
+            EntryKind::React
+        ],
+        "{engine}"
+    );
+    let page = store.before("r", None, 10).await.unwrap();
+    let now: Vec<(String, usize, Vec<String>)> = page[0]
+        .reactions
+        .iter()
+        .map(|r| (r.emoji.clone(), r.count, r.names.clone()))
+        .collect();
+    assert_eq!(
+        now,
+        [
+            ("👍".into(), 1, vec!["bob".to_string()]),
+            ("🎉".into(), 1, vec!["cy".to_string()])
+        ],
+        "{engine}"
+    );
+    // A catch-up carries the toggles in order, and the message as it is now.
+    let all = store.after("r", 0, 10).await.unwrap();
+    assert_eq!(all.len(), 5, "{engine}");
+    assert_eq!(all[0].reactions.len(), 2, "{engine}");
+    // No reaction to a message that is not there; at most so many different emoji on one.
+    let missing = store.append(&[reaction(7, "ann", 99, "👍")]).await.unwrap();
+    assert_eq!(
+        missing[0],
+        Stored::Refused(Refusal::NoSuchMessage),
+        "{engine}"
+    );
+    let many: Vec<NewMessage> = (0..MAX_REACTION_KINDS)
+        .map(|i| reaction(7, "ann", 1, &format!("e{i}")))
+        .collect();
+    let outcomes = store.append(&many).await.unwrap();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Stored::Refused(_)))
+        .count();
+    assert_eq!(
+        refused, 2,
+        "{engine}: 20 kinds, 2 there already: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.last(),
+        Some(&Stored::Refused(Refusal::TooManyReactions)),
+        "{engine}"
+    );
+    // Deleting the message takes its reactions out of every page.
+    store
+        .append(&[change(EntryKind::Delete, 7, 1, "", None)])
+        .await
+        .unwrap();
+    let page = store.before("r", None, 10).await.unwrap();
+    assert!(
+        page[0].deleted && page[0].reactions.is_empty(),
+        "{engine}: {:?}",
+        page[0]
+    );
 }
 
 fn seq(stored: &Stored) -> u64 {
