@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 
 use crate::protocol::{
-    ChatMessage, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, Reaction, ServerEvent,
-    WelcomeLimits, MAX_REACTION_NAMES,
+    ChatMessage, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, Reaction, ReadPosition,
+    ServerEvent, WelcomeLimits, MAX_REACTION_NAMES,
 };
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
@@ -160,6 +160,9 @@ pub struct ChatState {
     pub limits: RwSignal<WelcomeLimits>,
     /// People online in each room with any, as the server pushes them (empty until it has).
     pub online_counts: RwSignal<BTreeMap<String, usize>>,
+    /// Where this person has read each room to, and how many messages came after (the same in
+    /// every tab: the server keeps it).
+    pub read: RwSignal<BTreeMap<String, ReadPosition>>,
     next_key: StoredValue<u64>,
 }
 
@@ -173,6 +176,7 @@ impl ChatState {
             pending: RwSignal::new(Vec::new()),
             limits: RwSignal::new(WelcomeLimits::default()),
             online_counts: RwSignal::new(BTreeMap::new()),
+            read: RwSignal::new(BTreeMap::new()),
             next_key: StoredValue::new(0),
         }
     }
@@ -330,6 +334,17 @@ impl ChatState {
                     deleted: false,
                     reactions: Vec::new(),
                 };
+                let counts = kind == EntryKind::Message
+                    && self
+                        .me
+                        .with_untracked(|me| me.as_deref() != Some(message.from.as_str()));
+                if counts {
+                    self.read.update(|read| {
+                        if let Some(position) = read.get_mut(&room).filter(|p| seq > p.seq) {
+                            position.unread += 1;
+                        }
+                    });
+                }
                 self.with_room(&room, |state, view| state.fill(view, vec![message]));
             }
             ServerEvent::Ack { client_id, .. } => self.settle(client_id.as_deref()),
@@ -373,6 +388,17 @@ impl ChatState {
             }),
             ServerEvent::Error { message, .. } => self.local_error(message),
             ServerEvent::Pong => {}
+            ServerEvent::ReadPositions { rooms } => self.read.update(|read| {
+                for (room, position) in rooms {
+                    // Positions only move forward; an older report (a slow tab's) changes nothing.
+                    if read
+                        .get(&room)
+                        .is_none_or(|known| position.seq >= known.seq)
+                    {
+                        read.insert(room, position);
+                    }
+                }
+            }),
             ServerEvent::RoomCounts { counts } => self.online_counts.update(|known| {
                 for (room, count) in counts {
                     if count == 0 {
@@ -383,6 +409,27 @@ impl ChatState {
                 }
             }),
         }
+    }
+
+    /// The page shows `room` to its reader: everything in it is read. The `seq` to tell the server,
+    /// if that moved the position.
+    pub fn mark_read(&self, room: &str) -> Option<u64> {
+        let last = self
+            .rooms
+            .with_untracked(|rooms| rooms.get(room).map(|view| view.last_seq))
+            .filter(|last| *last > 0)?;
+        let mut moved = false;
+        self.read.update(|read| {
+            let position = read.entry(room.to_owned()).or_default();
+            moved = last > position.seq || position.unread > 0;
+            if moved {
+                *position = ReadPosition {
+                    seq: last.max(position.seq),
+                    unread: 0,
+                };
+            }
+        });
+        moved.then_some(last)
     }
 
     /// Older messages of `room` fetched by paging: shown above what is there.
@@ -661,6 +708,41 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn read_positions_count_what_others_say_and_only_move_forward() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        chat.apply(ServerEvent::Welcome {
+            name: "bob".into(),
+            session: "t".into(),
+            limits: WelcomeLimits::default(),
+        });
+        let position = |seq, unread| ReadPosition { seq, unread };
+        chat.apply(ServerEvent::ReadPositions {
+            rooms: BTreeMap::from([("general".to_string(), position(1, 3))]),
+        });
+        chat.apply(joined("general", false, vec![stored(1, "old")]));
+        // Others' messages count; our own do not.
+        chat.apply(message("general", 2, "ann", "one"));
+        chat.apply(message("general", 3, "bob", "mine"));
+        assert_eq!(chat.read.get_untracked()["general"], position(1, 4));
+        // Shown to the reader: read to the last, told to the server once.
+        assert_eq!(chat.mark_read("general"), Some(3));
+        assert_eq!(chat.mark_read("general"), None);
+        assert_eq!(chat.read.get_untracked()["general"], position(3, 0));
+        // Another tab's older report does not move it back; a newer one does.
+        chat.apply(ServerEvent::ReadPositions {
+            rooms: BTreeMap::from([("general".to_string(), position(2, 0))]),
+        });
+        assert_eq!(chat.read.get_untracked()["general"], position(3, 0));
+        chat.apply(ServerEvent::ReadPositions {
+            rooms: BTreeMap::from([("general".to_string(), position(5, 0))]),
+        });
+        assert_eq!(chat.read.get_untracked()["general"], position(5, 0));
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+    /// You have read `room` up to `seq`: stored for you (the person: every tab, every node, across
+    /// restarts), and told to your other tabs. A position never moves back.
+    Read { room: String, seq: u64 },
     /// Delete your own message `seq` in `room`: "message deleted" stands in its place.
     Delete {
         room: String,
@@ -300,7 +303,26 @@ pub enum ServerEvent {
     /// `--room-counts-every`) and only when something changed, the rooms whose count changed, `0`
     /// meaning no one is there any more. What a room list shows, without polling.
     RoomCounts { counts: BTreeMap<String, usize> },
+    /// Where you (the person) have read to, room by room: after the welcome, your rooms with a
+    /// position (the [`MAX_READ_POSITIONS`] read last), with how many messages came after it (counted
+    /// up to [`MAX_UNREAD`]); then, as one of your tabs moves a position, that room alone (`unread`
+    /// 0).
+    ReadPositions {
+        rooms: BTreeMap<String, ReadPosition>,
+    },
 }
+
+/// One room's read position: the `seq` read to, and how many messages came after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPosition {
+    pub seq: u64,
+    pub unread: u64,
+}
+
+/// Most rooms a [`ServerEvent::ReadPositions`] lists after the welcome.
+pub const MAX_READ_POSITIONS: usize = 100;
+/// Unread messages are counted up to this many ("999+").
+pub const MAX_UNREAD: u64 = 999;
 
 /// Most rooms one [`ServerEvent::RoomCounts`] lists (so its size is bounded by the room name's limit).
 pub const MAX_ROOM_COUNTS: usize = 256;
@@ -345,6 +367,7 @@ pub enum FrameKind {
     Edit,
     Delete,
     React,
+    Read,
     Join,
     Leave,
     Typing,
@@ -367,6 +390,7 @@ impl ClientFrame {
             ClientFrame::React {
                 room, client_id, ..
             } => (FrameKind::React, Some(room), client_id.clone()),
+            ClientFrame::Read { room, .. } => (FrameKind::Read, Some(room), None),
             ClientFrame::Join { room, .. } => (FrameKind::Join, Some(room), None),
             ClientFrame::Leave { room } => (FrameKind::Leave, Some(room), None),
             ClientFrame::Typing { room } => (FrameKind::Typing, Some(room), None),

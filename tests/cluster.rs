@@ -372,6 +372,49 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
     );
 }
 
+/// A person's read position follows them across nodes: a tab on one node reads, their tab on the
+/// other is told, and a later tab anywhere is told where they were.
+#[tokio::test]
+async fn a_read_position_moved_on_one_node_reaches_the_persons_tabs_on_another() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    for node in [&a, &b] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let mut on_a = a.connect("/ws?name=ann").await;
+    let (_, session) = on_a.welcome().await;
+    on_a.joined("general").await;
+    let mut on_b = common::connect_to(&b.addr, "/ws", Some(&session)).await;
+    on_b.welcome().await;
+    on_b.joined("general").await;
+    // Bob, on node b, says three things.
+    let (mut bob, _) = enter(&b, "bob").await;
+    for i in 0..3 {
+        bob.send_json(message(&format!("m{i}"), &format!("b{i}")))
+            .await;
+    }
+    messages(&mut on_b, 3, PATIENCE).await;
+    on_b.send_json(json!({"type": "read", "room": "general", "seq": 2}))
+        .await;
+    let told = loop {
+        if let ServerEvent::ReadPositions { rooms } = on_a.event().await {
+            break rooms;
+        }
+    };
+    assert_eq!(told.get("general").map(|p| p.seq), Some(2));
+    // A new tab, on either node, starts from the stored position: one message after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut later = common::connect_to(&a.addr, "/ws", Some(&session)).await;
+    later.welcome().await;
+    let told = loop {
+        if let ServerEvent::ReadPositions { rooms } = later.event().await {
+            break rooms;
+        }
+    };
+    let general = told.get("general").copied().unwrap_or_default();
+    assert_eq!((general.seq, general.unread), (2, 1));
+}
+
 #[tokio::test]
 async fn a_name_online_on_one_node_is_refused_on_another_until_it_is_free() {
     let mut cluster = Cluster::start().await;

@@ -99,6 +99,7 @@ on_both_engines!(
     acks_keep_flowing_while_retention_prunes_a_large_backlog,
     edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9,
     a_reaction_toggled_from_two_tabs_of_one_person_counts_once,
+    read_positions_are_shared_between_tabs_and_survive_a_restart,
 );
 
 #[tokio::test]
@@ -663,6 +664,75 @@ async fn a_reaction_toggled_from_two_tabs_of_one_person_counts_once(backend: Bac
         )]
     );
     server.stop().await;
+}
+
+/// Reads until a `read_positions` event comes; returns its rooms as (room, seq, unread).
+async fn read_positions(client: &mut Client) -> Vec<(String, u64, u64)> {
+    loop {
+        if let ServerEvent::ReadPositions { rooms } = client.event().await {
+            return rooms
+                .into_iter()
+                .map(|(room, p)| (room, p.seq, p.unread))
+                .collect();
+        }
+    }
+}
+
+async fn read_positions_are_shared_between_tabs_and_survive_a_restart(backend: Backend) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let database_url = backend.database_url();
+    let server = Binary::start(data_dir.path(), database_url.as_deref());
+    let mut bob = server.connect("/ws?name=bob").await;
+    bob.welcome().await;
+    bob.joined("general").await;
+    let mut tab1 = server.connect("/ws?name=ann").await;
+    let (_, session) = tab1.welcome().await;
+    tab1.joined("general").await;
+    let mut tab2 = common::connect_to(&server.addr, "/ws", Some(&session)).await;
+    tab2.welcome().await;
+    tab2.joined("general").await;
+    for i in 1..=5 {
+        send_acked(&mut bob, "general", &format!("m{i}"), &format!("b{i}")).await;
+    }
+    // Ann's first tab has read to 2: her second tab is told at once.
+    tab1.send_json(json!({"type": "read", "room": "general", "seq": 2}))
+        .await;
+    assert_eq!(
+        read_positions(&mut tab2).await,
+        [("general".to_string(), 2, 0)]
+    );
+    // A position never moves back.
+    tab2.send_json(json!({"type": "read", "room": "general", "seq": 1}))
+        .await;
+    assert_eq!(
+        read_positions(&mut tab1).await,
+        [("general".to_string(), 1, 0)]
+    );
+    // Stored as it goes (a task of its own): give it a moment before the kill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    // After the restart, a new tab of hers is told where she was, and how much came after.
+    let restarted = Binary::start(data_dir.path(), database_url.as_deref());
+    let mut tab3 = common::connect_to(&restarted.addr, "/ws", Some(&session)).await;
+    tab3.welcome().await;
+    assert_eq!(
+        read_positions(&mut tab3).await,
+        [("general".to_string(), 2, 3)]
+    );
+    // Someone who never read anything is told nothing; a read of a room not followed is refused.
+    let mut cy = restarted.connect("/ws?name=cy").await;
+    cy.welcome().await;
+    cy.joined("general").await;
+    cy.send_json(json!({"type": "read", "room": "dev", "seq": 1}))
+        .await;
+    assert_eq!(
+        refusal(&mut cy).await,
+        (ErrorCode::NotJoined, FrameKind::Read)
+    );
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ use metrics::counter;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::clock::now_ms;
 use super::config::Config;
 use super::error::ChatError;
 use super::frame::{close, encode, Frame, Kick, WireFormat};
@@ -43,9 +44,12 @@ use super::metrics as m;
 use super::rate_limit::{RateLimiter, Verdict};
 use super::registry::{ConnId, Identity};
 use super::replay::ReplayLimits;
+use super::store::PersonId;
 use super::websocket::{self, Decoder, Incoming, Upgraded, WireError};
 use super::Chat;
-use crate::protocol::{ClientFrame, EntryKind, FrameRef, ServerEvent, DEFAULT_ROOM};
+use crate::protocol::{
+    ClientFrame, EntryKind, FrameRef, ServerEvent, DEFAULT_ROOM, MAX_READ_POSITIONS,
+};
 
 /// Most frames written with one system call.
 pub const WRITE_BATCH: usize = 64;
@@ -100,8 +104,13 @@ pub async fn serve(
             return Box::pin(turn_away(stream, ChatError::NameTaken(key), format)).await;
         }
     }
+    let person = registration.person;
     let mut conn = Connection::new(stream, registration, &chat, format, already_read);
     let id = conn.id;
+    if format == WireFormat::Json {
+        // Where this person has read to, by a task of its own: the connection is served meanwhile.
+        tokio::spawn(tell_read_positions(chat.clone(), id, person));
+    }
     tracing::debug!(conn = id, "connected");
     if let Some(room) = first_room {
         match format {
@@ -125,6 +134,20 @@ pub async fn serve(
     // while unwinding from a panic anywhere in this task.
     drop(conn);
     tracing::debug!(conn = id, ?goodbye, "disconnected");
+}
+
+/// Tells connection `conn` where `person` has read to, if anywhere, with the unread counts.
+async fn tell_read_positions(chat: Arc<Chat>, conn: ConnId, person: PersonId) {
+    match chat.store.read_positions(person, MAX_READ_POSITIONS).await {
+        Ok(rooms) if rooms.is_empty() => {}
+        Ok(rooms) => chat.manager.tell(
+            conn,
+            &ServerEvent::ReadPositions {
+                rooms: rooms.into_iter().collect(),
+            },
+        ),
+        Err(error) => tracing::warn!(%error, "read positions could not be read"),
+    }
 }
 
 /// Tells a client why it cannot connect (an `error` event, if it reads JSON), then closes with the
@@ -447,6 +470,7 @@ impl<'a> Connection<'a> {
                 target: Some(seq),
                 client_id,
             }),
+            ClientFrame::Read { room, seq } => self.read(room, seq),
             ClientFrame::Join { room, after } => {
                 self.join(room, after);
                 Ok(())
@@ -521,6 +545,20 @@ impl<'a> Connection<'a> {
     }
 
     /// Hands a chat message to the history writer, which stores it, then acknowledges and publishes it.
+    /// Moves the person's read position in `room`: their other tabs are told at once, and the store
+    /// keeps it, by a task of its own (nothing waits for it; a position lost to a failing store is
+    /// sent again by the page the next time it reads).
+    fn read(&self, room: String, seq: u64) -> Result<(), ChatError> {
+        let person = self.manager.read(self.id, room.clone(), seq)?;
+        let store = self.chat.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.set_read(person, &room, seq, now_ms()).await {
+                tracing::warn!(%error, room, "a read position could not be stored");
+            }
+        });
+        Ok(())
+    }
+
     /// Hands an entry for the room's log to the history writer, which acknowledges it once stored.
     fn write(&self, draft: Draft) -> Result<(), ChatError> {
         let message = self.manager.prepare_message(self.id, draft)?;

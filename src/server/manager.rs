@@ -46,8 +46,8 @@ use super::rooms::{Fill, Gap, Lagging, Rooms};
 use super::session::Sessions;
 use super::store::{NewMessage, PersonId, Refusal, Stored};
 use crate::protocol::{
-    validate_reaction, validate_text, ChatMessage, EntryKind, FrameRef, ServerEvent, WelcomeLimits,
-    MAX_CLIENT_ID_BYTES, MAX_REACTION_KINDS,
+    validate_reaction, validate_text, ChatMessage, EntryKind, FrameRef, ReadPosition, ServerEvent,
+    WelcomeLimits, MAX_CLIENT_ID_BYTES, MAX_REACTION_KINDS,
 };
 
 /// Messages each room with people in it keeps in memory (at least `--history-on-join`), so that a
@@ -88,6 +88,13 @@ struct State {
     cluster: Option<Cluster>,
     /// The rooms' online counts every page was told.
     room_counts: RoomCounts,
+}
+
+/// The event telling a person's tabs they read `room` up to `seq`.
+fn read_position(room: String, seq: u64) -> ServerEvent {
+    ServerEvent::ReadPositions {
+        rooms: std::collections::BTreeMap::from([(room, ReadPosition { seq, unread: 0 })]),
+    }
 }
 
 /// What a connection asks to add to a room's log: a message (a reply if it has a `target`), or an edit
@@ -408,6 +415,10 @@ impl ConnectionManager {
                 let until = Instant::now() + self.limits.typing_ttl;
                 (state.rooms.typing(&room, &key, &name, until), None)
             }
+            BusEvent::Read { room, person, seq } => {
+                state.tell_person(person, None, &read_position(room, seq));
+                (Vec::new(), None)
+            }
         };
         state.disconnect_lagging(lagging);
         gap.into_iter().collect()
@@ -485,6 +496,27 @@ impl ConnectionManager {
         let open = state.rooms.end_fill(room).is_some();
         state.disconnect_lagging(lagging);
         open
+    }
+
+    /// Connection `conn` read `room` up to `seq`: its person's other connections (here, and through
+    /// the other nodes) are told. Returns the person, whose position the caller stores.
+    pub fn read(&self, conn: ConnId, room: String, seq: u64) -> Result<PersonId, ChatError> {
+        let mut state = self.state();
+        let Some(record) = state.registry.get(conn) else {
+            return Err(ChatError::ShuttingDown);
+        };
+        if !record.rooms.contains(&room) {
+            return Err(ChatError::NotJoined(room));
+        }
+        let person = record.person;
+        state.tell_person(person, Some(conn), &read_position(room.clone(), seq));
+        state.tell_cluster(BusEvent::Read { room, person, seq });
+        Ok(person)
+    }
+
+    /// Tells connection `conn` `event` (if it reads JSON).
+    pub fn tell(&self, conn: ConnId, event: &ServerEvent) {
+        self.state().tell(conn, event);
     }
 
     /// Connection `conn` says its person is typing in `room`: announced if they were not already.
@@ -637,6 +669,25 @@ impl State {
             .is_some_and(|r| r.format == WireFormat::Json)
         {
             self.queue(to, encode(event));
+        }
+    }
+
+    /// Tells every JSON connection of `person` here (but `except`) `event`, encoded once.
+    fn tell_person(&mut self, person: PersonId, except: Option<ConnId>, event: &ServerEvent) {
+        let to: Vec<ConnId> = self
+            .registry
+            .records_by_id()
+            .filter(|(id, r)| {
+                r.person == person && Some(*id) != except && r.format == WireFormat::Json
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if to.is_empty() {
+            return;
+        }
+        let frame = encode(event);
+        for id in to {
+            self.queue(id, frame.clone());
         }
     }
 

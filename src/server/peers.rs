@@ -32,12 +32,20 @@ pub enum BusEvent {
         key: String,
         name: String,
     },
+    /// One person read a room up to `seq` (their tabs on every node are told).
+    Read {
+        room: String,
+        person: PersonId,
+        seq: u64,
+    },
 }
 
 impl BusEvent {
     pub(super) fn room(&self) -> &str {
         match self {
-            BusEvent::Message { room, .. } | BusEvent::Typing { room, .. } => room,
+            BusEvent::Message { room, .. }
+            | BusEvent::Typing { room, .. }
+            | BusEvent::Read { room, .. } => room,
             BusEvent::Presence(record) => &record.room,
         }
     }

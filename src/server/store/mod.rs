@@ -39,8 +39,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
 use crate::protocol::{
-    ChatMessage, EntryKind, FrameKind, Quote, Reaction, MAX_REACTION_KINDS, MAX_REACTION_NAMES,
-    QUOTE_CHARS,
+    ChatMessage, EntryKind, FrameKind, Quote, Reaction, ReadPosition, MAX_REACTION_KINDS,
+    MAX_REACTION_NAMES, QUOTE_CHARS,
 };
 
 /// Identifies a person (all the connections of one session): the `author_id` of their messages.
@@ -394,6 +394,39 @@ impl Store {
             }
         }
         Ok(messages)
+    }
+
+    /// Moves `person`'s read position in `room` to `seq`, unless it is there or further already.
+    pub async fn set_read(
+        &self,
+        person: PersonId,
+        room: &str,
+        seq: u64,
+        ts: u64,
+    ) -> Result<(), sqlx::Error> {
+        let (person, seq, ts) = (clamp(person), clamp(seq), clamp(ts));
+        on_engine!(self, store => store.set_read(person, room, seq, ts).await)
+    }
+
+    /// `person`'s read positions, the rooms read last first (at most `limit`), each with how many
+    /// messages came after it (counted up to `MAX_UNREAD`).
+    pub async fn read_positions(
+        &self,
+        person: PersonId,
+        limit: usize,
+    ) -> Result<Vec<(String, ReadPosition)>, sqlx::Error> {
+        let rows =
+            on_engine!(self, store => store.read_positions(clamp(person), clamp(limit)).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(room, seq, unread)| {
+                let position = ReadPosition {
+                    seq: seq.max(0) as u64,
+                    unread: unread.max(0) as u64,
+                };
+                (room, position)
+            })
+            .collect())
     }
 
     /// The oldest stored and the last given sequence numbers of `room`.

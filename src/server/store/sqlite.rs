@@ -26,7 +26,7 @@ use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
     PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
 };
-use crate::protocol::{ChatMessage, EntryKind, MAX_REACTION_KINDS};
+use crate::protocol::{ChatMessage, EntryKind, MAX_REACTION_KINDS, MAX_UNREAD};
 
 /// The schema, oldest first.
 pub(super) const MIGRATIONS: MigrationList = &[
@@ -44,6 +44,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         3,
         "reactions",
         include_str!("../../../migrations/sqlite/0003_reactions.sql"),
+    ),
+    (
+        5,
+        "read_positions",
+        include_str!("../../../migrations/sqlite/0005_read_positions.sql"),
     ),
 ];
 
@@ -204,6 +209,48 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub(super) async fn set_read(
+        &self,
+        person: i64,
+        room: &str,
+        seq: i64,
+        ts: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO read_positions (person_id, room, seq, ts) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (person_id, room) DO UPDATE SET seq = MAX(seq, excluded.seq), \
+               ts = excluded.ts",
+        )
+        .bind(person)
+        .bind(room)
+        .bind(seq)
+        .bind(ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A person's read positions, the rooms read last first, each with the messages after it
+    /// (counted up to `MAX_UNREAD`).
+    pub(super) async fn read_positions(
+        &self,
+        person: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT r.room, r.seq, (SELECT COUNT(*) FROM ( \
+               SELECT 1 FROM messages m WHERE m.room = r.room AND m.seq > r.seq \
+                 AND m.author_id <> r.person_id \
+                 AND m.kind = 'message' AND m.deleted = 0 LIMIT ?3)) \
+             FROM read_positions r WHERE r.person_id = ?1 ORDER BY r.ts DESC LIMIT ?2",
+        )
+        .bind(person)
+        .bind(limit)
+        .bind(MAX_UNREAD as i64)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The reactions to `room`'s messages `first..=last`: (seq, emoji, name), in the order they came.
