@@ -453,6 +453,7 @@ fn LineView(line: Line) -> impl IntoView {
             deleted,
             reply_to,
             reactions,
+            html,
         } => view! {
             <li class="line message" class:mine=mine class:deleted=deleted data-seq=seq>
                 {reply_to.map(|quote| view! {
@@ -463,10 +464,12 @@ fn LineView(line: Line) -> impl IntoView {
                     </span>
                 })}
                 <strong class="from"><bdi>{from}</bdi></strong>
-                {if deleted {
-                    view! { <span class="text deleted">"message deleted"</span> }.into_any()
-                } else {
-                    view! { <span class="text">{text}</span> }.into_any()
+                {match (deleted, html) {
+                    (true, _) => view! { <span class="text deleted">"message deleted"</span> }.into_any(),
+                    // Rendered and escaped by the server (src/server/markdown.rs), which only ever
+                    // writes a few harmless tags: the page shows it as it is.
+                    (false, Some(html)) => view! { <div class="text formatted" inner_html=html></div> }.into_any(),
+                    (false, None) => view! { <span class="text">{text}</span> }.into_any(),
                 }}
                 {edited.then(|| view! { <span class="edited">" (edited)"</span> })}
                 <time class="ts">{clock(ts)}</time>

@@ -95,6 +95,8 @@ pub enum LineKind {
         reply_to: Option<Quote>,
         /// Its reactions, as they are now.
         reactions: Vec<Reaction>,
+        /// Its text as HTML, when it has formatting (rendered by the server).
+        html: Option<String>,
     },
     Joined {
         name: String,
@@ -319,6 +321,7 @@ impl ChatState {
                 kind,
                 target,
                 reply_to,
+                html,
             } => {
                 self.settle(client_id.as_deref());
                 let message = ChatMessage {
@@ -332,6 +335,7 @@ impl ChatState {
                     reply_to,
                     edited: false,
                     deleted: false,
+                    html,
                     reactions: Vec::new(),
                 };
                 let counts = kind == EntryKind::Message
@@ -546,6 +550,7 @@ impl ChatState {
                 deleted,
                 reply_to,
                 reactions,
+                html,
                 ..
             } = &mut line.kind
             else {
@@ -555,10 +560,12 @@ impl ChatState {
                 match change.kind {
                     EntryKind::Edit => {
                         text.clone_from(&change.text);
+                        html.clone_from(&change.html);
                         *edited = true;
                     }
                     EntryKind::Delete => {
                         text.clear();
+                        *html = None;
                         *deleted = true;
                     }
                     EntryKind::React => react(reactions, &change.text, &change.from, true),
@@ -594,6 +601,7 @@ impl ChatState {
                 deleted: message.deleted,
                 reply_to: message.reply_to,
                 reactions: message.reactions,
+                html: message.html,
             },
         }
     }
@@ -670,6 +678,7 @@ mod tests {
             kind: EntryKind::Message,
             target: None,
             reply_to: None,
+            html: None,
         }
     }
 

@@ -188,6 +188,10 @@ pub struct ChatMessage {
     pub edited: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// The text as HTML, when it has formatting (a safe Markdown subset, rendered by the server: see
+    /// docs/protocol.md); without it, the text is shown as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
     /// A message's reactions, as they are now (in `joined` and history pages; live, a client applies
     /// `react` and `unreact` entries to them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -271,6 +275,8 @@ pub enum ServerEvent {
         target: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<Quote>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        html: Option<String>,
     },
     /// Your message is stored (durably) as `seq` in `room`. Sent once per `message` frame, also for a
     /// resend of one already stored.

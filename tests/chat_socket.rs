@@ -176,6 +176,44 @@ async fn every_page_is_pushed_the_rooms_online_counts_as_they_change() {
     server.stop().await;
 }
 
+/// Formatting arrives as HTML the server wrote, where hostile input is inert; plain text has none.
+#[tokio::test]
+async fn markdown_is_rendered_by_the_server_and_hostile_input_stays_text() {
+    let server = TestServer::start().await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let hostile = "**bold** <script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)> https://example.com";
+    ann.send_json(json!({"type": "message", "text": hostile}))
+        .await;
+    let ServerEvent::Message { text, html, .. } = ann.said().await else {
+        panic!("expected the message");
+    };
+    assert_eq!(text, hostile, "the text stays as sent");
+    let html = html.expect("formatted");
+    assert!(html.contains("<strong>bold</strong>"), "{html}");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+    assert!(
+        !html.contains("<script") && !html.contains("href=\"javascript"),
+        "{html}"
+    );
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains("<a href=\"https://example.com\" rel=\"noopener noreferrer\""),
+        "{html}"
+    );
+    ann.send_text("just words").await;
+    let ServerEvent::Message { html, .. } = ann.said().await else {
+        panic!("expected the message");
+    };
+    assert_eq!(html, None);
+    // History pages carry the same HTML.
+    let page = server.http_get("/api/history?room=general").await;
+    assert!(
+        page.contains("\\u003cstrong\\u003ebold") || page.contains("<strong>bold"),
+        "{page}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn assigned_names_are_readable_and_never_alike() {
     let server = TestServer::start().await;

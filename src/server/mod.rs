@@ -57,6 +57,7 @@ mod classic;
 mod connection;
 mod history;
 mod http_slots;
+mod markdown;
 mod upgrade;
 
 use std::future::Future;

@@ -83,7 +83,19 @@ fn text_bytes(messages: &[ChatMessage]) -> usize {
 /// What a message counts against the byte bound: its text, sender and `client_id`, as the store's
 /// budgeted reads count them (`Store::after_within`, `Store::before_within`).
 pub fn size(message: &ChatMessage) -> usize {
-    message.text.len() + message.from.len() + message.client_id.as_ref().map_or(0, String::len)
+    message.text.len()
+        + message.from.len()
+        + message.client_id.as_ref().map_or(0, String::len)
+        + message.html.as_ref().map_or(0, String::len)
+        + message
+            .reply_to
+            .as_ref()
+            .map_or(0, |q| q.text.len() + q.from.len())
+        + message
+            .reactions
+            .iter()
+            .map(|r| r.emoji.len() + r.names.iter().map(String::len).sum::<usize>())
+            .sum::<usize>()
 }
 
 #[cfg(test)]

@@ -754,6 +754,7 @@ impl Rooms {
             kind: message.kind,
             target: message.target,
             reply_to: message.reply_to,
+            html: message.html,
         };
         lagging.extend(self.publish(room, &event, seq));
         lagging

@@ -90,8 +90,17 @@ impl NewMessage {
             reply_to: quote,
             edited: false,
             deleted: false,
+            html: formatted(self.kind, false, &self.text),
             reactions: Vec::new(),
         }
+    }
+}
+
+/// A message's or an edit's text as HTML, if it has formatting.
+fn formatted(kind: EntryKind, deleted: bool, text: &str) -> Option<String> {
+    match kind {
+        EntryKind::Message | EntryKind::Edit if !deleted => super::markdown::render(text),
+        _ => None,
     }
 }
 
@@ -123,6 +132,11 @@ pub enum Refusal {
 
 /// What storing one entry did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per entry of a batch, and the large one is by far the usual: boxing it would cost \
+              an allocation each"
+)]
 pub enum Stored {
     /// Stored now, as this.
     New(ChatMessage),
@@ -569,13 +583,15 @@ fn message(row: Row) -> ChatMessage {
     let (seq, from, text, ts, client_id, kind, target, reply_to, reply_from, reply_text) = (
         row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
     );
+    let kind = entry_kind(&kind);
+    let html = formatted(kind, row.11, &text);
     ChatMessage {
         seq: seq as u64,
         from,
         text,
         ts: ts as u64,
         client_id,
-        kind: entry_kind(&kind),
+        kind,
         target: target.map(|t| t as u64),
         reply_to: reply_to.map(|seq| Quote {
             seq: seq as u64,
@@ -584,6 +600,7 @@ fn message(row: Row) -> ChatMessage {
         }),
         edited: row.10,
         deleted: row.11,
+        html,
         reactions: Vec::new(),
     }
 }
