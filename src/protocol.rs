@@ -457,6 +457,9 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// A reaction that is not 1–32 bytes without spaces, or a new emoji on a message that has 20.
     BadReaction,
+    /// The operator banned this person or name: from the server (at connect, and then the connection
+    /// is closed with 1008), or from the room a join or message names (the connection stays).
+    Banned,
 }
 
 /// Checks a room name: 1–[`MAX_ROOM_CHARS`] characters, each a lowercase ASCII letter, a digit or `-`.

@@ -333,6 +333,13 @@ impl BusTask {
         if *envelope.node == *self.node {
             return;
         }
+        if matches!(envelope.event, BusEvent::BansChanged) {
+            tokio::spawn(super::admin::reload_bans(
+                self.store.clone(),
+                self.manager.clone(),
+            ));
+            return;
+        }
         if let BusEvent::Message { message, .. } = &envelope.event {
             let lag_ms = now_ms().saturating_sub(message.ts);
             histogram!(m::BUS_LAG_SECONDS).record(lag_ms as f64 / 1e3);

@@ -167,6 +167,11 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Enables the operator's HTTP API (`/api/admin/…`: delete any message, ban and unban) for requests
+    /// with `Authorization: Bearer <this token>`. Unset: there is no admin API.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// This node's name in a cluster, in logs, metrics and presence leases. Default: host name and
     /// process id.
     #[arg(long, env = "CHAT_NODE_ID")]
@@ -222,6 +227,7 @@ impl Default for Config {
             room_create_rate: 5.0,
             redis_url: None,
             node_id: None,
+            admin_token: None,
             session_lifetime: super::session::DEFAULT_LIFETIME,
             rotate_session_key: false,
         }

@@ -565,6 +565,7 @@ impl<'a> Connection<'a> {
         self.chat.writer.submit(Submission {
             sender: self.id,
             message,
+            reply: None,
         })
     }
 

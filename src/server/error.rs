@@ -63,6 +63,8 @@ pub enum ChatError {
     NoSuchMessage(String, u64),
     #[error("bad reaction: {0}")]
     BadReaction(String),
+    #[error("banned: {0}")]
+    Banned(String),
 }
 
 impl ChatError {
@@ -92,6 +94,7 @@ impl ChatError {
             ChatError::NotAuthor(_) => ErrorCode::NotAuthor,
             ChatError::NoSuchMessage(..) => ErrorCode::NoSuchMessage,
             ChatError::BadReaction(_) => ErrorCode::BadReaction,
+            ChatError::Banned(_) => ErrorCode::Banned,
         }
     }
 
@@ -122,6 +125,7 @@ impl ChatError {
             ErrorCode::NotAuthor => "not_author",
             ErrorCode::NoSuchMessage => "no_such_message",
             ErrorCode::BadReaction => "bad_reaction",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -138,9 +142,10 @@ impl ChatError {
     /// must reconnect with another); a bad frame does not (the next frame may be fine).
     pub fn close_code(&self) -> Option<u16> {
         match self {
-            ChatError::BadName(_) | ChatError::NameTaken(_) | ChatError::Flooding => {
-                Some(close::POLICY)
-            }
+            ChatError::BadName(_)
+            | ChatError::NameTaken(_)
+            | ChatError::Flooding
+            | ChatError::Banned(_) => Some(close::POLICY),
             ChatError::TooBig(_) => Some(close::TOO_BIG),
             ChatError::ShuttingDown => Some(close::GOING_AWAY),
             ChatError::TooManyConnections => Some(close::TRY_AGAIN_LATER),

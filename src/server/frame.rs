@@ -89,6 +89,11 @@ impl Kick {
         code: close::GOING_AWAY,
         reason: "server shutting down",
     };
+    /// The operator banned this person or name from the server.
+    pub const BANNED: Kick = Kick {
+        code: close::POLICY,
+        reason: "banned from this server",
+    };
     /// The client did not answer a ping in time.
     pub const PING_TIMEOUT: Kick = Kick {
         code: close::GOING_AWAY,

@@ -33,7 +33,7 @@ use super::manager::ConnectionManager;
 use super::metrics as m;
 use super::registry::ConnId;
 use super::replay::{Replay, ReplayLimits};
-use super::store::{NewMessage, PruneReport, Retention, Store, PRUNE_BATCH_ROWS};
+use super::store::{NewMessage, PruneReport, Retention, Store, Stored, PRUNE_BATCH_ROWS};
 
 /// Most messages stored in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -45,6 +45,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub struct Submission {
     pub sender: ConnId,
     pub message: NewMessage,
+    /// Told what became of it, for a submitter that is not a connection (the admin API).
+    pub reply: Option<oneshot::Sender<Stored>>,
 }
 
 /// The way into the writer task; cheap to clone.
@@ -120,6 +122,9 @@ async fn write(
                     .count();
                 metrics::counter!(m::MESSAGES_STORED).increment(new as u64);
                 for (submission, outcome) in batch.drain(..).zip(outcomes) {
+                    if let Some(reply) = submission.reply {
+                        let _ = reply.send(outcome.clone());
+                    }
                     manager.stored(submission.sender, &submission.message, outcome);
                 }
             }

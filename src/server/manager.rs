@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 
+use super::bans::Bans;
 use super::clock::now_ms;
 use super::config::Config;
 use super::error::ChatError;
@@ -44,7 +45,7 @@ use super::replay::{Replay, ReplayLimits};
 use super::room_counts::RoomCounts;
 use super::rooms::{Fill, Gap, Lagging, Rooms};
 use super::session::Sessions;
-use super::store::{NewMessage, PersonId, Refusal, Stored};
+use super::store::{Ban, NewMessage, PersonId, Refusal, Stored};
 use crate::protocol::{
     validate_reaction, validate_text, ChatMessage, EntryKind, FrameRef, ReadPosition, ServerEvent,
     WelcomeLimits, MAX_CLIENT_ID_BYTES, MAX_REACTION_KINDS,
@@ -88,6 +89,8 @@ struct State {
     cluster: Option<Cluster>,
     /// The rooms' online counts every page was told.
     room_counts: RoomCounts,
+    /// The operator's bans (see `bans.rs`).
+    bans: Bans,
 }
 
 /// The event telling a person's tabs they read `room` up to `seq`.
@@ -139,6 +142,7 @@ impl ConnectionManager {
                 closing: false,
                 cluster: None,
                 room_counts: RoomCounts::default(),
+                bans: Bans::default(),
             }),
             sessions,
             limits: Limits {
@@ -176,6 +180,17 @@ impl ConnectionManager {
         let mut state = self.state();
         if state.closing {
             return Err(ChatError::ShuttingDown);
+        }
+        // A server-wide ban of the person, or of the name they ask for, refuses them here.
+        let person = identity.session.as_ref().map(|s| s.person);
+        let wanted = identity
+            .chosen
+            .as_deref()
+            .or(identity.session.as_ref().map(|s| s.name.as_str()))
+            .map(name_key)
+            .unwrap_or_default();
+        if let Some(ban) = state.bans.against(person, &wanted, None) {
+            return Err(ChatError::Banned(ban.reason.clone()));
         }
         let counts = state.room_counts.snapshot();
         let (id, record) = state
@@ -218,6 +233,15 @@ impl ConnectionManager {
         let mut state = self.state();
         if state.closing {
             return Err(ChatError::ShuttingDown);
+        }
+        if let Some(record) = state.registry.get(conn) {
+            if let Some(ban) =
+                state
+                    .bans
+                    .against(Some(record.person), &name_key(&record.name), Some(room))
+            {
+                return Err(ChatError::Banned(ban.reason.clone()));
+            }
         }
         let State {
             registry, rooms, ..
@@ -415,6 +439,8 @@ impl ConnectionManager {
                 let until = Instant::now() + self.limits.typing_ttl;
                 (state.rooms.typing(&room, &key, &name, until), None)
             }
+            // Read again from the store by the bus task (see `bus.rs`): nothing to do here.
+            BusEvent::BansChanged => (Vec::new(), None),
             BusEvent::Read { room, person, seq } => {
                 state.tell_person(person, None, &read_position(room, seq));
                 (Vec::new(), None)
@@ -512,6 +538,68 @@ impl ConnectionManager {
         state.tell_person(person, Some(conn), &read_position(room.clone(), seq));
         state.tell_cluster(BusEvent::Read { room, person, seq });
         Ok(person)
+    }
+
+    /// Tells the other nodes the bans changed.
+    pub fn bans_changed(&self) {
+        self.state().tell_cluster(BusEvent::BansChanged);
+    }
+
+    /// The operator's bans are now `bans`: whoever is banned from the server is closed (1008), and
+    /// whoever follows a room they are banned from leaves it (told with a `banned` error).
+    pub fn set_bans(&self, bans: Vec<Ban>) {
+        let (out, rooms) = {
+            let mut state = self.state();
+            state.bans.replace(bans);
+            let mut out = Vec::new();
+            let mut rooms = Vec::new();
+            for (id, record) in state.registry.records_by_id() {
+                let key = name_key(&record.name);
+                if let Some(ban) = state.bans.against(Some(record.person), &key, None) {
+                    out.push((id, ban.reason.clone()));
+                    continue;
+                }
+                for room in &record.rooms {
+                    if let Some(ban) = state.bans.against(Some(record.person), &key, Some(room)) {
+                        rooms.push((id, room.clone(), ban.reason.clone()));
+                    }
+                }
+            }
+            (out, rooms)
+        };
+        for (id, reason) in out {
+            tracing::info!(
+                conn = id,
+                reason,
+                "moderation: a banned connection is closed"
+            );
+            self.disconnect(id, Some(Kick::BANNED));
+        }
+        for (id, room, reason) in rooms {
+            tracing::info!(
+                conn = id,
+                room,
+                reason,
+                "moderation: a banned member leaves a room"
+            );
+            let _ = self.leave_room(id, &room);
+            let answers = FrameRef {
+                kind: crate::protocol::FrameKind::Join,
+                room: Some(room),
+                client_id: None,
+            };
+            self.reject(id, &ChatError::Banned(reason), Some(answers));
+        }
+    }
+
+    /// The person going by `name` here, if anyone does.
+    pub fn person_named(&self, name: &str) -> Option<PersonId> {
+        let key = name_key(name);
+        self.state()
+            .registry
+            .held_names()
+            .into_iter()
+            .find_map(|(held, person)| (held == key).then_some(person))
     }
 
     /// Tells connection `conn` `event` (if it reads JSON).

@@ -39,6 +39,7 @@ pub(crate) mod store;
 
 // The connection manager: its registry of connections and names, its rooms, the join protocol, the
 // other nodes' presence, and the filling of gaps in a room's sequence.
+mod bans;
 mod gaps;
 mod join;
 mod manager;
@@ -53,6 +54,7 @@ mod bus;
 
 // Message flow: the history writer, which sockets are served, one connection's task, the `/ws`
 // admission; and the original chat's page for `/ws/{client_id}`.
+mod admin;
 mod classic;
 mod connection;
 mod history;
@@ -214,6 +216,7 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
         .route("/classic", get(classic::page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus_metrics))
+        .merge(admin::routes())
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         // Pages and JSON compressed on the fly; the site's files precompressed at build time, served
@@ -259,6 +262,7 @@ pub async fn run(
     let sockets = state.sockets.clone();
     let grace = state.chat.config.shutdown_grace;
     let sweep_every = ping_sweep_period(&state.chat.config);
+    let state_store = state.chat.store.clone();
     let counts_every = state
         .chat
         .config
@@ -310,6 +314,21 @@ pub async fn run(
             loop {
                 ticks.tick().await;
                 manager.push_room_counts();
+            }
+        }
+    });
+
+    // The operator's bans, read from the store at start and then every so often: another node's
+    // change is usually heard over the bus at once, but a lost bus message must not leave a banned
+    // person in.
+    let bans_reload = tokio::spawn({
+        let (store, manager) = (state_store.clone(), manager.clone());
+        async move {
+            let mut ticks = tokio::time::interval(bans::RELOAD_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                admin::reload_bans(store.clone(), manager.clone()).await;
             }
         }
     });
@@ -372,6 +391,7 @@ pub async fn run(
     sweep.abort();
     typing_sweep.abort();
     counts_push.abort();
+    bans_reload.abort();
     manager.shut_down();
     if let Some(cluster) = &cluster {
         cluster.depart().await;

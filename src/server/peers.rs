@@ -32,6 +32,8 @@ pub enum BusEvent {
         key: String,
         name: String,
     },
+    /// The operator changed the bans: every node reads them again.
+    BansChanged,
     /// One person read a room up to `seq` (their tabs on every node are told).
     Read {
         room: String,
@@ -47,6 +49,8 @@ impl BusEvent {
             | BusEvent::Typing { room, .. }
             | BusEvent::Read { room, .. } => room,
             BusEvent::Presence(record) => &record.room,
+            // Not a room's: the empty name's channel, which every node hears like any other.
+            BusEvent::BansChanged => "",
         }
     }
 }

@@ -157,7 +157,8 @@ impl Sessions {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).expect("randomness");
         // Kept below 2^63: ids are stored as signed 64-bit integers (SQLite's INTEGER, PostgreSQL's BIGINT).
-        u64::from_le_bytes(bytes) >> 1
+        // Never 0: that is the operator's (`store::OPERATOR`).
+        (u64::from_le_bytes(bytes) >> 1).max(1)
     }
 
     /// The token for `person` under `name`, valid for the configured lifetime from now.

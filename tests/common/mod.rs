@@ -83,12 +83,30 @@ impl RawResponse {
 /// `GET path` to the server at `addr` over HTTP/1.1 with the extra request `headers`; the response as
 /// sent.
 pub async fn http_get_raw(addr: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    http_request(addr, "GET", path, headers, None).await
+}
+
+/// A `method path` request with `headers` and, if given, a JSON `body`; the response, dechunked.
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> RawResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");

@@ -43,6 +43,10 @@ use crate::protocol::{
     MAX_REACTION_NAMES, QUOTE_CHARS,
 };
 
+/// The operator (through the admin API): the author of the deletes they make, which may delete
+/// anyone's message. No session is ever this person.
+pub const OPERATOR: PersonId = 0;
+
 /// Identifies a person (all the connections of one session): the `author_id` of their messages.
 pub type PersonId = u64;
 
@@ -146,6 +150,47 @@ pub enum Stored {
     Refused(Refusal),
 }
 
+/// A ban the operator set: of a person, or of a name (by `name_key`), from one `room` or (`None`) the
+/// whole server.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ban {
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<PersonId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_key: Option<String>,
+    /// The name as the operator gave it (for people reading the list).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    pub reason: String,
+    /// When it was set, in ms since the Unix epoch.
+    pub ts: u64,
+}
+
+/// A ban as both engines' queries return it.
+type BanRow = (
+    i64,
+    Option<i64>,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    i64,
+);
+
+fn ban((id, person, name_key, name, room, reason, ts): BanRow) -> Ban {
+    Ban {
+        id,
+        person: person.map(|p| p as PersonId),
+        name_key,
+        name,
+        room,
+        reason,
+        ts: ts as u64,
+    }
+}
+
 /// What a message an entry names is, as the store has it: its author, and whether it is deleted.
 struct Named {
     author_id: PersonId,
@@ -163,7 +208,9 @@ impl Named {
         let named = named.filter(|n| !n.deleted).ok_or(Refusal::NoSuchMessage)?;
         match new.kind {
             EntryKind::Message => Ok(Some(quote_of(target, named.from.clone(), &named.text))),
-            EntryKind::Edit | EntryKind::Delete if named.author_id != new.author_id => {
+            EntryKind::Edit | EntryKind::Delete
+                if named.author_id != new.author_id && new.author_id != OPERATOR =>
+            {
                 Err(Refusal::NotAuthor)
             }
             EntryKind::Edit | EntryKind::Delete => Ok(None),
@@ -408,6 +455,30 @@ impl Store {
             }
         }
         Ok(messages)
+    }
+
+    /// Stores `ban` (its `id` is ignored); returns it with the id it got.
+    pub async fn add_ban(&self, ban: Ban) -> Result<Ban, sqlx::Error> {
+        let id = on_engine!(self, store => store.add_ban(&ban).await)?;
+        Ok(Ban { id, ..ban })
+    }
+
+    /// Lifts ban `id`; false if there was none.
+    pub async fn remove_ban(&self, id: i64) -> Result<bool, sqlx::Error> {
+        on_engine!(self, store => store.remove_ban(id).await)
+    }
+
+    /// Every ban, oldest first.
+    pub async fn bans(&self) -> Result<Vec<Ban>, sqlx::Error> {
+        let rows = on_engine!(self, store => store.bans().await)?;
+        Ok(rows.into_iter().map(ban).collect())
+    }
+
+    /// The person who last wrote as `name`, if anyone did (how the operator names a person who is not
+    /// online here).
+    pub async fn last_author(&self, name: &str) -> Result<Option<PersonId>, sqlx::Error> {
+        let id = on_engine!(self, store => store.last_author(name).await)?;
+        Ok(id.map(|id| id as PersonId))
     }
 
     /// Moves `person`'s read position in `room` to `seq`, unless it is there or further already.

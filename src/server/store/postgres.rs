@@ -28,6 +28,7 @@ use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
     PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
 };
+use super::{Ban, BanRow};
 use crate::protocol::{ChatMessage, EntryKind, Quote, MAX_REACTION_KINDS, MAX_UNREAD};
 
 /// The schema, oldest first.
@@ -56,6 +57,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         6,
         "read_positions",
         include_str!("../../../migrations/postgres/0006_read_positions.sql"),
+    ),
+    (
+        7,
+        "bans",
+        include_str!("../../../migrations/postgres/0007_bans.sql"),
     ),
 ];
 
@@ -188,6 +194,50 @@ impl PgStore {
         .bind(MAX_UNREAD as i64)
         .fetch_all(&self.pool)
         .await
+    }
+
+    pub(super) async fn add_ban(&self, ban: &Ban) -> Result<i64, sqlx::Error> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO bans (person_id, name_key, name, room, reason, ts) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(ban.person.map(|p| p as i64))
+        .bind(&ban.name_key)
+        .bind(&ban.name)
+        .bind(&ban.room)
+        .bind(&ban.reason)
+        .bind(ban.ts as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn remove_ban(&self, id: i64) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM bans WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn bans(&self) -> Result<Vec<BanRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, person_id, name_key, name, room, reason, ts FROM bans ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The person who last wrote as `name` (any case), if anyone did.
+    pub(super) async fn last_author(&self, name: &str) -> Result<Option<i64>, sqlx::Error> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT author_id FROM messages WHERE lower(author) = lower($1) \
+             ORDER BY ts DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
     }
 
     /// The reactions to `room`'s messages `first..=last`: (seq, emoji, name), in the order they came.

@@ -26,6 +26,7 @@ use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
     PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
 };
+use super::{Ban, BanRow};
 use crate::protocol::{ChatMessage, EntryKind, MAX_REACTION_KINDS, MAX_UNREAD};
 
 /// The schema, oldest first.
@@ -49,6 +50,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         5,
         "read_positions",
         include_str!("../../../migrations/sqlite/0005_read_positions.sql"),
+    ),
+    (
+        6,
+        "bans",
+        include_str!("../../../migrations/sqlite/0006_bans.sql"),
     ),
 ];
 
@@ -251,6 +257,50 @@ impl SqliteStore {
         .bind(MAX_UNREAD as i64)
         .fetch_all(&self.pool)
         .await
+    }
+
+    pub(super) async fn add_ban(&self, ban: &Ban) -> Result<i64, sqlx::Error> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO bans (person_id, name_key, name, room, reason, ts) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(ban.person.map(|p| p as i64))
+        .bind(&ban.name_key)
+        .bind(&ban.name)
+        .bind(&ban.room)
+        .bind(&ban.reason)
+        .bind(ban.ts as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn remove_ban(&self, id: i64) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM bans WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn bans(&self) -> Result<Vec<BanRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, person_id, name_key, name, room, reason, ts FROM bans ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The person who last wrote as `name` (any case), if anyone did.
+    pub(super) async fn last_author(&self, name: &str) -> Result<Option<i64>, sqlx::Error> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT author_id FROM messages WHERE lower(author) = lower(?) \
+             ORDER BY ts DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
     }
 
     /// The reactions to `room`'s messages `first..=last`: (seq, emoji, name), in the order they came.
