@@ -24,9 +24,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 
+use super::search::{FoundRow, MATCH_END, MATCH_START};
 use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
-    PageWithin, PersonId, Plan, PruneReport, Pruned, Row, Stored,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Row, SearchWithin, Stored,
 };
 use crate::protocol::{ChatMessage, EntryKind, Quote};
 
@@ -47,7 +48,36 @@ pub(super) const MIGRATIONS: MigrationList = &[
         "entries",
         include_str!("../../../migrations/postgres/0003_entries.sql"),
     ),
+    // 4 is taken by a change still under way.
+    (
+        5,
+        "search",
+        include_str!("../../../migrations/postgres/0005_search.sql"),
+    ),
 ];
+
+/// [`PgStore::search`]'s query; `$1` the text for `plainto_tsquery`, `$2` the room or NULL, `$3`–`$5`
+/// the cursor (ts, room, seq) or NULLs, `$6` the limit, `$7` the bytes per hit, `$8` the budget, `$9`
+/// `ts_headline`'s options.
+pub(super) const SEARCH: &str = "SELECT room, seq, author, text, ts, \
+       ts_headline('simple', text, plainto_tsquery('simple', $1), $9) AS marked, fetched \
+     FROM ( \
+       SELECT *, \
+         SUM(size) OVER (ORDER BY ts DESC, room DESC, seq DESC ROWS UNBOUNDED PRECEDING) \
+           AS running, \
+         COUNT(*) OVER () AS fetched \
+       FROM ( \
+         SELECT room, seq, author, text, ts, \
+           octet_length(text) + octet_length(author) + octet_length(room) + $7 AS size \
+         FROM messages \
+         WHERE to_tsvector('simple', text) @@ plainto_tsquery('simple', $1) \
+           AND kind = 'message' AND NOT deleted \
+           AND ($2::text IS NULL OR room = $2::text) \
+           AND ($3::bigint IS NULL OR (ts, room, seq) < ($3::bigint, $4::text, $5::bigint)) \
+         ORDER BY ts DESC, room DESC, seq DESC LIMIT $6 \
+       ) AS newest \
+     ) AS sized WHERE running <= $8 OR running = size \
+     ORDER BY ts DESC, room DESC, seq DESC";
 
 /// Connections per node: the writer's one, retention's own (outside the pool), and the rest for history
 /// reads (joins, pages, the room list).
@@ -103,6 +133,12 @@ impl PgStore {
             .await
             .with_context(|| format!("migrating {place}"))?;
         Ok(PgStore { pool, options })
+    }
+
+    /// The connection pool (tests reach past the interface with it).
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub(super) async fn append<M: Borrow<NewMessage>>(
@@ -235,6 +271,31 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first; the same query as SQLite's (see there). `query` is plain text
+    /// (`SearchQuery::plain`): `plainto_tsquery` reads no operators in it. The conditions are those of
+    /// the index `messages_search` (migrations/postgres/0005_search.sql), word for word, so it is
+    /// used. `ts_headline` runs on the kept rows only, over the whole text (`HighlightAll`).
+    pub(super) async fn search(
+        &self,
+        query: &str,
+        page: SearchWithin<'_>,
+    ) -> Result<Vec<FoundRow>, sqlx::Error> {
+        let (before_ts, before_room, before_seq) = page.before_parts();
+        let headline = format!("StartSel={MATCH_START}, StopSel={MATCH_END}, HighlightAll=true");
+        sqlx::query_as(SEARCH)
+            .bind(query)
+            .bind(page.room)
+            .bind(before_ts)
+            .bind(before_room)
+            .bind(before_seq)
+            .bind(page.limit)
+            .bind(page.per_hit)
+            .bind(page.max_bytes)
+            .bind(headline)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// The oldest stored and the last given sequence numbers, if any.
