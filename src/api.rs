@@ -8,6 +8,11 @@
 //! - `GET /api/rooms?limit=100&offset=0`: rooms with people in them (most people first), then rooms with
 //!   stored history (most messages first), a page at a time (at most [`MAX_ROOMS_PAGE`]); a page shorter
 //!   than `limit` is the last.
+//! - `GET /api/search?q=hello%20world&room=general&before=…&limit=20`: messages whose text has every
+//!   word of `q` (all rooms, or only `room`), newest first, a page at a time (at most
+//!   [`MAX_SEARCH_PAGE`] hits and [`MAX_PAGE_BYTES`]); each with the byte ranges of its text that
+//!   matched. Page on with `before` = the page's `next`. A query that is empty, has no word or is
+//!   longer than [`MAX_SEARCH_QUERY_BYTES`], a bad room or a bad cursor: HTTP 400.
 //! - `POST /api/session` (form field `token`): sets the `chat_session` cookie to a welcome's token;
 //!   the page calls it after every welcome (see `server/session.rs`).
 
@@ -174,6 +179,60 @@ pub async fn room_history(
         room,
         messages,
         oldest_seq,
+    })
+}
+
+/// Messages whose text has every word of `q`, in `room` or in all rooms, newest first: the page before
+/// `before` (a previous page's `next`; the newest if not given). Refusals are HTTP 400 with a reason.
+#[server(endpoint = "search", input = GetUrl)]
+pub async fn search(
+    /// Missing: as empty (refused, with the reason, rather than failing to read the request).
+    #[server(default)]
+    q: String,
+    room: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+) -> Result<SearchPage, ServerFnError> {
+    use crate::server::store::SearchQuery;
+
+    let refuse = |why: String| {
+        expect_context::<leptos_axum::ResponseOptions>()
+            .set_status(axum::http::StatusCode::BAD_REQUEST);
+        ServerFnError::new(why)
+    };
+    let room = room.filter(|room| !room.is_empty());
+    if let Some(room) = &room {
+        crate::protocol::validate_room(room).map_err(refuse)?;
+    }
+    let before: Option<SearchCursor> = match before.filter(|before| !before.is_empty()) {
+        Some(before) => Some(before.parse().map_err(refuse)?),
+        None => None,
+    };
+    let query = SearchQuery::parse(&q).map_err(|bad| refuse(bad.to_string()))?;
+    let limit = limit
+        .unwrap_or(DEFAULT_SEARCH_PAGE)
+        .clamp(1, MAX_SEARCH_PAGE);
+    let chat = chat()?;
+    // The page's own fields (`next`) come off the budget too.
+    let found = chat
+        .store
+        .search(
+            &query,
+            room.as_deref(),
+            before.as_ref(),
+            limit,
+            MAX_PAGE_BYTES - 256,
+            SEARCH_BYTES_PER_HIT,
+        )
+        .await
+        .map_err(store_error)?;
+    let next = match (found.more, found.hits.last()) {
+        (true, Some(last)) => Some(last.cursor().to_string()),
+        _ => None,
+    };
+    Ok(SearchPage {
+        hits: found.hits,
+        next,
     })
 }
 
