@@ -8,6 +8,11 @@
 //! - `GET /api/rooms?limit=100&offset=0`: rooms with people in them (most people first), then rooms with
 //!   stored history (most messages first), a page at a time (at most [`MAX_ROOMS_PAGE`]); a page shorter
 //!   than `limit` is the last.
+//! - `GET /api/search?q=hello%20world&room=general&before=…&limit=20`: messages whose text has every
+//!   word of `q` (all rooms, or only `room`), newest first, a page at a time (at most
+//!   [`MAX_SEARCH_PAGE`] hits and [`MAX_PAGE_BYTES`]); each with the byte ranges of its text that
+//!   matched. Page on with `before` = the page's `next`. A query that is empty, has no word or is
+//!   longer than [`MAX_SEARCH_QUERY_BYTES`], a bad room or a bad cursor: HTTP 400.
 //! - `POST /api/session` (form field `token`): sets the `chat_session` cookie to a welcome's token;
 //!   the page calls it after every welcome (see `server/session.rs`).
 
@@ -36,6 +41,91 @@ pub const DEFAULT_ROOMS_PAGE: usize = 100;
 
 /// Most rooms one room list page may hold.
 pub const MAX_ROOMS_PAGE: usize = 500;
+
+/// Longest search query, in bytes.
+pub const MAX_SEARCH_QUERY_BYTES: usize = 200;
+
+/// Hits in a search page unless asked otherwise.
+pub const DEFAULT_SEARCH_PAGE: usize = 20;
+
+/// Most hits one search page may hold.
+pub const MAX_SEARCH_PAGE: usize = 50;
+
+/// Most match ranges one hit carries (the first ones): a message of one word repeated could otherwise
+/// bring thousands, each costing more JSON than the word.
+pub const MAX_MATCHES_PER_HIT: usize = 32;
+
+/// What one hit's JSON costs besides its text, sender and room: field names, numbers, and its match
+/// ranges (at most [`MAX_MATCHES_PER_HIT`], up to 14 bytes each: `[65535,65536],`).
+pub const SEARCH_BYTES_PER_HIT: usize = 100 + MAX_MATCHES_PER_HIT * 14;
+
+/// One message a search found, as it is now (edited text; deleted messages are never found).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub text: String,
+    /// Server time the message was stored, in milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// Where `text` matched: half-open byte ranges `[start, end)` of its UTF-8, in order, not
+    /// overlapping, on character boundaries; at most [`MAX_MATCHES_PER_HIT`] (the first ones). Empty
+    /// if the store could not say (the hit still matched).
+    pub matches: Vec<(usize, usize)>,
+}
+
+impl SearchHit {
+    /// Where the page after this hit starts.
+    pub fn cursor(&self) -> SearchCursor {
+        SearchCursor {
+            ts: self.ts,
+            room: self.room.clone(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// One page of search hits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPage {
+    /// Newest first (by `ts`, then room and `seq`, both descending).
+    pub hits: Vec<SearchHit>,
+    /// `before` for the next page; `None`: this was the last.
+    pub next: Option<String>,
+}
+
+/// A place in search results (newest first): hits strictly after it are older, by (`ts`, `room`,
+/// `seq`) descending. Written `{ts}.{seq}.{room}`, e.g. `1795500000000.42.general`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchCursor {
+    pub ts: u64,
+    pub room: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for SearchCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.ts, self.seq, self.room)
+    }
+}
+
+impl std::str::FromStr for SearchCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SearchCursor, String> {
+        let bad = || format!("not a search cursor: {s:?} (use a page's `next`)");
+        let mut parts = s.splitn(3, '.');
+        let (Some(ts), Some(seq), Some(room)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        crate::protocol::validate_room(room).map_err(|_| bad())?;
+        Ok(SearchCursor {
+            ts: ts.parse().map_err(|_| bad())?,
+            room: room.to_owned(),
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
 
 /// One page of a room's history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +179,60 @@ pub async fn room_history(
         room,
         messages,
         oldest_seq,
+    })
+}
+
+/// Messages whose text has every word of `q`, in `room` or in all rooms, newest first: the page before
+/// `before` (a previous page's `next`; the newest if not given). Refusals are HTTP 400 with a reason.
+#[server(endpoint = "search", input = GetUrl)]
+pub async fn search(
+    /// Missing: as empty (refused, with the reason, rather than failing to read the request).
+    #[server(default)]
+    q: String,
+    room: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+) -> Result<SearchPage, ServerFnError> {
+    use crate::server::store::SearchQuery;
+
+    let refuse = |why: String| {
+        expect_context::<leptos_axum::ResponseOptions>()
+            .set_status(axum::http::StatusCode::BAD_REQUEST);
+        ServerFnError::new(why)
+    };
+    let room = room.filter(|room| !room.is_empty());
+    if let Some(room) = &room {
+        crate::protocol::validate_room(room).map_err(refuse)?;
+    }
+    let before: Option<SearchCursor> = match before.filter(|before| !before.is_empty()) {
+        Some(before) => Some(before.parse().map_err(refuse)?),
+        None => None,
+    };
+    let query = SearchQuery::parse(&q).map_err(|bad| refuse(bad.to_string()))?;
+    let limit = limit
+        .unwrap_or(DEFAULT_SEARCH_PAGE)
+        .clamp(1, MAX_SEARCH_PAGE);
+    let chat = chat()?;
+    // The page's own fields (`next`) come off the budget too.
+    let found = chat
+        .store
+        .search(
+            &query,
+            room.as_deref(),
+            before.as_ref(),
+            limit,
+            MAX_PAGE_BYTES - 256,
+            SEARCH_BYTES_PER_HIT,
+        )
+        .await
+        .map_err(store_error)?;
+    let next = match (found.more, found.hits.last()) {
+        (true, Some(last)) => Some(last.cursor().to_string()),
+        _ => None,
+    };
+    Ok(SearchPage {
+        hits: found.hits,
+        next,
     })
 }
 

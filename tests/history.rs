@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{forge, http_get, unlimited_rate, Backend, Binary, Client, TestServer, PATIENCE};
-use groupchat::api::HistoryPage;
+use groupchat::api::{HistoryPage, SearchPage, MAX_SEARCH_PAGE};
 use groupchat::protocol::{ChatMessage, EntryKind, ErrorCode, FrameKind, ServerEvent};
 use groupchat::server::Config;
 use groupchat::server::{Pruned, Retention};
@@ -100,6 +100,7 @@ on_both_engines!(
     edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9,
     a_reaction_toggled_from_two_tabs_of_one_person_counts_once,
     read_positions_are_shared_between_tabs_and_survive_a_restart,
+    search_finds_words_in_a_room_or_everywhere_and_survives_a_restart,
 );
 
 #[tokio::test]
@@ -1087,5 +1088,185 @@ async fn acks_keep_flowing_while_retention_prunes_a_large_backlog(backend: Backe
     assert!(joined.messages.iter().all(|m| m.from == "ann"));
     let page = history_page(&server.http_get("/api/history?room=quiet").await);
     assert_eq!(page.messages.len(), 5);
+    server.stop().await;
+}
+
+/// Sends `frame` (an edit, a delete: anything acknowledged) with `client_id`, and waits for its ack.
+async fn acked(client: &mut Client, frame: serde_json::Value, client_id: &str) -> u64 {
+    client.send_json(frame).await;
+    loop {
+        match client.event().await {
+            ServerEvent::Ack {
+                seq,
+                client_id: Some(id),
+                ..
+            } if id == client_id => return seq,
+            ServerEvent::Error { message, .. } => panic!("refused: {message}"),
+            _ => {}
+        }
+    }
+}
+
+/// `GET /api/search?{query}`: the status, and the page if it is 200.
+async fn search(server: &TestServer, query: &str) -> (u16, Option<SearchPage>) {
+    let response = server
+        .http_get_raw(&format!("/api/search?{query}"), &[])
+        .await;
+    let page = (response.status == 200).then(|| {
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.body)))
+    });
+    (response.status, page)
+}
+
+/// (room, seq, text) of each hit of `GET /api/search?{query}`, which must answer 200.
+async fn search_hits(server: &TestServer, query: &str) -> Vec<(String, u64, String)> {
+    let (status, page) = search(server, query).await;
+    assert_eq!(status, 200, "{query}");
+    let page = page.expect("a page");
+    page.hits
+        .into_iter()
+        .map(|hit| (hit.room, hit.seq, hit.text))
+        .collect()
+}
+
+fn hit(room: &str, seq: u64, text: &str) -> (String, u64, String) {
+    (room.into(), seq, text.into())
+}
+
+async fn search_finds_words_in_a_room_or_everywhere_and_survives_a_restart(backend: Backend) {
+    let server = TestServer::start_with(backend.config(unlimited_rate())).await;
+    let data_dir = backend.data_dir_after(server.data_dir.clone());
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    ann.send_json(json!({"type": "join", "room": "dev"})).await;
+    ann.joined("dev").await;
+    let first = send_acked(&mut ann, "general", "Hello from general", "g1").await;
+    send_acked(&mut ann, "general", "the quick brown fox", "g2").await;
+    // Stamped later than the first (hits of one millisecond are ordered by room, then seq).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send_acked(&mut ann, "dev", "hello from dev", "d1").await;
+    let secret = send_acked(&mut ann, "dev", "secret plans", "d2").await;
+
+    // Words, in any case, newest first; in one room, or everywhere.
+    assert_eq!(
+        search_hits(&server, "q=HELLO").await,
+        [
+            hit("dev", 1, "hello from dev"),
+            hit("general", first, "Hello from general")
+        ]
+    );
+    assert_eq!(
+        search_hits(&server, "q=hello&room=general").await,
+        [hit("general", first, "Hello from general")]
+    );
+    assert_eq!(search_hits(&server, "q=secret&room=general").await, []);
+    assert_eq!(
+        search_hits(&server, "q=plans%20secret").await,
+        [hit("dev", secret, "secret plans")]
+    );
+    // Each hit says who, when, and where it matched (byte ranges of its text).
+    let (_, page) = search(&server, "q=fox").await;
+    let page = page.expect("a page");
+    let fox = &page.hits[0];
+    assert_eq!(
+        (fox.from.as_str(), fox.matches.as_slice()),
+        ("ann", &[(16, 19)][..])
+    );
+    assert!(fox.ts > 0);
+    assert_eq!(page.next, None);
+
+    // An edit is found by its new text only; a deleted message not at all.
+    acked(
+        &mut ann,
+        json!({"type": "edit", "room": "general", "seq": first, "text": "Goodbye from general", "client_id": "g3"}),
+        "g3",
+    )
+    .await;
+    acked(
+        &mut ann,
+        json!({"type": "delete", "room": "dev", "seq": secret, "client_id": "d3"}),
+        "d3",
+    )
+    .await;
+    assert_eq!(
+        search_hits(&server, "q=hello").await,
+        [hit("dev", 1, "hello from dev")]
+    );
+    assert_eq!(
+        search_hits(&server, "q=goodbye").await,
+        [hit("general", first, "Goodbye from general")]
+    );
+    assert_eq!(search_hits(&server, "q=secret").await, []);
+
+    // Pages, one hit at a time, following `next`.
+    let mut paged = Vec::new();
+    let mut query = "q=from&limit=1".to_owned();
+    loop {
+        let (status, page) = search(&server, &query).await;
+        assert_eq!(status, 200);
+        let page = page.expect("a page");
+        assert!(page.hits.len() <= 1);
+        paged.extend(page.hits.into_iter().map(|hit| (hit.room, hit.seq)));
+        match page.next {
+            Some(next) => query = format!("q=from&limit=1&before={next}"),
+            None => break,
+        }
+        assert!(paged.len() < 10, "paging ends");
+    }
+    assert_eq!(
+        paged,
+        [("dev".to_owned(), 1), ("general".to_owned(), first)]
+    );
+
+    // Refused with a reason (400), never a server error: no words, too long, a bad room or cursor.
+    let long = "a%20".repeat(101);
+    for refused in [
+        "q=",
+        "q=%20%20",
+        "q=%2A",
+        "q=%22",
+        "q=%22%20%28%20%2D",
+        &format!("q={long}"),
+        "q=hello&room=Bad%20Room",
+        "q=hello&before=yesterday",
+        "q=hello&before=1.2.Bad",
+        "limit=5",
+    ] {
+        let (status, _) = search(&server, refused).await;
+        assert_eq!(status, 400, "{refused}");
+    }
+    // Query syntax of either engine is only words.
+    for hostile in [
+        "q=NEAR%28",
+        "q=hello%22",
+        "q=%22hello%22%20OR%20%22x%22",
+        "q=%27%20OR%201%3D1%20--",
+        "q=%27%29%3B%20DROP%20TABLE%20messages%3B%20--",
+        "q=hello%2A",
+        "q=text%3Ahello",
+        "q=a%20%26%20b%20%7C%20%21c%20%3C-%3E%20d%3A%2A",
+        "q=hello%00",
+    ] {
+        let (status, _) = search(&server, hostile).await;
+        assert_eq!(status, 200, "{hostile}");
+    }
+    assert_eq!(
+        search_hits(&server, "q=%22hello%22%20from%2A").await,
+        [hit("dev", 1, "hello from dev")]
+    );
+    let (_, page) = search(&server, "q=from&limit=100000").await;
+    assert!(page.expect("a page").hits.len() <= MAX_SEARCH_PAGE);
+    ann.close().await;
+    server.stop().await;
+
+    // After a restart, everything stored before is found as it was.
+    let server = TestServer::start_in(backend.config(Config::default()), data_dir).await;
+    assert_eq!(
+        search_hits(&server, "q=from").await,
+        [
+            hit("dev", 1, "hello from dev"),
+            hit("general", first, "Goodbye from general")
+        ]
+    );
     server.stop().await;
 }

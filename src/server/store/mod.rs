@@ -22,12 +22,18 @@
 //!   it names in the same transaction; only that message's author may make one (else
 //!   [`Refusal::NotAuthor`]), and a reply keeps a quote of what it answers. What an entry names must
 //!   have been stored by an earlier batch (a client learns a `seq` only from its acknowledgement).
+//! - **Search** ([`Store::search`], [`search`]): full-text, of one room or all, over messages as they
+//!   are now (SQLite: an FTS5 index kept in step by triggers; PostgreSQL: a GIN index on
+//!   `to_tsvector('simple', text)`). Both index the history stored before they existed.
 //! - **Retention** ([`Store::prune`]): deletes each room's oldest messages in short transactions of at
 //!   most [`PRUNE_BATCH_ROWS`] rows, so the writer's batches (and so every acknowledgement) wait for one
 //!   small delete at most, never for the whole pass.
 
 mod postgres;
+mod search;
 mod sqlite;
+
+pub use search::SearchQuery;
 
 use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
@@ -38,6 +44,7 @@ use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
+use crate::api::{SearchCursor, SearchHit};
 use crate::protocol::{
     ChatMessage, EntryKind, FrameKind, Quote, Reaction, ReadPosition, MAX_REACTION_KINDS,
     MAX_REACTION_NAMES, QUOTE_CHARS,
@@ -514,6 +521,39 @@ impl Store {
             .collect())
     }
 
+    /// Messages with every word of `query`, in `room` (all rooms if `None`), as they are now (deleted
+    /// ones never), newest first (by `ts`, then room and `seq`, descending), after the cursor `before`:
+    /// at most `limit`, and only as many as fit in `max_bytes` (text, sender and room, plus
+    /// `per_hit` each), but always the first. Each with where its text matched.
+    pub async fn search(
+        &self,
+        query: &SearchQuery,
+        room: Option<&str>,
+        before: Option<&SearchCursor>,
+        limit: usize,
+        max_bytes: usize,
+        per_hit: usize,
+    ) -> Result<Found, sqlx::Error> {
+        let limit = limit.max(1);
+        let page = SearchWithin {
+            room,
+            before: before.map(|at| (clamp(at.ts), at.room.as_str(), clamp(at.seq))),
+            // One more than asked: whether it exists says if there is a next page.
+            limit: clamp(limit.saturating_add(1)),
+            max_bytes: clamp(max_bytes),
+            per_hit: clamp(per_hit),
+        };
+        let rows = match &self.engine {
+            Engine::Sqlite(store) => store.search(&query.fts5(), page).await?,
+            Engine::Postgres(store) => store.search(&query.plain(), page).await?,
+        };
+        // Rows the query fetched before the budget cut (the same in every row).
+        let fetched = rows.first().map_or(0, |row| row.6.max(0) as usize);
+        let more = rows.len() > limit || rows.len() < fetched;
+        let hits: Vec<SearchHit> = rows.into_iter().take(limit).map(search::hit).collect();
+        Ok(Found { hits, more })
+    }
+
     /// The oldest stored and the last given sequence numbers of `room`.
     pub async fn bounds(&self, room: &str) -> Result<RoomBounds, sqlx::Error> {
         let (oldest, last) = on_engine!(self, store => store.bounds(room).await)?;
@@ -607,6 +647,36 @@ struct PageWithin {
     limit: i64,
     max_bytes: i64,
     per_message: i64,
+}
+
+/// A page of search hits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Newest first.
+    pub hits: Vec<SearchHit>,
+    /// More hits come after the last of these (the limit or the byte budget cut the page short).
+    pub more: bool,
+}
+
+/// [`Store::search`]'s bounds, as the database's signed integers.
+#[derive(Clone, Copy, Debug)]
+struct SearchWithin<'a> {
+    room: Option<&'a str>,
+    /// Hits before this (ts, room, seq), in the order of the results.
+    before: Option<(i64, &'a str, i64)>,
+    limit: i64,
+    max_bytes: i64,
+    per_hit: i64,
+}
+
+impl SearchWithin<'_> {
+    /// `before` as three query parameters, each NULL if there is none.
+    fn before_parts(&self) -> (Option<i64>, Option<&str>, Option<i64>) {
+        match self.before {
+            Some((ts, room, seq)) => (Some(ts), Some(room), Some(seq)),
+            None => (None, None, None),
+        }
+    }
 }
 
 /// A retention pass, as the database's signed integers.

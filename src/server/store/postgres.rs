@@ -24,9 +24,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 
+use super::search::{FoundRow, MATCH_END, MATCH_START};
 use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
-    PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, SearchWithin, Stored,
 };
 use super::{Ban, BanRow};
 use crate::protocol::{ChatMessage, EntryKind, Quote, MAX_REACTION_KINDS, MAX_UNREAD};
@@ -54,6 +55,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         include_str!("../../../migrations/postgres/0004_reactions.sql"),
     ),
     (
+        5,
+        "search",
+        include_str!("../../../migrations/postgres/0005_search.sql"),
+    ),
+    (
         6,
         "read_positions",
         include_str!("../../../migrations/postgres/0006_read_positions.sql"),
@@ -64,6 +70,29 @@ pub(super) const MIGRATIONS: MigrationList = &[
         include_str!("../../../migrations/postgres/0007_bans.sql"),
     ),
 ];
+
+/// [`PgStore::search`]'s query; `$1` the text for `plainto_tsquery`, `$2` the room or NULL, `$3`–`$5`
+/// the cursor (ts, room, seq) or NULLs, `$6` the limit, `$7` the bytes per hit, `$8` the budget, `$9`
+/// `ts_headline`'s options.
+pub(super) const SEARCH: &str = "SELECT room, seq, author, text, ts, \
+       ts_headline('simple', text, plainto_tsquery('simple', $1), $9) AS marked, fetched \
+     FROM ( \
+       SELECT *, \
+         SUM(size) OVER (ORDER BY ts DESC, room DESC, seq DESC ROWS UNBOUNDED PRECEDING) \
+           AS running, \
+         COUNT(*) OVER () AS fetched \
+       FROM ( \
+         SELECT room, seq, author, text, ts, \
+           octet_length(text) + octet_length(author) + octet_length(room) + $7 AS size \
+         FROM messages \
+         WHERE to_tsvector('simple', text) @@ plainto_tsquery('simple', $1) \
+           AND kind = 'message' AND NOT deleted \
+           AND ($2::text IS NULL OR room = $2::text) \
+           AND ($3::bigint IS NULL OR (ts, room, seq) < ($3::bigint, $4::text, $5::bigint)) \
+         ORDER BY ts DESC, room DESC, seq DESC LIMIT $6 \
+       ) AS newest \
+     ) AS sized WHERE running <= $8 OR running = size \
+     ORDER BY ts DESC, room DESC, seq DESC";
 
 /// Connections per node: the writer's one, retention's own (outside the pool), and the rest for history
 /// reads (joins, pages, the room list).
@@ -119,6 +148,12 @@ impl PgStore {
             .await
             .with_context(|| format!("migrating {place}"))?;
         Ok(PgStore { pool, options })
+    }
+
+    /// The connection pool (tests reach past the interface with it).
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub(super) async fn append<M: Borrow<NewMessage>>(
@@ -355,6 +390,31 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first; the same query as SQLite's (see there). `query` is plain text
+    /// (`SearchQuery::plain`): `plainto_tsquery` reads no operators in it. The conditions are those of
+    /// the index `messages_search` (migrations/postgres/0005_search.sql), word for word, so it is
+    /// used. `ts_headline` runs on the kept rows only, over the whole text (`HighlightAll`).
+    pub(super) async fn search(
+        &self,
+        query: &str,
+        page: SearchWithin<'_>,
+    ) -> Result<Vec<FoundRow>, sqlx::Error> {
+        let (before_ts, before_room, before_seq) = page.before_parts();
+        let headline = format!("StartSel={MATCH_START}, StopSel={MATCH_END}, HighlightAll=true");
+        sqlx::query_as(SEARCH)
+            .bind(query)
+            .bind(page.room)
+            .bind(before_ts)
+            .bind(before_room)
+            .bind(before_seq)
+            .bind(page.limit)
+            .bind(page.per_hit)
+            .bind(page.max_bytes)
+            .bind(headline)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// The oldest stored and the last given sequence numbers, if any.

@@ -22,9 +22,10 @@ use sqlx::sqlite::{
 };
 use sqlx::Connection;
 
+use super::search::FoundRow;
 use super::{
     clamp, entry_columns, kind_name, message, EmbeddedMigrations, MigrationList, Named, NewMessage,
-    PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, Stored,
+    PageWithin, PersonId, Plan, PruneReport, Pruned, Refusal, Row, SearchWithin, Stored,
 };
 use super::{Ban, BanRow};
 use crate::protocol::{ChatMessage, EntryKind, MAX_REACTION_KINDS, MAX_UNREAD};
@@ -45,6 +46,11 @@ pub(super) const MIGRATIONS: MigrationList = &[
         3,
         "reactions",
         include_str!("../../../migrations/sqlite/0003_reactions.sql"),
+    ),
+    (
+        4,
+        "search",
+        include_str!("../../../migrations/sqlite/0004_search.sql"),
     ),
     (
         5,
@@ -422,6 +428,48 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(message).collect())
+    }
+
+    /// Newest first. `query` is an FTS5 query (`SearchQuery::fts5`).
+    pub(super) async fn search(
+        &self,
+        query: &str,
+        page: SearchWithin<'_>,
+    ) -> Result<Vec<FoundRow>, sqlx::Error> {
+        // Innermost: the index's matches (each message's row through its id), the `limit` newest,
+        // their text with the matches marked; then, as in `before_within`, kept while the running
+        // total of their sizes stays within the budget, and how many there were before that.
+        let (before_ts, before_room, before_seq) = page.before_parts();
+        sqlx::query_as(
+            "SELECT room, seq, author, text, ts, marked, fetched FROM ( \
+               SELECT *, \
+                 SUM(size) OVER (ORDER BY ts DESC, room DESC, seq DESC ROWS UNBOUNDED PRECEDING) \
+                   AS running, \
+                 COUNT(*) OVER () AS fetched \
+               FROM ( \
+                 SELECT m.room AS room, m.seq AS seq, m.author AS author, m.text AS text, m.ts AS ts, \
+                   highlight(message_search, 0, char(2), char(3)) AS marked, \
+                   length(CAST(m.text AS BLOB)) + length(CAST(m.author AS BLOB)) \
+                     + length(CAST(m.room AS BLOB)) + ?7 AS size \
+                 FROM message_search \
+                 JOIN message_search_ids AS i ON i.id = message_search.rowid \
+                 JOIN messages AS m ON m.room = i.room AND m.seq = i.seq \
+                 WHERE message_search MATCH ?1 AND (?2 IS NULL OR i.room = ?2) \
+                   AND (?3 IS NULL OR (m.ts, m.room, m.seq) < (?3, ?4, ?5)) \
+                 ORDER BY m.ts DESC, m.room DESC, m.seq DESC LIMIT ?6 \
+               ) \
+             ) WHERE running <= ?8 OR running = size ORDER BY ts DESC, room DESC, seq DESC",
+        )
+        .bind(query)
+        .bind(page.room)
+        .bind(before_ts)
+        .bind(before_room)
+        .bind(before_seq)
+        .bind(page.limit)
+        .bind(page.per_hit)
+        .bind(page.max_bytes)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The oldest stored and the last given sequence numbers, if any.

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use super::search::BadQuery;
 use super::*;
 
 #[allow(dead_code)] // the integration tests use all of it, these tests a part
@@ -77,6 +78,10 @@ on_both_engines!(
     the_session_key_is_the_stores_only_when_the_store_is_shared,
     edits_and_deletes_are_entries_of_the_log_and_change_the_message,
     reactions_toggle_count_each_person_once_and_go_with_their_message,
+    search_finds_words_in_messages_as_they_are_now,
+    search_pages_newest_first_within_a_byte_budget,
+    hostile_search_queries_are_words_or_refused_never_errors,
+    search_finds_the_history_stored_before_it_existed,
 );
 
 fn new(room: &str, text: &str, client_id: Option<&str>) -> NewMessage {
@@ -320,6 +325,376 @@ async fn reactions_toggle_count_each_person_once_and_go_with_their_message(place
         "{engine}: {:?}",
         page[0]
     );
+}
+
+/// A message in `room` stamped `ts`.
+fn at(room: &str, text: &str, ts: u64) -> NewMessage {
+    NewMessage {
+        ts,
+        ..new(room, text, None)
+    }
+}
+
+/// A search with the API's budget: (room, seq) of each hit, newest first.
+async fn found(store: &Store, query: &str, room: Option<&str>) -> Vec<(String, u64)> {
+    let query = SearchQuery::parse(query).unwrap();
+    let found = store
+        .search(&query, room, None, 50, 1 << 20, 100)
+        .await
+        .unwrap();
+    found.hits.into_iter().map(|h| (h.room, h.seq)).collect()
+}
+
+/// On SQLite, that the FTS5 index holds exactly the words of the messages it should (a change that
+/// left an entry behind would go unseen in results, the join on its id dropping it, and corrupt it).
+async fn search_index_is_consistent(store: &Store) {
+    if let Engine::Sqlite(sqlite) = &store.engine {
+        sqlx::query(
+            "INSERT INTO message_search (message_search, rank) VALUES ('integrity-check', 1)",
+        )
+        .execute(sqlite.pool())
+        .await
+        .expect("the index matches the messages");
+        let (indexed, findable): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM message_search_ids), \
+                    (SELECT COUNT(*) FROM messages WHERE kind = 'message' AND deleted = 0)",
+        )
+        .fetch_one(sqlite.pool())
+        .await
+        .unwrap();
+        assert_eq!(indexed, findable);
+    }
+}
+
+fn hits(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter()
+        .map(|&(room, seq)| (room.to_string(), seq))
+        .collect()
+}
+
+async fn search_finds_words_in_messages_as_they_are_now(place: Place) {
+    let store = place.open().await;
+    let engine = place.engine();
+    store
+        .append(&[
+            at("a", "Hello world", 1),
+            at("a", "the quick brown fox", 2),
+            at("b", "hello from b", 3),
+            at("a", "HELLO again, hello!", 4),
+            at("b", "Grüße aus\nBerlin", 5),
+        ])
+        .await
+        .unwrap();
+    // Any case; all rooms, newest first, or one room only.
+    let everywhere = hits(&[("a", 3), ("b", 1), ("a", 1)]);
+    assert_eq!(found(&store, "hello", None).await, everywhere, "{engine}");
+    assert_eq!(found(&store, "hElLo", None).await, everywhere, "{engine}");
+    assert_eq!(
+        found(&store, "hello", Some("a")).await,
+        hits(&[("a", 3), ("a", 1)]),
+        "{engine}"
+    );
+    assert_eq!(found(&store, "hello", Some("b")).await, hits(&[("b", 1)]));
+    assert!(found(&store, "hello", Some("c")).await.is_empty());
+    // Every word, anywhere in the message.
+    assert_eq!(
+        found(&store, "WORLD hello", None).await,
+        hits(&[("a", 1)]),
+        "{engine}"
+    );
+    assert!(
+        found(&store, "hello fox", None).await.is_empty(),
+        "{engine}"
+    );
+    assert!(
+        found(&store, "hell", None).await.is_empty(),
+        "words, not prefixes"
+    );
+    assert_eq!(found(&store, "grüße berlin", None).await, hits(&[("b", 2)]));
+
+    // Each hit as the store has it, with where it matched, in bytes.
+    let query = SearchQuery::parse("hello berlin").unwrap();
+    let page = store
+        .search(&query, Some("a"), None, 50, 1 << 20, 100)
+        .await
+        .unwrap();
+    assert!(page.hits.is_empty());
+    let query = SearchQuery::parse("hello").unwrap();
+    let page = store
+        .search(&query, None, None, 50, 1 << 20, 100)
+        .await
+        .unwrap();
+    assert!(!page.more);
+    let newest = &page.hits[0];
+    assert_eq!(
+        (newest.from.as_str(), newest.text.as_str(), newest.ts),
+        ("ann", "HELLO again, hello!", 4)
+    );
+    assert_eq!(newest.matches, [(0, 5), (13, 18)], "{engine}");
+    let query = SearchQuery::parse("berlin").unwrap();
+    let page = store
+        .search(&query, None, None, 50, 1 << 20, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.hits[0].matches,
+        [(12, 18)],
+        "{engine}: after a newline and a ü"
+    );
+
+    // An edit: found by its new text only, once (not the edit entry, whose text is the same).
+    store
+        .append(&[NewMessage {
+            room: "a".into(),
+            ..change(EntryKind::Edit, 7, 1, "Goodbye world", None)
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        found(&store, "hello", Some("a")).await,
+        hits(&[("a", 3)]),
+        "{engine}: the old text is gone"
+    );
+    assert_eq!(
+        found(&store, "goodbye", None).await,
+        hits(&[("a", 1)]),
+        "{engine}: the new text, once"
+    );
+    // A delete: not found at all, nor is its entry.
+    store
+        .append(&[NewMessage {
+            room: "a".into(),
+            ..change(EntryKind::Delete, 7, 3, "", None)
+        }])
+        .await
+        .unwrap();
+    assert!(found(&store, "again", None).await.is_empty(), "{engine}");
+    assert_eq!(found(&store, "hello", None).await, hits(&[("b", 1)]));
+    // Retention: what it deletes is no longer found.
+    let keep_two = Retention {
+        max_messages: 2,
+        max_age: Duration::ZERO,
+    };
+    prune(&store, keep_two, 0).await;
+    assert!(found(&store, "goodbye", None).await.is_empty(), "{engine}");
+    assert!(found(&store, "fox", None).await.is_empty(), "{engine}");
+    assert_eq!(found(&store, "grüße", None).await, hits(&[("b", 2)]));
+    store
+        .append(&[at("a", "hello after all", 6)])
+        .await
+        .unwrap();
+    assert_eq!(
+        found(&store, "hello", None).await,
+        hits(&[("a", 6), ("b", 1)]),
+        "{engine}"
+    );
+    search_index_is_consistent(&store).await;
+}
+
+async fn search_pages_newest_first_within_a_byte_budget(place: Place) {
+    let store = place.open().await;
+    let engine = place.engine();
+    // Seven hits: "p" 1..=5 stamped 10, 20, ..., 50, "q" 1 and 2 both stamped 30 (ties: by room,
+    // then seq, descending), and a message that does not match.
+    let mut batch: Vec<NewMessage> = (1..=5).map(|i| at("p", "page me", i * 10)).collect();
+    batch.extend([at("q", "page me", 30), at("q", "page me too", 30)]);
+    batch.push(at("p", "not this one", 60));
+    store.append(&batch).await.unwrap();
+    let query = SearchQuery::parse("page").unwrap();
+    let mut pages = Vec::new();
+    let mut before: Option<SearchCursor> = None;
+    loop {
+        let page = store
+            .search(&query, None, before.as_ref(), 3, 1 << 20, 100)
+            .await
+            .unwrap();
+        let seqs: Vec<(String, u64)> = page.hits.iter().map(|h| (h.room.clone(), h.seq)).collect();
+        pages.push((seqs, page.more));
+        if !page.more {
+            break;
+        }
+        before = page.hits.last().map(SearchHit::cursor);
+    }
+    assert_eq!(
+        pages,
+        [
+            (hits(&[("p", 5), ("p", 4), ("q", 2)]), true),
+            (hits(&[("q", 1), ("p", 3), ("p", 2)]), true),
+            (hits(&[("p", 1)]), false),
+        ],
+        "{engine}"
+    );
+    // Exactly a limit's worth left: the page before says so truthfully.
+    let last_two = SearchCursor {
+        ts: 20,
+        room: "p".into(),
+        seq: 3,
+    };
+    let page = store
+        .search(&query, Some("p"), Some(&last_two), 2, 1 << 20, 100)
+        .await
+        .unwrap();
+    assert_eq!((page.hits.len(), page.more), (2, false), "{engine}");
+    // The byte budget: "page me" + "ann" + "p" = 11 bytes, plus 10 a hit: two fit in 42, the
+    // first always does.
+    let within = |max_bytes| store.search(&query, Some("p"), None, 5, max_bytes, 10);
+    let page = within(42).await.unwrap();
+    assert_eq!((page.hits.len(), page.more), (2, true), "{engine}");
+    let page = within(1).await.unwrap();
+    assert_eq!((page.hits.len(), page.more), (1, true), "{engine}");
+    let page = within(1 << 20).await.unwrap();
+    assert_eq!((page.hits.len(), page.more), (5, false), "{engine}");
+}
+
+async fn hostile_search_queries_are_words_or_refused_never_errors(place: Place) {
+    let store = place.open().await;
+    let engine = place.engine();
+    store
+        .append(&[
+            at("a", "say hello NEAR the table; it's 1=1", 1),
+            at("a", "x OR y AND z", 2),
+        ])
+        .await
+        .unwrap();
+    let hostile = [
+        "\"",
+        "\"\"",
+        "*",
+        "NEAR(",
+        "NEAR(hello table, 2)",
+        "hello\"",
+        "\"hello",
+        "hello*",
+        "text:hello",
+        "-hello",
+        "^hello",
+        "{text}: hello",
+        "hello AND",
+        "OR",
+        "NOT hello",
+        "hello OR x",
+        "' OR 1=1 --",
+        "'); DROP TABLE messages; --",
+        "hello\u{0}",
+        "a & b | !c <-> d:*",
+        "\\ / % _",
+        "(((((",
+        "\u{2}hello\u{3}",
+    ];
+    for query in hostile {
+        match SearchQuery::parse(query) {
+            Err(BadQuery::NoWords) => {}
+            Err(other) => panic!("{query:?}: {other}"),
+            Ok(parsed) => {
+                let result = store.search(&parsed, None, None, 50, 1 << 20, 100).await;
+                assert!(result.is_ok(), "{engine}: {query:?}: {result:?}");
+            }
+        }
+    }
+    // Operators are words like any other.
+    assert_eq!(found(&store, "NEAR(", None).await, hits(&[("a", 1)]));
+    assert_eq!(found(&store, "hello\"", None).await, hits(&[("a", 1)]));
+    assert_eq!(
+        found(&store, "OR", None).await,
+        hits(&[("a", 2)]),
+        "{engine}"
+    );
+    assert!(
+        found(&store, "hello OR x", None).await.is_empty(),
+        "{engine}"
+    );
+    assert!(found(&store, "'); DROP TABLE", None).await.is_empty());
+    assert_eq!(found(&store, "table; --", None).await, hits(&[("a", 1)]));
+    assert_eq!(
+        found(&store, "1=1", None).await,
+        hits(&[("a", 1)]),
+        "{engine}"
+    );
+    assert_eq!(SearchQuery::parse("* \" ("), Err(BadQuery::NoWords));
+    assert_eq!(
+        SearchQuery::parse(&"hello ".repeat(40)),
+        Err(BadQuery::TooLong)
+    );
+    // Still all there.
+    assert_eq!(store.bounds("a").await.unwrap().last_seq, 2);
+}
+
+/// The version of each engine's search migration.
+fn search_migration(list: MigrationList) -> usize {
+    list.iter()
+        .position(|&(_, description, _)| description == "search")
+        .expect("a search migration")
+}
+
+async fn search_finds_the_history_stored_before_it_existed(place: Place) {
+    use sqlx::Connection;
+    // The schema as it was before search, with history in it: a message, a deleted one, an edited
+    // one and the edit's entry.
+    let rows = "INSERT INTO rooms (name, last_seq, created_at) VALUES ('old', 4, 1); \
+        INSERT INTO messages (room, seq, author_id, author, text, ts, kind, target, edited, deleted) \
+        VALUES ('old', 1, 7, 'ann', 'kept from before', 1, 'message', NULL, false, false), \
+               ('old', 2, 7, 'ann', '', 2, 'message', NULL, false, true), \
+               ('old', 3, 7, 'ann', 'edited from before', 3, 'message', NULL, true, false), \
+               ('old', 4, 7, 'ann', 'edited from before', 4, 'edit', 3, false, false);";
+    match &place {
+        Place::Sqlite(dir) => {
+            use sqlx::sqlite::SqliteConnectOptions;
+            use sqlx::ConnectOptions;
+            let mut db = SqliteConnectOptions::new()
+                .filename(dir.path().join("chat.db"))
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            let before = &sqlite::MIGRATIONS[..search_migration(sqlite::MIGRATIONS)];
+            sqlx::migrate::Migrator::new(EmbeddedMigrations(before))
+                .await
+                .unwrap()
+                .run(&mut db)
+                .await
+                .unwrap();
+            sqlx::raw_sql(rows).execute(&mut db).await.unwrap();
+            db.close().await.unwrap();
+        }
+        Place::Postgres { url, .. } => {
+            let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+            let before = &postgres::MIGRATIONS[..search_migration(postgres::MIGRATIONS)];
+            sqlx::migrate::Migrator::new(EmbeddedMigrations(before))
+                .await
+                .unwrap()
+                .run(&mut db)
+                .await
+                .unwrap();
+            sqlx::raw_sql(rows).execute(&mut db).await.unwrap();
+            db.close().await.unwrap();
+        }
+    }
+    let engine = place.engine();
+    let store = place.open().await;
+    assert_eq!(
+        found(&store, "from before", None).await,
+        hits(&[("old", 3), ("old", 1)]),
+        "{engine}: messages only, as they are now"
+    );
+    assert_eq!(found(&store, "edited", None).await, hits(&[("old", 3)]));
+    // Messages stored from now on are found too, and all of it is after a restart.
+    store
+        .append(&[at("old", "stored after the upgrade", 5)])
+        .await
+        .unwrap();
+    drop(store);
+    let store = place.open().await;
+    assert_eq!(
+        found(&store, "stored", None).await,
+        hits(&[("old", 5)]),
+        "{engine}"
+    );
+    assert_eq!(
+        found(&store, "from before", Some("old")).await,
+        hits(&[("old", 3), ("old", 1)]),
+        "{engine}"
+    );
+    search_index_is_consistent(&store).await;
 }
 
 fn seq(stored: &Stored) -> u64 {
@@ -695,6 +1070,41 @@ async fn two_nodes_appending_to_the_same_rooms_number_every_message_once() {
         assert_eq!(stored, given, "room {room}");
         assert_eq!(nodes[1].bounds(room).await.unwrap().last_seq, n);
     }
+}
+
+/// PostgreSQL answers a search of all rooms from the index `messages_search`, not by reading every
+/// message: the query's conditions must be the index's word for word (sequential scans discouraged,
+/// so that the plan shows whether the index can be used at all on a table this small). (Within a room
+/// the planner may as well read the room's messages by primary key, when it has few.)
+#[tokio::test]
+async fn postgres_search_is_answered_from_its_index() {
+    let place = Place::postgres().await;
+    let store = place.open().await;
+    store.append(&[at("a", "hello world", 1)]).await.unwrap();
+    let Engine::Postgres(pg) = &store.engine else {
+        unreachable!("a PostgreSQL place")
+    };
+    let mut conn = pg.pool().acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {}", postgres::SEARCH))
+        .bind("hello")
+        .bind(None::<&str>)
+        .bind(None::<i64>)
+        .bind(None::<&str>)
+        .bind(None::<i64>)
+        .bind(51_i64)
+        .bind(100_i64)
+        .bind(1_i64 << 20)
+        .bind("")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|(line,)| line).collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("messages_search"), "{plan}");
 }
 
 /// The checksum sqlx recorded for migration 1 ("history") in every SQLite database created while the
