@@ -45,6 +45,7 @@ impl Cluster {
                 ("CHAT_MSG_RATE", "1000"),
                 ("CHAT_MSG_BURST", "1000"),
                 ("CHAT_ROOM_COUNTS_EVERY", "0.2"),
+                ("CHAT_ADMIN_TOKEN", "operator-token"),
             ],
         );
         self.dirs.push(dir);
@@ -413,6 +414,49 @@ async fn a_read_position_moved_on_one_node_reaches_the_persons_tabs_on_another()
     };
     let general = told.get("general").copied().unwrap_or_default();
     assert_eq!((general.seq, general.unread), (2, 1));
+}
+
+/// A ban set through one node's admin API closes the banned person's socket on another node at once
+/// (told over the bus), and that node refuses them too.
+#[tokio::test]
+async fn a_ban_set_on_one_node_closes_the_banned_on_another() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    for node in [&a, &b] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let mut bob = b.connect("/ws?name=bob").await;
+    let (_, session) = bob.welcome().await;
+    bob.joined("general").await;
+    let banned = common::http_request(
+        &a.addr,
+        "POST",
+        "/api/admin/bans",
+        &[("Authorization", "Bearer operator-token")],
+        Some(r#"{"name": "bob", "reason": "spam"}"#),
+    )
+    .await;
+    assert_eq!(
+        banned.status,
+        201,
+        "{:?}",
+        String::from_utf8_lossy(&banned.body)
+    );
+    let started = Instant::now();
+    let close = bob.closed().await;
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut again = common::connect_to(&b.addr, "/ws", Some(&session)).await;
+    loop {
+        if let ServerEvent::Error { code, .. } = again.event().await {
+            assert_eq!(code, ErrorCode::Banned);
+            break;
+        }
+    }
 }
 
 #[tokio::test]

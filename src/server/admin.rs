@@ -165,13 +165,18 @@ async fn add_ban(
     let (person, name_key) = match scope {
         Scope::Name => (None, Some(name_key(&name))),
         Scope::Person => {
-            let person = match chat.manager.person_named(&name) {
-                Some(person) => Some(person),
-                None => match chat.store.last_author(&name).await {
+            // Online here; else online on another node (its name lease says who); else whoever
+            // last wrote as it.
+            let mut person = chat.manager.person_named(&name);
+            if let (None, Some(cluster)) = (person, &chat.cluster) {
+                person = cluster.holder_of(super::names::name_key(&name)).await;
+            }
+            if person.is_none() {
+                person = match chat.store.last_author(&name).await {
                     Ok(person) => person,
                     Err(err) => return unavailable(err),
-                },
-            };
+                };
+            }
             let Some(person) = person else {
                 return error(
                     StatusCode::NOT_FOUND,

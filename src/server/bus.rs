@@ -266,6 +266,13 @@ impl BusTask {
                 let _ = answer.send(granted);
                 Ok(())
             }
+            Command::Holder { key, answer } => {
+                let holders: Vec<(String, String)> =
+                    call(redis::cmd("HGETALL").arg(name_key(&key)).query_async(conn)).await?;
+                let person = holders.iter().find_map(|(_, person)| person.parse().ok());
+                let _ = answer.send(person);
+                Ok(())
+            }
             Command::Depart { done } => {
                 call(
                     redis::cmd("DEL")

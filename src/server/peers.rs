@@ -65,6 +65,11 @@ pub(super) enum Command {
     Release {
         key: String,
     },
+    /// Who holds the name `key` anywhere in the cluster, if anyone.
+    Holder {
+        key: String,
+        answer: oneshot::Sender<Option<PersonId>>,
+    },
     /// The node is shutting down: give up its lease and records, then answer.
     Depart {
         done: oneshot::Sender<()>,
@@ -139,6 +144,15 @@ impl Cluster {
             return true;
         }
         answered.await.unwrap_or(true)
+    }
+
+    /// The person holding the name `key` on some node, if any (`None` too when Redis cannot say).
+    pub async fn holder_of(&self, key: String) -> Option<PersonId> {
+        let (answer, answered) = oneshot::channel();
+        self.commands
+            .try_send(Command::Holder { key, answer })
+            .ok()?;
+        answered.await.ok().flatten()
     }
 
     /// Shutdown: gives up this node's lease, people and names at once, so the other nodes announce its
