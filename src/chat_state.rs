@@ -82,8 +82,6 @@ pub enum LineKind {
         from: String,
         text: String,
         ts: u64,
-        /// Sent under this page's own name.
-        mine: bool,
     },
     Joined {
         name: String,
@@ -431,9 +429,6 @@ impl ChatState {
     }
 
     fn message_line(&self, message: ChatMessage) -> Line {
-        let mine = self
-            .me
-            .with_untracked(|me| me.as_deref() == Some(message.from.as_str()));
         Line {
             key: self.take_key(),
             kind: LineKind::Message {
@@ -441,7 +436,6 @@ impl ChatState {
                 from: message.from,
                 text: message.text,
                 ts: message.ts,
-                mine,
             },
         }
     }
@@ -558,10 +552,6 @@ mod tests {
         assert_eq!(general.online, ["bob", "cy"]);
         assert_eq!(general.online_count, 2);
         assert_eq!(general.last_seq, 2);
-        assert!(matches!(
-            &general.lines[2].kind,
-            LineKind::Message { mine: true, .. }
-        ));
         chat.follow("new");
         assert_eq!(
             chat.take_joins(),
