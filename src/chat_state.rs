@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::protocol::{ChatMessage, ErrorCode, ServerEvent, WelcomeLimits};
+use crate::protocol::{ChatMessage, ErrorCode, FrameKind, FrameRef, ServerEvent, WelcomeLimits};
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
 /// without bound (they can be paged in again).
@@ -145,6 +145,8 @@ pub struct ChatState {
     pub pending: RwSignal<Vec<Pending>>,
     /// The server's limits, from its welcome (its defaults until then).
     pub limits: RwSignal<WelcomeLimits>,
+    /// People online in each room with any, as the server pushes them (empty until it has).
+    pub online_counts: RwSignal<BTreeMap<String, usize>>,
     next_key: StoredValue<u64>,
 }
 
@@ -157,6 +159,7 @@ impl ChatState {
             rooms: RwSignal::new(BTreeMap::new()),
             pending: RwSignal::new(Vec::new()),
             limits: RwSignal::new(WelcomeLimits::default()),
+            online_counts: RwSignal::new(BTreeMap::new()),
             next_key: StoredValue::new(0),
         }
     }
@@ -255,6 +258,8 @@ impl ChatState {
             ServerEvent::Welcome { name, limits, .. } => {
                 self.me.set(Some(name));
                 self.limits.set(limits);
+                // Every count is told afresh right after the welcome.
+                self.online_counts.set(BTreeMap::new());
                 self.rooms.update(|rooms| {
                     for view in rooms.values_mut() {
                         view.joined = false;
@@ -328,8 +333,33 @@ impl ChatState {
                 code: ErrorCode::AlreadyJoined,
                 ..
             } => {}
+            // A join the server could not serve for now (its store busy or away): asked again (see
+            // `socket.rs`), not shown.
+            ServerEvent::Error {
+                code: ErrorCode::Unavailable,
+                answers:
+                    Some(FrameRef {
+                        kind: FrameKind::Join,
+                        room: Some(room),
+                        ..
+                    }),
+                ..
+            } => self.rooms.update(|rooms| {
+                if let Some(view) = rooms.get_mut(&room) {
+                    view.join_sent = false;
+                }
+            }),
             ServerEvent::Error { message, .. } => self.local_error(message),
             ServerEvent::Pong => {}
+            ServerEvent::RoomCounts { counts } => self.online_counts.update(|known| {
+                for (room, count) in counts {
+                    if count == 0 {
+                        known.remove(&room);
+                    } else {
+                        known.insert(room, count);
+                    }
+                }
+            }),
         }
     }
 
@@ -513,6 +543,53 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn a_join_refused_for_now_is_asked_again() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        assert_eq!(chat.take_joins(), [("general".to_string(), None)]);
+        assert!(chat.take_joins().is_empty(), "asked once");
+        chat.apply(ServerEvent::Error {
+            code: ErrorCode::Unavailable,
+            message: "try again in a moment".into(),
+            answers: Some(FrameRef {
+                kind: FrameKind::Join,
+                room: Some("general".into()),
+                client_id: None,
+            }),
+        });
+        assert_eq!(chat.take_joins(), [("general".to_string(), None)]);
+        assert!(
+            texts(&chat, "general").is_empty(),
+            "not shown: {:?}",
+            texts(&chat, "general")
+        );
+    }
+
+    #[test]
+    fn pushed_online_counts_update_the_known_ones_and_a_welcome_starts_afresh() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        let counts = |pairs: &[(&str, usize)]| ServerEvent::RoomCounts {
+            counts: pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        };
+        chat.apply(counts(&[("general", 2), ("dev", 1)]));
+        chat.apply(counts(&[("general", 3), ("dev", 0)]));
+        assert_eq!(
+            chat.online_counts.get_untracked(),
+            BTreeMap::from([("general".to_string(), 3)])
+        );
+        chat.apply(ServerEvent::Welcome {
+            name: "bob".into(),
+            session: "t".into(),
+            limits: WelcomeLimits::default(),
+        });
+        assert!(chat.online_counts.get_untracked().is_empty());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! A client frame whose first non-blank character is not `{` is plain message text (see
 //! [`ClientFrame::parse`]), which keeps `websocat ws://127.0.0.1:3000/ws` usable as a terminal client.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Longest name a person may choose or be given, in characters (not bytes).
@@ -172,7 +174,16 @@ pub enum ServerEvent {
     },
     /// The answer to [`ClientFrame::Ping`].
     Pong,
+    /// How many people are online in rooms, room by room, across the whole server (every node of a
+    /// cluster): right after the welcome, every room with people in it (the fullest
+    /// [`MAX_ROOM_COUNTS`], as of the last push); then, at most every 2 seconds (the server's
+    /// `--room-counts-every`) and only when something changed, the rooms whose count changed, `0`
+    /// meaning no one is there any more. What a room list shows, without polling.
+    RoomCounts { counts: BTreeMap<String, usize> },
 }
+
+/// Most rooms one [`ServerEvent::RoomCounts`] lists (so its size is bounded by the room name's limit).
+pub const MAX_ROOM_COUNTS: usize = 256;
 
 /// A server's limits, as the welcome tells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

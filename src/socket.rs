@@ -141,6 +141,8 @@ async fn drive(
     // When to send again: set when the server refused the message in flight for now (rate limit, busy
     // store), which says "later", not "never".
     let mut resend_at: Option<f64> = None;
+    // When to ask again for the rooms whose join the server refused for now (busy store).
+    let mut rejoin_at: Option<f64> = None;
     let lost = |reason: String, welcomed: bool| End::Lost { reason, welcomed };
     loop {
         let now = js_sys::Date::now();
@@ -148,7 +150,10 @@ async fn drive(
             Some(at) => at + ANSWER_MS - now,
             None => last_heard + QUIET_MS - now,
         };
-        let wake_in = resend_at.map_or(heartbeat_in, |at| heartbeat_in.min(at - now));
+        let wake_in = [resend_at, rejoin_at]
+            .into_iter()
+            .flatten()
+            .fold(heartbeat_in, |soonest, at| soonest.min(at - now));
         let send = outgoing.next().fuse();
         let receive = ws.next().fuse();
         let timer = TimeoutFuture::new(wake_in.max(0.0) as u32).fuse();
@@ -184,6 +189,16 @@ async fn drive(
                             remember_session(session).await;
                         }
                         let is_welcome = matches!(event, ServerEvent::Welcome { .. });
+                        if let ServerEvent::Error {
+                            code: ErrorCode::Unavailable,
+                            answers: Some(answers),
+                            ..
+                        } = &event
+                        {
+                            if answers.kind == FrameKind::Join && rejoin_at.is_none() {
+                                rejoin_at = Some(js_sys::Date::now() + RESEND_MS);
+                            }
+                        }
                         // Only an error that answers the message in flight (by its `client_id`)
                         // settles it; errors about other frames (a typing notice, a join) do not.
                         if let (ServerEvent::Error { code, answers, .. }, Some(id)) =
@@ -238,6 +253,15 @@ async fn drive(
             Step::Received(None) => return lost("connection closed".into(), welcomed),
             Step::Timer if resend_at.is_some_and(|at| at <= js_sys::Date::now()) => {
                 resend_at = None;
+            }
+            Step::Timer if rejoin_at.is_some_and(|at| at <= js_sys::Date::now()) => {
+                rejoin_at = None;
+                for (room, after) in chat.take_joins() {
+                    let join = ClientFrame::Join { room, after };
+                    if let Err(reason) = send_frame(&mut ws, &join).await {
+                        return lost(reason, welcomed);
+                    }
+                }
             }
             Step::Timer if pinged_at.is_some() => {
                 // Dropping the socket closes it; the server will notice on its side.

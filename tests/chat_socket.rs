@@ -2,12 +2,14 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
-use common::{Client, TestServer};
+use common::{Client, TestServer, PATIENCE};
 use futures::SinkExt;
 use groupchat::protocol::{ErrorCode, ServerEvent, MAX_NAME_CHARS};
 use groupchat::server::Config;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -119,6 +121,58 @@ async fn join_and_leave_are_announced_to_the_others() {
     // Ann's own traffic still flows.
     ann.send_text("still here").await;
     assert_eq!(message_text(&ann.said().await).1, "still here");
+    server.stop().await;
+}
+
+/// Applies `client`'s pushed online counts to `known`, as a page does, until they read `expected`.
+async fn counts_become(
+    client: &mut Client,
+    known: &mut BTreeMap<String, usize>,
+    expected: &[(&str, usize)],
+) {
+    let expected: BTreeMap<String, usize> = expected
+        .iter()
+        .map(|(room, n)| (room.to_string(), *n))
+        .collect();
+    while *known != expected {
+        for (room, count) in client.room_counts(PATIENCE).await {
+            if count == 0 {
+                known.remove(&room);
+            } else {
+                known.insert(room, count);
+            }
+        }
+    }
+}
+
+/// A room list follows who is online without polling: pushed counts, only of what changed.
+#[tokio::test]
+async fn every_page_is_pushed_the_rooms_online_counts_as_they_change() {
+    let server = TestServer::start_with(Config {
+        room_counts_every: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let mut ann_knows = BTreeMap::new();
+    counts_become(&mut ann, &mut ann_knows, &[("general", 1)]).await;
+    // Bob arrives, in `dev` too.
+    let (mut bob, _) = server.join("/ws?name=bob").await;
+    bob.send_json(json!({"type": "join", "room": "dev"})).await;
+    bob.joined("dev").await;
+    counts_become(&mut ann, &mut ann_knows, &[("general", 2), ("dev", 1)]).await;
+    // A page that connects now is told every room with people at once, after its welcome.
+    let mut cy = server.connect("/ws?name=cy").await;
+    cy.welcome().await;
+    assert_eq!(
+        cy.room_counts(PATIENCE).await,
+        BTreeMap::from([("general".into(), 2), ("dev".into(), 1)])
+    );
+    // Bob leaves: `dev` is empty (told 0, so forgotten), `general` has ann and cy.
+    bob.close().await;
+    counts_become(&mut ann, &mut ann_knows, &[("general", 2)]).await;
+    let mut cy_knows = BTreeMap::from([("general".into(), 2), ("dev".into(), 1)]);
+    counts_become(&mut cy, &mut cy_knows, &[("general", 2)]).await;
     server.stop().await;
 }
 

@@ -44,6 +44,7 @@ impl Cluster {
                 ("CHAT_NODE_ID", id),
                 ("CHAT_MSG_RATE", "1000"),
                 ("CHAT_MSG_BURST", "1000"),
+                ("CHAT_ROOM_COUNTS_EVERY", "0.2"),
             ],
         );
         self.dirs.push(dir);
@@ -142,13 +143,21 @@ async fn messages_sent_on_two_nodes_reach_three_nodes_in_one_order() {
     }
     let patience = Duration::from_secs(10);
     let seen_by_ann = messages(&mut ann, 60, patience).await;
-    // Every metric says which node it is from, and the bus's are there.
-    let metrics = common::http_get(&a.addr, "/metrics").await;
+    // Every metric says which node it is from, and the bus's are there (connected: on a loaded
+    // machine the bus may be just reconnecting, so this waits a little for it).
+    let deadline = Instant::now() + patience;
     for wanted in [
         "chat_bus_connected{node=\"a\"} 1",
         "chat_messages_stored_total{node=\"a\"}",
     ] {
-        assert!(metrics.contains(wanted), "{wanted} missing from {metrics}");
+        loop {
+            let metrics = common::http_get(&a.addr, "/metrics").await;
+            if metrics.contains(wanted) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{wanted} missing from {metrics}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let seen_by_bob = messages(&mut bob, 60, patience).await;
     let seen_by_cat = messages(&mut cat, 60, patience).await;
@@ -231,6 +240,42 @@ async fn a_burst_sent_on_two_nodes_at_once_reaches_everyone_exactly_once_in_orde
             .collect();
         let sent: Vec<String> = (0..EACH).map(|i| format!("{n}:{i}")).collect();
         assert_eq!(own, sent);
+    }
+}
+
+/// Room lists count everyone in the cluster: a page on one node is pushed the counts of people on
+/// the others.
+#[tokio::test]
+async fn pushed_online_counts_count_the_people_on_every_node() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    for node in [&a, &b] {
+        health_becomes(node, "ok", PATIENCE).await;
+    }
+    let (mut ann, _) = enter(&a, "ann").await;
+    let (mut bob, _) = enter(&b, "bob").await;
+    bob.send_json(json!({"type": "join", "room": "dev"})).await;
+    bob.joined("dev").await;
+    let patience = Duration::from_secs(10);
+    let deadline = Instant::now() + patience;
+    let mut known = std::collections::BTreeMap::new();
+    let everyone =
+        std::collections::BTreeMap::from([("general".to_string(), 2), ("dev".into(), 1)]);
+    while known != everyone {
+        assert!(Instant::now() < deadline, "ann's counts stayed {known:?}");
+        known.extend(ann.room_counts(patience).await);
+        known.retain(|_, count| *count > 0);
+    }
+    // Bob's node goes away cleanly: his rooms empty on ann's list.
+    drop(bob);
+    drop(b);
+    while known != std::collections::BTreeMap::from([("general".to_string(), 1)]) {
+        assert!(
+            Instant::now() < deadline + patience,
+            "ann's counts stayed {known:?}"
+        );
+        known.extend(ann.room_counts(patience).await);
+        known.retain(|_, count| *count > 0);
     }
 }
 

@@ -264,7 +264,7 @@ async fn the_chat_sockets_still_upgrade_for_a_client_that_accepts_compression() 
         );
 
         if path.starts_with("/ws?") {
-            let mut client = common::Client { ws };
+            let mut client = common::Client::new(ws);
             let (name, _) = client.welcome().await;
             assert_eq!(name, "zip");
             client.joined("general").await;

@@ -142,6 +142,10 @@ impl Raw {
         loop {
             if let Some((frame, used)) = parse_server_frame(&self.buf) {
                 self.buf.drain(..used);
+                // Pushed whenever a room's online count changed: not what these tests are about.
+                if frame.opcode == TEXT && frame.payload.starts_with(br#"{"type":"room_counts""#) {
+                    continue;
+                }
                 return Some(frame);
             }
             if !self.fill(patience).await {

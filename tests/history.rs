@@ -426,7 +426,7 @@ async fn kill_9_loses_no_acknowledged_message(backend: Backend) {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?name=ann", server.addr))
         .await
         .unwrap();
-    let mut ann = Client { ws };
+    let mut ann = Client::new(ws);
     ann.welcome().await;
     ann.joined("general").await;
     // Many in flight at once, so they are stored in batches; the kill comes right after the last ack.

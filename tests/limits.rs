@@ -459,7 +459,7 @@ async fn sigterm_closes_every_socket_with_1001_and_exits() {
     for i in 0..3 {
         let url = format!("ws://{}/ws?name=c{i}", server.addr);
         let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let mut client = Client { ws };
+        let mut client = Client::new(ws);
         assert!(matches!(client.event().await, ServerEvent::Welcome { .. }));
         clients.push(client);
     }

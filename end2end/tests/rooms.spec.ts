@@ -178,3 +178,29 @@ test("older messages page in at the top", async ({ browser }) => {
   // All there: nothing older to load.
   await expect(reader.getByRole("button", { name: "Load older messages" })).toHaveCount(0);
 });
+
+test("the room list's counts follow people in and out without polling", async ({ browser }) => {
+  const room = unique("counted");
+  const ann = await open(browser, "/", unique("ann"));
+  const listReads: string[] = [];
+  ann.on("request", (request) => {
+    if (request.url().includes("/api/rooms")) listReads.push(request.url());
+  });
+  // Bob opens a room ann has never seen: it shows on her list, counting him.
+  const bob = await open(browser, `/r/${room}`, unique("bob"));
+  const bobsRoom = ann.locator(`nav.rooms li[data-room="${room}"] .count`);
+  await expect(bobsRoom).toHaveText("1");
+  // Cy joins him: ann's count follows, pushed over her socket.
+  const cy = await open(browser, `/r/${room}`, unique("cy"));
+  await expect(bobsRoom).toHaveText("2");
+  // Both leave: the count falls to 0.
+  await bob.close();
+  await cy.close();
+  await expect(bobsRoom).toHaveText("0");
+  // The list was read again once, for the room it did not show, and not on a timer since: a quiet
+  // page makes no requests at all.
+  const readsSoFar = listReads.length;
+  expect(readsSoFar).toBeLessThanOrEqual(2);
+  await ann.waitForTimeout(6000);
+  expect(listReads.length).toBe(readsSoFar);
+});

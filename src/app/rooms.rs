@@ -12,7 +12,8 @@ use crate::protocol::{validate_room, MAX_ROOM_CHARS};
 pub fn RoomList(chat: ChatState) -> impl IntoView {
     let refresh = RwSignal::new(0u32);
     let rooms = Resource::new(move || refresh.get(), |_| list_rooms(None, None));
-    // The list is refreshed every few seconds, and whenever a room is followed or a link opens.
+    // The counts come over the socket (`online_counts`), so the list itself is read again only when
+    // a room is followed, a link opens, or people are in a room it does not show yet.
     #[cfg(feature = "hydrate")]
     {
         let tick = move || refresh.update(|n| *n = n.wrapping_add(1));
@@ -21,9 +22,20 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
             chat.link.track();
             tick();
         });
-        if let Ok(handle) = set_interval_with_handle(tick, std::time::Duration::from_secs(5)) {
-            on_cleanup(move || handle.clear());
-        }
+        // Tracks the counts only: a room the list cannot show (past its first page) must not make it
+        // read itself again and again.
+        Effect::new(move |_| {
+            let counted: Vec<String> = chat.online_counts.with(|c| c.keys().cloned().collect());
+            let Some(Ok(list)) = rooms.get_untracked() else {
+                return;
+            };
+            let unlisted = counted
+                .iter()
+                .any(|room| !list.iter().any(|listed| listed.name == *room));
+            if unlisted {
+                tick();
+            }
+        });
     }
     let draft = RwSignal::new(String::new());
     let navigate = use_navigate();
@@ -55,15 +67,26 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
                                 let is_current = move || chat.current.with(|c| *c == name);
                                 let href = format!("/r/{}", room.name);
                                 let label = room.name.clone();
+                                // As listed until the server pushes a count; then as pushed (none: 0).
+                                let counted = room.name.clone();
+                                let listed = room.online;
+                                let online = move || {
+                                    chat.online_counts.with(|counts| {
+                                        if counts.is_empty() {
+                                            listed
+                                        } else {
+                                            counts.get(&counted).copied().unwrap_or(0)
+                                        }
+                                    })
+                                };
                                 view! {
                                     // `A` marks the link `aria-current="page"` itself.
                                     <li class:current=is_current data-room=room.name>
                                         <A href=href>
                                             <span class="hash" aria-hidden="true">"#"</span>
                                             <span class="room-label">{label}</span>
-                                            <span class="count">
-                                                {room.online}<span class="sr-only">" online"</span>
-                                            </span>
+                                            <span class="count">{online}</span>
+                                            <span class="sr-only">" online"</span>
                                         </A>
                                     </li>
                                 }

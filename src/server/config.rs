@@ -122,6 +122,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = 50)]
     pub max_rooms_per_connection: usize,
 
+    /// Seconds between pushes of the rooms' online counts to every page (only when some count changed;
+    /// at least 0.1).
+    #[arg(long, env = "CHAT_ROOM_COUNTS_EVERY", default_value = "2", value_parser = seconds)]
+    pub room_counts_every: Duration,
+
     /// Seconds a typing notice lasts unless renewed (pages renew it every few seconds while typing).
     #[arg(long, env = "CHAT_TYPING_TTL", default_value = "6", value_parser = seconds)]
     pub typing_ttl: Duration,
@@ -208,6 +213,7 @@ impl Default for Config {
             replay_limit: 1000,
             max_rooms_per_connection: 50,
             typing_ttl: Duration::from_secs(6),
+            room_counts_every: Duration::from_secs(2),
             store_queue: 10_000,
             replay_bytes: REPLAY_BYTES,
             header_timeout: Duration::from_secs(10),

@@ -41,6 +41,7 @@ use super::peers::{BusEvent, Cluster, GapFiller};
 use super::presence::PresenceRecord;
 use super::registry::{ConnId, Identity, Registry};
 use super::replay::{Replay, ReplayLimits};
+use super::room_counts::RoomCounts;
 use super::rooms::{Fill, Gap, Lagging, Rooms};
 use super::session::Sessions;
 use super::store::{NewMessage, PersonId, Stored};
@@ -84,6 +85,8 @@ struct State {
     /// The other nodes, in cluster mode. Told of every change here as it is made, under the lock, so
     /// they hear of changes in the order they happened (telling never waits: see `bus.rs`).
     cluster: Option<Cluster>,
+    /// The rooms' online counts every page was told.
+    room_counts: RoomCounts,
 }
 
 /// A connection the manager accepted, for as long as it is registered: its id, who it is, and its
@@ -117,6 +120,7 @@ impl ConnectionManager {
                 ),
                 closing: false,
                 cluster: None,
+                room_counts: RoomCounts::default(),
             }),
             sessions,
             limits: Limits {
@@ -155,6 +159,7 @@ impl ConnectionManager {
         if state.closing {
             return Err(ChatError::ShuttingDown);
         }
+        let counts = state.room_counts.snapshot();
         let (id, record) = state
             .registry
             .admit(identity, format, self.limits.max_name_chars)?;
@@ -167,8 +172,11 @@ impl ConnectionManager {
                     max_name_chars: self.limits.max_name_chars,
                 },
             });
-            // A new outbox is empty: its first frame always fits.
+            // A new outbox is empty: its first two frames always fit.
             let _ = record.outbox.send(welcome);
+            if let Some(counts) = counts {
+                let _ = record.outbox.send(counts);
+            }
         }
         counter!(m::CONNECTIONS_ACCEPTED).increment(1);
         gauge!(m::CONNECTIONS).increment(1);
@@ -500,6 +508,25 @@ impl ConnectionManager {
     pub fn nudge_all(&self) {
         for record in self.state().registry.records() {
             record.outbox.nudge();
+        }
+    }
+
+    /// Tells every page which rooms' online counts changed since it was last told (called on a timer:
+    /// see `room_counts.rs`). One frame, encoded once, for every JSON connection.
+    pub fn push_room_counts(&self) {
+        let mut state = self.state();
+        let counts = state.rooms.counts();
+        let Some(frame) = state.room_counts.changes(counts) else {
+            return;
+        };
+        let readers: Vec<ConnId> = state
+            .registry
+            .records_by_id()
+            .filter(|(_, r)| r.format == WireFormat::Json)
+            .map(|(id, _)| id)
+            .collect();
+        for to in readers {
+            state.queue(to, frame.clone());
         }
     }
 

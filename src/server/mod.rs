@@ -45,6 +45,7 @@ mod manager;
 mod peers;
 mod presence;
 mod registry;
+mod room_counts;
 mod rooms;
 
 // Cluster mode: the Redis bus, presence and name leases.
@@ -257,6 +258,11 @@ pub async fn run(
     let sockets = state.sockets.clone();
     let grace = state.chat.config.shutdown_grace;
     let sweep_every = ping_sweep_period(&state.chat.config);
+    let counts_every = state
+        .chat
+        .config
+        .room_counts_every
+        .max(Duration::from_millis(100));
     let hosts = hosts::HostPolicy::new(listener.local_addr()?, &state.chat.config);
     let slots = http_slots::HttpSlots::new(&state.chat.config);
     let header_timeout = state.chat.config.header_timeout;
@@ -289,6 +295,20 @@ pub async fn run(
             loop {
                 ticks.tick().await;
                 manager.expire_typing(tokio::time::Instant::now().into_std());
+            }
+        }
+    });
+
+    // Room lists follow the online counts without polling: one timer pushes what changed to every
+    // page (see `room_counts.rs` for why a timer and not every join and leave).
+    let counts_push = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            let mut ticks = tokio::time::interval(counts_every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                manager.push_room_counts();
             }
         }
     });
@@ -350,6 +370,7 @@ pub async fn run(
     drop(listener);
     sweep.abort();
     typing_sweep.abort();
+    counts_push.abort();
     manager.shut_down();
     if let Some(cluster) = &cluster {
         cluster.depart().await;

@@ -197,4 +197,8 @@ impl Registry {
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.records.values()
     }
+
+    pub fn records_by_id(&self) -> impl Iterator<Item = (ConnId, &Record)> {
+        self.records.iter().map(|(id, record)| (*id, record))
+    }
 }

@@ -6,14 +6,15 @@
 pub mod postgres;
 pub mod redis;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use std::sync::Arc;
 
 use groupchat::protocol::{ChatMessage, ServerEvent};
 use groupchat::server::{run, AppState, Config};
@@ -341,11 +342,15 @@ pub async fn connect_to(addr: &str, path: &str, session: Option<&str>) -> Client
     let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
-    Client { ws }
+    Client::new(ws)
 }
 
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The `room_counts` events that came, oldest first: the server pushes them whenever some room's
+    /// online count changed, so they are kept aside and not returned as frames (see
+    /// [`Client::room_counts`]).
+    pub counts: VecDeque<BTreeMap<String, usize>>,
 }
 
 /// A `joined` event's contents.
@@ -359,6 +364,14 @@ pub struct Joined {
 }
 
 impl Client {
+    /// A client on an open WebSocket.
+    pub fn new(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            counts: VecDeque::new(),
+        }
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws
             .send(Message::Text(text.into()))
@@ -379,8 +392,38 @@ impl Client {
                 .expect("a frame in time")
                 .expect("the socket is still open")
                 .expect("a readable frame");
-            if !matches!(next, Message::Ping(_) | Message::Pong(_)) {
-                return next;
+            if matches!(next, Message::Ping(_) | Message::Pong(_)) {
+                continue;
+            }
+            if let Message::Text(text) = &next {
+                if let Ok(ServerEvent::RoomCounts { counts }) = serde_json::from_str(text.as_str())
+                {
+                    self.counts.push_back(counts);
+                    continue;
+                }
+            }
+            return next;
+        }
+    }
+
+    /// The next `room_counts` event (one that came already, or the next to come within `patience`);
+    /// other frames read meanwhile are dropped.
+    pub async fn room_counts(&mut self, patience: Duration) -> BTreeMap<String, usize> {
+        if let Some(counts) = self.counts.pop_front() {
+            return counts;
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no room_counts within {patience:?}"))
+                .expect("the socket is still open")
+                .expect("a readable frame");
+            if let Message::Text(text) = &next {
+                if let Ok(ServerEvent::RoomCounts { counts }) = serde_json::from_str(text.as_str())
+                {
+                    return counts;
+                }
             }
         }
     }
