@@ -30,6 +30,10 @@
 //! writes a batch) → each browser's `socket` → `chat_state` (shown once, by sequence number) → the
 //! message list in `app`.
 
+// The room's view type (src/app/room.rs: messages, composer, who is online) is deeper than rustc's
+// default limit of 128 when the WASM is built with the `wasm-release` profile.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
 pub mod chat_state;

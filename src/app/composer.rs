@@ -115,8 +115,6 @@ pub fn Composer(chat: ChatState, room: String) -> impl IntoView {
             <p id="composer-hint" class="hint">"Enter sends, Shift+Enter starts a new line."</p>
         </form>
     }
-    // Type-erased, as the message list: the room's view type would be too deep otherwise.
-    .into_any()
 }
 
 /// A fresh id for a message this page sends: random enough that one person's ids never collide.

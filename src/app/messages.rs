@@ -1,14 +1,16 @@
-//! The room's messages and notices, oldest first: grouped by sender, with day headings and times in
-//! the reader's zone; kept scrolled to the newest; older ones page in at the top.
+//! The room's messages and notices, oldest first: grouped by sender, under day headings, with times in
+//! the reader's zone; then your messages on their way. Kept scrolled to the newest; older ones page in
+//! at the top.
 //!
-//! Where a line sits among its neighbours (does it start a group, a day?) is worked out here, by
+//! Where each line sits among its neighbours (does it start a group? a day?) is worked out here, by
 //! [`rows`], each time the lines change, and is part of each row's key: a line whose place changes
 //! (older messages paged in above it, the zone switched to the reader's) is drawn again, and the others
-//! are left alone.
+//! are left alone. One keyed list holds it all: every list of another item type would compile its own
+//! copy of the keyed diffing into the WASM.
 
 use leptos::prelude::*;
 
-use super::avatar::Avatar;
+use super::avatar::avatar;
 use super::time::{iso, Zone};
 use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::{ChatState, Line, LineKind, Pending, RoomView};
@@ -16,48 +18,99 @@ use crate::chat_state::{ChatState, Line, LineKind, Pending, RoomView};
 /// Messages from one sender less than this apart (on one day, with no notice between) share one name.
 pub const GROUP_GAP_MS: u64 = 5 * 60_000;
 
-/// A line as the list shows it.
+/// One item of the list.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub line: Line,
-    /// Starts a group of messages: shows the avatar and the name.
-    pub head: bool,
-    /// Starts a day (a message on another day than the message before it): the day's number (see
-    /// [`Zone::day`]), whose heading goes above it.
-    pub day: Option<i64>,
+pub enum Row {
+    /// The heading of a day (its number, see [`Zone::day`]), above its first message (sent at `ts`).
+    Day { day: i64, ts: u64 },
+    /// A line of the room. `head`: a message that starts a group, shown with its avatar and name;
+    /// `mine`: a message under your name.
+    Line { line: Line, head: bool, mine: bool },
+    /// One of your messages on its way (`from`: your name); `head` as for a line.
+    Pending {
+        pending: Pending,
+        from: String,
+        head: bool,
+    },
 }
 
-/// Places each line: a message starts a group unless the line before it is a message from the same
-/// sender, less than [`GROUP_GAP_MS`] earlier and on the same day (by `day_of`); notices and errors
-/// end a group.
-pub fn rows(lines: &[Line], day_of: impl Fn(u64) -> i64) -> Vec<Row> {
-    let mut rows = Vec::with_capacity(lines.len());
+/// What identifies a row's DOM: a row whose key changes is drawn again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RowKey {
+    Day(i64),
+    Line { key: u64, head: bool, mine: bool },
+    Pending { client_id: String, head: bool },
+}
+
+impl Row {
+    pub fn key(&self) -> RowKey {
+        match self {
+            Row::Day { day, .. } => RowKey::Day(*day),
+            Row::Line { line, head, mine } => RowKey::Line {
+                key: line.key,
+                head: *head,
+                mine: *mine,
+            },
+            Row::Pending { pending, head, .. } => RowKey::Pending {
+                client_id: pending.client_id.clone(),
+                head: *head,
+            },
+        }
+    }
+}
+
+/// Places the lines and your pending messages. A message starts a group unless the line before it is a
+/// message from the same sender, less than [`GROUP_GAP_MS`] earlier and on the same day (by
+/// `day_of`); notices and errors end a group; a message on another day than the message before it
+/// gets the day's heading. Your pending messages follow, the first in a group of its own unless the
+/// last line is your message.
+pub fn rows(
+    lines: &[Line],
+    pending: &[&Pending],
+    me: Option<&str>,
+    day_of: impl Fn(u64) -> i64,
+) -> Vec<Row> {
+    let mut rows = Vec::with_capacity(lines.len() + pending.len() + 2);
     // The line before, if it is a message: its sender and time.
     let mut previous: Option<(&str, u64)> = None;
     let mut last_day = None;
     for line in lines {
-        let (head, day) = match &line.kind {
+        let (head, mine) = match &line.kind {
             LineKind::Message { from, ts, .. } => {
                 let day = day_of(*ts);
                 let new_day = last_day != Some(day);
-                last_day = Some(day);
+                if new_day {
+                    last_day = Some(day);
+                    rows.push(Row::Day { day, ts: *ts });
+                }
                 // Times out of order (two nodes' clocks) count as no gap.
                 let follows = previous
                     .is_some_and(|(who, at)| who == from && ts.saturating_sub(at) < GROUP_GAP_MS);
                 previous = Some((from, *ts));
-                (new_day || !follows, new_day.then_some(day))
+                (new_day || !follows, me == Some(from.as_str()))
             }
             _ => {
                 previous = None;
-                (false, None)
+                (false, false)
             }
         };
-        rows.push(Row {
+        rows.push(Row::Line {
             line: line.clone(),
             head,
-            day,
+            mine,
         });
     }
+    let mine_last = previous.is_some_and(|(who, _)| Some(who) == me);
+    rows.extend(
+        pending
+            .iter()
+            .enumerate()
+            .map(|(i, &pending)| Row::Pending {
+                pending: pending.clone(),
+                from: me.unwrap_or_default().to_owned(),
+                head: i == 0 && !mine_last,
+            }),
+    );
     rows
 }
 
@@ -66,44 +119,27 @@ pub fn rows(lines: &[Line], day_of: impl Fn(u64) -> i64) -> Vec<Row> {
 pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     let list = NodeRef::<leptos::html::Div>::new();
     // UTC as the server rendered it, until this effect runs: in the browser, after hydration (or, for
-    // a room opened later, right after its first render), and before the next paint.
+    // a room opened later, right after its first render), and before the next paint. The zone is part
+    // of every row's key, so each row is drawn once more then, in local time; the rows themselves hold
+    // no reactive parts (your name, the zone: all in the key).
     let zone = RwSignal::new(Zone::Utc);
     Effect::new(move |_| zone.set(Zone::Local));
-    let lines = {
+    let rows = {
         let room = room.clone();
         move || {
             let zone = zone.get();
-            chat.read_room(&room, |view| rows(&view.lines, |ts| zone.day(ts)))
-        }
-    };
-    // Your messages waiting for the server's acknowledgement; the first starts a group of its own
-    // unless your message is the last line already.
-    let pending = {
-        let room = room.clone();
-        move || {
-            let mine_last = chat.me.with(|me| {
-                chat.read_room(&room, |view| match view.lines.last() {
-                    Some(Line {
-                        kind: LineKind::Message { from, .. },
-                        ..
-                    }) => me.as_ref() == Some(from),
-                    _ => false,
-                })
-            });
-            chat.pending.with(|p| {
-                p.iter()
-                    .filter(|p| p.room == room)
-                    .enumerate()
-                    .map(|(i, p)| (p.clone(), i == 0 && !mine_last))
+            chat.me.with(|me| {
+                chat.pending.with(|pending| {
+                    let pending: Vec<&Pending> =
+                        pending.iter().filter(|p| p.room == room).collect();
+                    chat.read_room(&room, |view| {
+                        rows(&view.lines, &pending, me.as_deref(), |ts| zone.day(ts))
+                    })
+                    .into_iter()
+                    .map(|row| (row, zone))
                     .collect::<Vec<_>>()
+                })
             })
-        }
-    };
-    let empty = {
-        let room = room.clone();
-        move || {
-            chat.read_room(&room, |view| view.lines.is_empty())
-                && chat.pending.with(|p| !p.iter().any(|p| p.room == room))
         }
     };
     let has_older = {
@@ -177,91 +213,99 @@ pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
                         }>"Load older messages"</button>
                     </li>
                 </Show>
-                <Show when=empty>
-                    <li class="empty">"No messages yet. Say hello!"</li>
-                </Show>
-                <For each=lines key=|row| (row.line.key, row.head, row.day) let:row>
-                    <RowView chat row zone/>
-                </For>
-                <For each=pending key=|(p, head)| (p.client_id.clone(), *head) let:pending>
-                    <PendingView chat pending=pending.0 head=pending.1/>
+                <For each=rows key=|(row, zone)| (row.key(), *zone) let:((row, zone))>
+                    {row_view(row, zone)}
                 </For>
             </ol>
         </div>
     }
-    // Type-erased: the room's view type would otherwise be too deep to compile for the browser.
-    .into_any()
 }
 
-#[component]
-fn RowView(chat: ChatState, row: Row, zone: RwSignal<Zone>) -> impl IntoView {
-    match row.line.kind {
-        LineKind::Message {
-            seq,
+fn row_view(row: Row, zone: Zone) -> AnyView {
+    match row {
+        Row::Day { ts, .. } => text_row("day", zone.day_label(ts)),
+        Row::Pending {
+            pending,
             from,
-            text,
-            ts,
-        } => {
-            let mine = {
-                let from = from.clone();
-                move || chat.me.with(|me| me.as_deref() == Some(from.as_str()))
-            };
-            // A new day's heading is an item of its own, before the message's.
-            let day = row.day.map(|_| {
-                view! { <li class="day"><span>{move || zone.get().day_label(ts)}</span></li> }
-            });
-            let avatar = row.head.then(|| view! { <Avatar name=from.clone()/> });
-            view! {
-                {day}
-                <li class="line message" class:head=row.head class:mine=mine data-seq=seq>
-                    {avatar}
-                    <div class="body">
-                        // In a group only the first name shows; the others are there for screen
-                        // readers, which read each message on its own.
-                        <strong class="from" class:sr-only=!row.head><bdi>{from}</bdi></strong>
-                        " "
-                        <time class="ts" datetime=iso(ts) title=move || zone.get().full(ts)>
-                            {move || zone.get().clock(ts)}
-                        </time>
-                        <div class="text">{text}</div>
-                    </div>
-                </li>
-            }
-            .into_any()
-        }
-        LineKind::Joined { name } => view! {
-            <li class="line notice join">
-                <strong><bdi>{name}</bdi></strong>
-                " joined the room"
-            </li>
-        }
-        .into_any(),
-        LineKind::Left { name } => view! {
-            <li class="line notice leave">
-                <strong><bdi>{name}</bdi></strong>
-                " left the room"
-            </li>
-        }
-        .into_any(),
-        LineKind::Error { text } => view! { <li class="line error">{text}</li> }.into_any(),
+            head,
+        } => message_view(Message {
+            from,
+            head,
+            mine: true,
+            seq: None,
+            time: "sending…".into(),
+            datetime: None,
+            title: None,
+            text: pending.text,
+        }),
+        Row::Line { line, head, mine } => match line.kind {
+            LineKind::Message {
+                seq,
+                from,
+                text,
+                ts,
+            } => message_view(Message {
+                from,
+                head,
+                mine,
+                seq: Some(seq),
+                time: zone.clock(ts),
+                datetime: Some(iso(ts)),
+                title: Some(zone.full(ts)),
+                text,
+            }),
+            LineKind::Joined { name } => notice_view(name, "line notice join", " joined the room"),
+            LineKind::Left { name } => notice_view(name, "line notice leave", " left the room"),
+            LineKind::Error { text } => text_row("line error", text),
+        },
     }
 }
 
-/// One of your messages on its way, shown as "sending…" until the server has it.
-#[component]
-fn PendingView(chat: ChatState, pending: Pending, head: bool) -> impl IntoView {
-    let me = move || chat.me.get().unwrap_or_default();
+/// What a message row shows.
+struct Message {
+    from: String,
+    head: bool,
+    mine: bool,
+    /// None: still on its way.
+    seq: Option<u64>,
+    time: String,
+    datetime: Option<String>,
+    title: Option<String>,
+    text: String,
+}
+
+/// A message: the avatar and the name if it starts a group, the time, the text.
+fn message_view(m: Message) -> AnyView {
     view! {
-        <li class="line message mine pending" class:head=head>
-            {head.then(|| view! { <Avatar name=me()/> })}
+        <li class="line message" class:head=m.head class:mine=m.mine class:pending=m.seq.is_none() data-seq=m.seq>
+            {m.head.then(|| avatar(&m.from))}
             <div class="body">
-                <strong class="from" class:sr-only=!head><bdi>{me}</bdi></strong>
+                // In a group only the first name shows; the others are there for screen readers,
+                // which read each message on its own.
+                <strong class="from" class:sr-only=!m.head><bdi>{m.from}</bdi></strong>
                 " "
-                <span class="ts">"sending…"</span>
-                <div class="text">{pending.text}</div>
+                <time class="ts" datetime=m.datetime title=m.title>{m.time}</time>
+                <div class="text">{m.text}</div>
             </div>
         </li>
     }
+    .into_any()
+}
+
+/// "ann joined the room" (`class` "line notice join"), "ann left the room".
+fn notice_view(name: String, class: &'static str, says: &'static str) -> AnyView {
+    view! {
+        <li class=class>
+            <strong><bdi>{name}</bdi></strong>
+            {says}
+        </li>
+    }
+    .into_any()
+}
+
+/// A day's heading, or an error.
+fn text_row(class: &'static str, text: String) -> AnyView {
+    view! { <li class=class><span>{text}</span></li> }.into_any()
 }
 
 #[cfg(test)]
@@ -282,8 +326,34 @@ mod tests {
         }
     }
 
-    fn heads(rows: &[Row]) -> Vec<bool> {
-        rows.iter().map(|r| r.head).collect()
+    /// Each row in short: `D1000` a day, `*m1` a message that starts a group, `m2` one that does not,
+    /// `+bob` a notice, `*p:a` a pending message.
+    fn show(rows: &[Row]) -> Vec<String> {
+        rows.iter()
+            .map(|row| match row {
+                Row::Day { day, .. } => format!("D{day}"),
+                Row::Line { line, head, mine } => {
+                    let star = if *head { "*" } else { "" };
+                    let you = if *mine { "(you)" } else { "" };
+                    match &line.kind {
+                        LineKind::Message { text, .. } => format!("{star}{text}{you}"),
+                        LineKind::Joined { name } => format!("+{name}"),
+                        other => format!("{other:?}"),
+                    }
+                }
+                Row::Pending { pending, head, .. } => {
+                    format!("{}p:{}", if *head { "*" } else { "" }, pending.client_id)
+                }
+            })
+            .collect()
+    }
+
+    fn pending(id: &str) -> Pending {
+        Pending {
+            client_id: id.into(),
+            room: "general".into(),
+            text: id.into(),
+        }
     }
 
     #[test]
@@ -297,11 +367,18 @@ mod tests {
             message(5, "bob", t + 11 * MIN),
             message(6, "ann", t + 11 * MIN),
         ];
-        let rows = rows(&lines, |ts| Zone::Utc.day(ts));
-        assert_eq!(heads(&rows), [true, false, false, true, true, true]);
+        let rows = rows(&lines, &[], None, |ts| Zone::Utc.day(ts));
         assert_eq!(
-            rows.iter().map(|r| r.day).collect::<Vec<_>>(),
-            [Some(1000), None, None, None, None, None]
+            show(&rows),
+            ["D1000", "*m1", "m2", "m3", "*m4", "*m5", "*m6"]
+        );
+        assert_eq!(
+            rows[1].key(),
+            RowKey::Line {
+                key: 1,
+                head: true,
+                mine: false
+            }
         );
     }
 
@@ -317,19 +394,33 @@ mod tests {
             message(3, "ann", t + MIN),
             message(4, "ann", t + 3 * MIN), // 00:01 the next day
         ];
-        let utc = rows(&lines, |ts| Zone::Utc.day(ts));
-        assert_eq!(heads(&utc), [true, false, true, true]);
-        assert_eq!(
-            utc.iter().map(|r| r.day).collect::<Vec<_>>(),
-            [Some(1000), None, None, Some(1001)]
-        );
+        let utc = rows(&lines, &[], None, |ts| Zone::Utc.day(ts));
+        assert_eq!(show(&utc), ["D1000", "*m1", "+bob", "*m3", "D1001", "*m4"]);
         // Two hours ahead of UTC, all three messages fall on day 1001: one heading, and the last two
         // messages are one group.
-        let ahead = rows(&lines, |ts| ((ts + 120 * MIN) / (24 * 60 * MIN)) as i64);
-        assert_eq!(heads(&ahead), [true, false, true, false]);
+        let ahead = rows(&lines, &[], None, |ts| {
+            ((ts + 120 * MIN) / (24 * 60 * MIN)) as i64
+        });
+        assert_eq!(show(&ahead), ["D1001", "*m1", "+bob", "*m3", "m4"]);
+    }
+
+    #[test]
+    fn your_pending_messages_join_your_last_group() {
+        let t = 1_000 * 24 * 60 * MIN;
+        let (a, b) = (pending("a"), pending("b"));
+        let lines = [message(1, "bob", t), message(2, "ann", t + MIN)];
+        let rows_as = |me| rows(&lines, &[&a, &b], me, |ts| Zone::Utc.day(ts));
         assert_eq!(
-            ahead.iter().map(|r| r.day).collect::<Vec<_>>(),
-            [Some(1001), None, None, None]
+            show(&rows_as(Some("ann"))),
+            ["D1000", "*m1", "*m2(you)", "p:a", "p:b"]
+        );
+        assert_eq!(
+            show(&rows_as(Some("bob"))),
+            ["D1000", "*m1(you)", "*m2", "*p:a", "p:b"]
+        );
+        assert_eq!(
+            show(&rows(&[], &[&a], None, |ts| Zone::Utc.day(ts))),
+            ["*p:a"]
         );
     }
 }

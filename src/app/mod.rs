@@ -24,7 +24,6 @@ mod theme;
 mod time;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
     hooks::{use_location, use_query_map},
@@ -54,9 +53,14 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 // Before anything paints: the theme the reader picked (a constant script, not user text).
                 <script inner_html=THEME_SCRIPT></script>
+                // Static, so written here rather than by leptos_meta's components, whose code the WASM
+                // would carry (3.7 KB of it, compressed). `id="leptos"`: `cargo leptos watch` reloads
+                // the stylesheet it finds under that id.
+                <title>"Group chat"</title>
+                <link rel="stylesheet" id="leptos" href="/pkg/groupchat.css"/>
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
-                <MetaTags/>
             </head>
             <body>
                 <App/>
@@ -67,11 +71,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 #[component]
 pub fn App() -> impl IntoView {
-    provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/groupchat.css"/>
-        <Title text="Group chat"/>
-        <Link rel="icon" type_="image/svg+xml" href="/favicon.svg"/>
         <Router>
             <ChatApp/>
         </Router>

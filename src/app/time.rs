@@ -14,7 +14,7 @@
 const DAY_MS: i64 = 86_400_000;
 
 /// Where the page shows times.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Zone {
     /// As the server renders them (and the browser while it hydrates).
     Utc,
