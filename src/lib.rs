@@ -51,4 +51,9 @@ pub mod socket;
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    // `<html data-hydrated>`: the page is the app's from here on. What hydration left to effects
+    // (e.g. times in the reader's zone) runs before the next frame; the browser tests check that.
+    if let Some(html) = leptos::prelude::document().document_element() {
+        let _ = html.set_attribute("data-hydrated", "");
+    }
 }

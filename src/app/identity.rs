@@ -37,7 +37,7 @@ pub fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl 
                 <input
                     type="text"
                     name="name"
-                    placeholder="Choose a name"
+                    placeholder="New name"
                     maxlength=move || chat.limits.with(|l| l.max_name_chars)
                     aria-label="New name"
                     autocomplete="nickname"

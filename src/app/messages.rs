@@ -200,7 +200,7 @@ pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
             node_ref=list
             role="log"
             aria-live="polite"
-            aria-label=format!("Messages in #{room}")
+            aria-label=format!("Conversation in #{room}")
             tabindex="0"
             on:scroll=on_scroll
         >

@@ -136,9 +136,12 @@ fn ChatApp() -> impl IntoView {
         let open = !drawer_open.get_untracked();
         drawer_open.set(open);
         if open {
-            if let Some(sidebar) = sidebar.get_untracked() {
-                let _ = sidebar.focus();
-            }
+            // Once it is shown: a hidden element takes no focus.
+            request_animation_frame(move || {
+                if let Some(sidebar) = sidebar.get_untracked() {
+                    let _ = sidebar.focus();
+                }
+            });
         }
     };
     let close_drawer = move || {
