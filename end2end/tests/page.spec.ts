@@ -230,6 +230,11 @@ test("keyboard only: reach the composer, write two lines, send with Enter, switc
   await open(browser, `/r/${other}`, unique("host"));
   const name = unique("keys");
   const page = await openWith(browser, "/", name, { viewport: DESKTOP });
+  // A panic in the WASM shows as a console error, and leaves the page dead.
+  const panics: string[] = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" && m.text().includes("panicked")) panics.push(m.text());
+  });
   await expect(page.locator(`nav.rooms li[data-room="${other}"]`)).toBeVisible();
 
   /** Presses `key` until `done` holds for the focused element (at most 40 times). */
@@ -266,6 +271,11 @@ test("keyboard only: reach the composer, write two lines, send with Enter, switc
   await page.keyboard.press("Enter");
   await expect(page).toHaveURL(new RegExp(`/r/${other}$`));
   await expect(page.locator("main.room")).toHaveAttribute("data-room", other);
+  // And back, by the browser's history: the list follows, and nothing panicked on the way.
+  await page.goBack();
+  await expect(page.locator("main.room")).toHaveAttribute("data-room", "general");
+  await expect(rows(page).filter({ hasText: "first line" })).toHaveCount(1);
+  expect(panics).toEqual([]);
 });
 
 test("a long word wraps instead of widening the page", async ({ browser }) => {

@@ -11,7 +11,7 @@
 use leptos::prelude::*;
 
 use super::avatar::avatar;
-use super::time::{iso, Zone};
+use super::time::{iso, ShownZone, Zone};
 use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::{ChatState, Line, LineKind, Pending, RoomView};
 
@@ -118,11 +118,13 @@ pub fn rows(
 #[component]
 pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     let list = NodeRef::<leptos::html::Div>::new();
-    // UTC as the server rendered it, until this effect runs: in the browser, after hydration (or, for
-    // a room opened later, right after its first render), and before the next paint. The zone is part
-    // of every row's key, so each row is drawn once more then, in local time; the rows themselves hold
-    // no reactive parts (your name, the zone: all in the key).
-    let zone = RwSignal::new(Zone::Utc);
+    // UTC as the server rendered it, until this effect runs: in the browser, after the list is
+    // hydrated, and before the next paint. The zone is part of every row's key, so each row is drawn
+    // once more then, in local time; the rows themselves hold no reactive parts (your name, the zone:
+    // all in the key). The zone is the page's (lists of rooms opened later start in local time): a
+    // signal of this list's own would be gone when the room changes, while the old list may still
+    // read it once.
+    let zone = expect_context::<ShownZone>().0;
     Effect::new(move |_| zone.set(Zone::Local));
     let rows = {
         let room = room.clone();

@@ -39,6 +39,7 @@ use link::Sender;
 use room::RoomPage;
 use rooms::RoomList;
 use theme::{ThemeToggle, THEME_SCRIPT};
+use time::{ShownZone, Zone};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -88,6 +89,7 @@ fn ChatApp() -> impl IntoView {
     let wanted_name = RwSignal::new(use_query_map().read_untracked().get("name"));
     let sender = Sender::empty();
     provide_context(sender);
+    provide_context(ShownZone(RwSignal::new(Zone::Utc)));
 
     // Effects run only in the browser, after hydration: the socket is opened there and nowhere else.
     #[cfg(feature = "hydrate")]

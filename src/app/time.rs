@@ -10,6 +10,8 @@
 //! the browser's `Intl.DateTimeFormat`, in the reader's locale, so no calendar or zone data is compiled
 //! into the WASM.
 
+use leptos::prelude::RwSignal;
+
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 
@@ -86,6 +88,10 @@ impl Zone {
         }
     }
 }
+
+/// The zone the page shows times in (in the context): UTC until the first message list is hydrated.
+#[derive(Clone, Copy)]
+pub struct ShownZone(pub RwSignal<Zone>);
 
 /// The machine-readable form for `<time datetime>`: `2026-12-03T07:25:03Z`.
 pub fn iso(ts_ms: u64) -> String {
