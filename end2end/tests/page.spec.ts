@@ -205,6 +205,8 @@ test("the theme toggle is remembered, and a reload paints in it from the first f
   expect(await page.evaluate(() => localStorage.getItem("theme"))).toBe("dark");
 
   await page.reload();
+  // The load event may come before the first frame.
+  await page.waitForFunction(() => (window as any).__seen?.firstFrame && (window as any).__seen?.loaded);
   const seen: any = await page.evaluate(() => (window as any).__seen);
   for (const when of ["firstFrame", "loaded"]) {
     expect(seen[when], when).toBeTruthy();
