@@ -28,7 +28,7 @@
 //! (read) → `protocol` → `history` (stored by the writer in `store`) → `manager` (ack to the sender;
 //! `rooms` encodes once and appends to the room's `fanout` log) → `connection` (each member's task takes it and
 //! writes a batch) → each browser's `socket` → `chat_state` (shown once, by sequence number) → the
-//! message list in `app`.
+//! message list in `app` (`app/messages.rs`).
 
 // The room's view type (src/app/room.rs: messages, composer, who is online) is deeper than rustc's
 // default limit of 128 when the WASM is built with the `wasm-release` profile.
