@@ -85,8 +85,6 @@ pub enum LineKind {
         from: String,
         text: String,
         ts: u64,
-        /// Sent under this page's own name.
-        mine: bool,
         /// Changed by its author since it was sent.
         edited: bool,
         /// Deleted by its author: "message deleted" stands in its place.
@@ -586,9 +584,6 @@ impl ChatState {
     }
 
     fn message_line(&self, message: ChatMessage) -> Line {
-        let mine = self
-            .me
-            .with_untracked(|me| me.as_deref() == Some(message.from.as_str()));
         Line {
             key: self.take_key(),
             kind: LineKind::Message {
@@ -596,7 +591,6 @@ impl ChatState {
                 from: message.from,
                 text: message.text,
                 ts: message.ts,
-                mine,
                 edited: message.edited,
                 deleted: message.deleted,
                 reply_to: message.reply_to,
@@ -838,10 +832,6 @@ mod tests {
         assert_eq!(general.online, ["bob", "cy"]);
         assert_eq!(general.online_count, 2);
         assert_eq!(general.last_seq, 2);
-        assert!(matches!(
-            &general.lines[2].kind,
-            LineKind::Message { mine: true, .. }
-        ));
         chat.follow("new");
         assert_eq!(
             chat.take_joins(),

@@ -28,7 +28,11 @@
 //! (read) → `protocol` → `history` (stored by the writer in `store`) → `manager` (ack to the sender;
 //! `rooms` encodes once and appends to the room's `fanout` log) → `connection` (each member's task takes it and
 //! writes a batch) → each browser's `socket` → `chat_state` (shown once, by sequence number) → the
-//! message list in `app`.
+//! message list in `app` (`app/messages.rs`).
+
+// The room's view type (src/app/room.rs: messages, composer, who is online) is deeper than rustc's
+// default limit of 128 when the WASM is built with the `wasm-release` profile.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;
@@ -47,4 +51,9 @@ pub mod socket;
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    // `<html data-hydrated>`: the page is the app's from here on. What hydration left to effects
+    // (e.g. times in the reader's zone) runs before the next frame; the browser tests check that.
+    if let Some(html) = leptos::prelude::document().document_element() {
+        let _ = html.set_attribute("data-hydrated", "");
+    }
 }

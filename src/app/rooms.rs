@@ -1,0 +1,112 @@
+//! The room list: the rooms worth knowing about, and a form to join or create one.
+
+use leptos::prelude::*;
+use leptos_router::{components::A, hooks::use_navigate};
+
+use crate::api::list_rooms;
+use crate::chat_state::ChatState;
+use crate::protocol::{validate_room, MAX_ROOM_CHARS};
+
+/// The rooms worth knowing about (with people or history), and a way to join or create one.
+#[component]
+pub fn RoomList(chat: ChatState) -> impl IntoView {
+    let refresh = RwSignal::new(0u32);
+    let rooms = Resource::new(move || refresh.get(), |_| list_rooms(None, None));
+    // The counts come over the socket (`online_counts`), so the list itself is read again only when
+    // a room is followed, a link opens, or people are in a room it does not show yet.
+    #[cfg(feature = "hydrate")]
+    {
+        let tick = move || refresh.update(|n| *n = n.wrapping_add(1));
+        Effect::new(move |_| {
+            chat.rooms.with(|r| r.len());
+            chat.link.track();
+            tick();
+        });
+        // Tracks the counts only: a room the list cannot show (past its first page) must not make it
+        // read itself again and again.
+        Effect::new(move |_| {
+            let counted: Vec<String> = chat.online_counts.with(|c| c.keys().cloned().collect());
+            let Some(Ok(list)) = rooms.get_untracked() else {
+                return;
+            };
+            let unlisted = counted
+                .iter()
+                .any(|room| !list.iter().any(|listed| listed.name == *room));
+            if unlisted {
+                tick();
+            }
+        });
+    }
+    let draft = RwSignal::new(String::new());
+    let navigate = use_navigate();
+    let open_room = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let room = draft.get_untracked().trim().to_lowercase();
+        match validate_room(&room) {
+            Err(why) => chat.local_error(format!("That room name won't do: {why}.")),
+            Ok(()) => {
+                draft.set(String::new());
+                navigate(&format!("/r/{room}"), Default::default());
+            }
+        }
+    };
+    view! {
+        <nav class="rooms" aria-label="Rooms">
+            <h2>"Rooms"</h2>
+            <Transition fallback=|| ()>
+                <ul>
+                    // Only the fetched list shapes these nodes (the room on screen only marks one): the
+                    // browser must hydrate exactly what the server rendered.
+                    {move || Suspend::new(async move {
+                        rooms
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|room| {
+                                let name = room.name.clone();
+                                let is_current = move || chat.current.with(|c| *c == name);
+                                let href = format!("/r/{}", room.name);
+                                let label = room.name.clone();
+                                // As listed until the server pushes a count; then as pushed (none: 0).
+                                let counted = room.name.clone();
+                                let listed = room.online;
+                                let online = move || {
+                                    chat.online_counts.with(|counts| {
+                                        if counts.is_empty() {
+                                            listed
+                                        } else {
+                                            counts.get(&counted).copied().unwrap_or(0)
+                                        }
+                                    })
+                                };
+                                view! {
+                                    // `A` marks the link `aria-current="page"` itself.
+                                    <li class:current=is_current data-room=room.name>
+                                        <A href=href>
+                                            <span class="hash" aria-hidden="true">"#"</span>
+                                            <span class="room-label">{label}</span>
+                                            <span class="count">{online}</span>
+                                            <span class="sr-only">" online"</span>
+                                        </A>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    })}
+                </ul>
+            </Transition>
+            <form class="new-room inline-form" on:submit=open_room>
+                <input
+                    type="text"
+                    name="room"
+                    placeholder="Join or create a room"
+                    maxlength=MAX_ROOM_CHARS
+                    aria-label="Room name"
+                    autocomplete="off"
+                    bind:value=draft
+                />
+                <button type="submit" class="secondary">"Go"</button>
+            </form>
+        </nav>
+    }
+}
