@@ -17,11 +17,12 @@ use std::fmt::Write;
 
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 
-/// The message's HTML, or `None` when it has no formatting (one paragraph of plain text, no link).
+/// The message's HTML, or `None` when it has no formatting (paragraphs of plain text, no link): the
+/// page shows such text as it is, line breaks included. Line breaks are written as line breaks (the
+/// page keeps white space in a message), so the HTML's text is the message's.
 pub fn render(text: &str) -> Option<String> {
     let mut html = String::with_capacity(text.len() + text.len() / 4 + 16);
     let mut plain = true;
-    let mut paragraphs = 0;
     // For each link open: whether its `<a>` was written (a refused destination writes none).
     let mut links: Vec<bool> = Vec::new();
     // Inside a code block, an image's alt text or a link: text as it is, no autolinks.
@@ -29,10 +30,7 @@ pub fn render(text: &str) -> Option<String> {
     for event in Parser::new(text) {
         match event {
             Event::Start(tag) => {
-                match &tag {
-                    Tag::Paragraph => paragraphs += 1,
-                    _ => plain = false,
-                }
+                plain &= matches!(tag, Tag::Paragraph);
                 open(&mut html, tag, &mut links, &mut verbatim);
             }
             Event::End(tag) => close(&mut html, tag, &mut links, &mut verbatim),
@@ -49,10 +47,7 @@ pub fn render(text: &str) -> Option<String> {
                 plain = false;
                 escape(&mut html, &raw);
             }
-            Event::SoftBreak | Event::HardBreak => {
-                plain = false;
-                html.push_str("<br>");
-            }
+            Event::SoftBreak | Event::HardBreak => html.push('\n'),
             Event::Rule => {
                 plain = false;
                 html.push_str("<hr>");
@@ -63,7 +58,7 @@ pub fn render(text: &str) -> Option<String> {
             Event::TaskListMarker(done) => html.push_str(if done { "[x] " } else { "[ ] " }),
         }
     }
-    (!(plain && paragraphs <= 1)).then_some(html)
+    (!plain).then_some(html)
 }
 
 fn open(html: &mut String, tag: Tag, links: &mut Vec<bool>, verbatim: &mut usize) {
@@ -222,7 +217,11 @@ mod tests {
             render("> quoted").as_deref(),
             Some("<blockquote><p>quoted</p></blockquote>")
         );
-        assert_eq!(render("one\ntwo").as_deref(), Some("<p>one<br>two</p>"));
+        assert_eq!(render("one\ntwo"), None, "line breaks are not formatting");
+        assert_eq!(
+            render("*one*\ntwo").as_deref(),
+            Some("<p><em>one</em>\ntwo</p>")
+        );
         assert_eq!(
             render("see https://example.com/a?b=1&c=2.").as_deref(),
             Some(
