@@ -100,6 +100,7 @@ on_both_engines!(
     edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9,
     a_reaction_toggled_from_two_tabs_of_one_person_counts_once,
     read_positions_are_shared_between_tabs_and_survive_a_restart,
+    read_positions_written_beside_a_busy_writer_refuse_nothing,
     search_finds_words_in_a_room_or_everywhere_and_survives_a_restart,
 );
 
@@ -734,6 +735,30 @@ async fn read_positions_are_shared_between_tabs_and_survive_a_restart(backend: B
         refusal(&mut cy).await,
         (ErrorCode::NotJoined, FrameKind::Read)
     );
+}
+
+/// Read positions are stored beside the history writer's batches (a task each): they must never make
+/// a batch fail (on SQLite, a writer that reads first cannot take the database from under another).
+async fn read_positions_written_beside_a_busy_writer_refuse_nothing(backend: Backend) {
+    let server = TestServer::start_with(backend.config(unlimited_rate())).await;
+    let (mut ann, _) = server.join("/ws?name=ann").await;
+    let first = send_acked(&mut ann, "general", "to edit", "a0").await;
+    const ROUNDS: usize = 40;
+    for i in 0..ROUNDS {
+        ann.send_json(json!({"type": "read", "room": "general", "seq": first + i as u64}))
+            .await;
+        ann.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": format!("edit {i}"), "client_id": format!("e{i}")}))
+            .await;
+    }
+    let mut acked = 0;
+    while acked < ROUNDS {
+        match ann.event().await {
+            ServerEvent::Ack { .. } => acked += 1,
+            ServerEvent::Error { code, message, .. } => panic!("{code:?}: {message}"),
+            _ => {}
+        }
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -69,8 +69,8 @@ pub(super) struct SqliteStore {
     pool: SqlitePool,
     /// How `pool` connects: retention opens its own connection with them.
     options: SqliteConnectOptions,
-    /// Held by whoever writes, for a whole transaction: the history writer (`append`) or one retention
-    /// batch (`prune`). SQLite allows one writer at a time anyway; taking turns here first does two
+    /// Held by whoever writes, for a whole transaction: the history writer (`append`), one retention
+    /// batch (`prune`), or one of the small writes beside them (read positions, bans): every write. SQLite allows one writer at a time anyway; taking turns here first does two
     /// things its own lock cannot. The writer's transaction begins deferred (a read, then writes): had
     /// retention committed between that read and the first write, SQLite would refuse the upgrade at once
     /// (`SQLITE_BUSY`, a stale snapshot; the busy timeout does not apply) and the whole batch would be
@@ -230,6 +230,8 @@ impl SqliteStore {
         seq: i64,
         ts: i64,
     ) -> Result<(), sqlx::Error> {
+        // Every write takes the writers' turn (see `write_turn`).
+        let _turn = self.write_turn.lock().await;
         sqlx::query(
             "INSERT INTO read_positions (person_id, room, seq, ts) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (person_id, room) DO UPDATE SET seq = MAX(seq, excluded.seq), \
@@ -266,6 +268,8 @@ impl SqliteStore {
     }
 
     pub(super) async fn add_ban(&self, ban: &Ban) -> Result<i64, sqlx::Error> {
+        // Every write takes the writers' turn (see `write_turn`).
+        let _turn = self.write_turn.lock().await;
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO bans (person_id, name_key, name, room, reason, ts) \
              VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -282,6 +286,8 @@ impl SqliteStore {
     }
 
     pub(super) async fn remove_ban(&self, id: i64) -> Result<bool, sqlx::Error> {
+        // Every write takes the writers' turn (see `write_turn`).
+        let _turn = self.write_turn.lock().await;
         let done = sqlx::query("DELETE FROM bans WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
