@@ -40,7 +40,7 @@ use super::names::name_key;
 use super::outbox::Outbox;
 use super::peers::{BusEvent, Cluster, GapFiller};
 use super::presence::PresenceRecord;
-use super::registry::{ConnId, Identity, Registry};
+use super::registry::{ConnId, Identity, Record, Registry};
 use super::replay::{Replay, ReplayLimits};
 use super::room_counts::RoomCounts;
 use super::rooms::{Fill, Gap, Lagging, Rooms};
@@ -680,15 +680,7 @@ impl ConnectionManager {
         let Some(frame) = state.room_counts.changes(counts) else {
             return;
         };
-        let readers: Vec<ConnId> = state
-            .registry
-            .records_by_id()
-            .filter(|(_, r)| r.format == WireFormat::Json)
-            .map(|(id, _)| id)
-            .collect();
-        for to in readers {
-            state.queue(to, frame.clone());
-        }
+        state.queue_to_each(|_, _| true, || frame);
     }
 
     /// Frames waiting for all connections together (for the metrics).
@@ -762,18 +754,29 @@ impl State {
 
     /// Tells every JSON connection of `person` here (but `except`) `event`, encoded once.
     fn tell_person(&mut self, person: PersonId, except: Option<ConnId>, event: &ServerEvent) {
+        self.queue_to_each(
+            |id, r| r.person == person && Some(id) != except,
+            || encode(event),
+        );
+    }
+
+    /// Queues one frame for every JSON connection `picked` chooses; `frame` makes it (encoded once,
+    /// and only if some connection is chosen).
+    fn queue_to_each(
+        &mut self,
+        picked: impl Fn(ConnId, &Record) -> bool,
+        frame: impl FnOnce() -> Frame,
+    ) {
         let to: Vec<ConnId> = self
             .registry
             .records_by_id()
-            .filter(|(id, r)| {
-                r.person == person && Some(*id) != except && r.format == WireFormat::Json
-            })
+            .filter(|(id, r)| r.format == WireFormat::Json && picked(*id, r))
             .map(|(id, _)| id)
             .collect();
         if to.is_empty() {
             return;
         }
-        let frame = encode(event);
+        let frame = frame();
         for id in to {
             self.queue(id, frame.clone());
         }
