@@ -333,13 +333,32 @@ impl PgStore {
         Ok(rows.into_iter().map(message).collect())
     }
 
+    /// One byte-bounded page (`before_within`, `after_within`): `sql` binds the room, the `seq` to
+    /// start from, the limit, the bytes counted per message beside its text, and the budget.
+    async fn page_within(
+        &self,
+        sql: &'static str,
+        room: &str,
+        page: PageWithin,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(sql)
+            .bind(room)
+            .bind(page.before)
+            .bind(page.limit)
+            .bind(page.per_message)
+            .bind(page.max_bytes)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
     /// Newest first. The same query as SQLite's (see there), in PostgreSQL's words.
     pub(super) async fn before_within(
         &self,
         room: &str,
         page: PageWithin,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
+        self.page_within(
             concat!(
                 "SELECT ",
                 entry_columns!(),
@@ -353,15 +372,10 @@ impl PgStore {
                    ) AS newest \
                  ) AS sized WHERE running <= $5 OR running = size ORDER BY seq DESC"
             ),
+            room,
+            page,
         )
-        .bind(room)
-        .bind(page.before)
-        .bind(page.limit)
-        .bind(page.per_message)
-        .bind(page.max_bytes)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(message).collect())
+        .await
     }
 
     pub(super) async fn after_within(
@@ -369,10 +383,11 @@ impl PgStore {
         room: &str,
         page: PageWithin,
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM ( \
+        self.page_within(
+            concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM ( \
                    SELECT *, SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
                    FROM ( \
                      SELECT *, octet_length(text) + octet_length(author) \
@@ -381,15 +396,11 @@ impl PgStore {
                      FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3 \
                    ) AS oldest \
                  ) AS sized WHERE running <= $5 OR running = size ORDER BY seq"
-        ))
-        .bind(room)
-        .bind(page.before)
-        .bind(page.limit)
-        .bind(page.per_message)
-        .bind(page.max_bytes)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(message).collect())
+            ),
+            room,
+            page,
+        )
+        .await
     }
 
     /// Newest first; the same query as SQLite's (see there). `query` is plain text

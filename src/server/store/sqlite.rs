@@ -373,6 +373,25 @@ impl SqliteStore {
         Ok(rows.into_iter().map(message).collect())
     }
 
+    /// One byte-bounded page (`before_within`, `after_within`): `sql` binds the room, the `seq` to
+    /// start from, the limit, the bytes counted per message beside its text, and the budget.
+    async fn page_within(
+        &self,
+        sql: &'static str,
+        room: &str,
+        page: PageWithin,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(sql)
+            .bind(room)
+            .bind(page.before)
+            .bind(page.limit)
+            .bind(page.per_message)
+            .bind(page.max_bytes)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(message).collect())
+    }
+
     /// Newest first.
     pub(super) async fn before_within(
         &self,
@@ -381,7 +400,7 @@ impl SqliteStore {
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
         // Innermost: the `limit` newest before `before` (the index on (room, seq) walks them); then a
         // running total of their sizes, newest first; kept while it stays within the budget.
-        let rows: Vec<Row> = sqlx::query_as(
+        self.page_within(
             concat!(
                 "SELECT ",
                 entry_columns!(),
@@ -395,15 +414,10 @@ impl SqliteStore {
                    ) \
                  ) WHERE running <= ?5 OR running = size ORDER BY seq DESC"
             ),
+            room,
+            page,
         )
-        .bind(room)
-        .bind(page.before)
-        .bind(page.limit)
-        .bind(page.per_message)
-        .bind(page.max_bytes)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(message).collect())
+        .await
     }
 
     pub(super) async fn after_within(
@@ -413,10 +427,11 @@ impl SqliteStore {
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
         // As `before_within`, the other way: the `limit` oldest after `after`, oldest first, while
         // their running total stays within the budget.
-        let rows: Vec<Row> = sqlx::query_as(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM ( \
+        self.page_within(
+            concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM ( \
                    SELECT *, SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
                    FROM ( \
                      SELECT *, length(CAST(text AS BLOB)) + length(CAST(author AS BLOB)) \
@@ -425,15 +440,11 @@ impl SqliteStore {
                      FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 \
                    ) \
                  ) WHERE running <= ?5 OR running = size ORDER BY seq"
-        ))
-        .bind(room)
-        .bind(page.before)
-        .bind(page.limit)
-        .bind(page.per_message)
-        .bind(page.max_bytes)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(message).collect())
+            ),
+            room,
+            page,
+        )
+        .await
     }
 
     /// Newest first. `query` is an FTS5 query (`SearchQuery::fts5`).
