@@ -2,6 +2,7 @@
 //! or a name from the server or a room (open sockets closed, comebacks refused), unbans, and deleting
 //! anyone's message.
 
+#[macro_use]
 mod common;
 
 use common::{http_request, Backend, Client, RawResponse, TestServer};
@@ -11,22 +12,6 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const TOKEN: &str = "s3cret-operator-token";
-
-macro_rules! on_both_engines {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::Backend::sqlite().await).await
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(super::Backend::postgres().await).await
-            }
-        }
-    )*};
-}
 
 on_both_engines!(
     bans_close_and_refuse_the_banned_and_unbans_let_them_back,
@@ -66,11 +51,7 @@ fn json_of(response: &RawResponse) -> serde_json::Value {
 
 /// The next error event; its code.
 async fn error_code(client: &mut Client) -> ErrorCode {
-    loop {
-        if let ServerEvent::Error { code, .. } = client.event().await {
-            return code;
-        }
-    }
+    client.refused().await.0
 }
 
 #[tokio::test]

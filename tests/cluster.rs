@@ -280,16 +280,6 @@ async fn pushed_online_counts_count_the_people_on_every_node() {
     }
 }
 
-/// Reads until entry `seq` of `general` comes (a message or a change); returns it.
-async fn entry(client: &mut Client, seq: u64) -> ServerEvent {
-    loop {
-        let event = client.event().await;
-        if matches!(&event, ServerEvent::Message { seq: got, .. } if *got == seq) {
-            return event;
-        }
-    }
-}
-
 /// Edits, deletes and replies cross nodes like messages: in the room's one order, with the author
 /// rule enforced whichever node the change comes through.
 #[tokio::test]
@@ -302,24 +292,19 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
     let (mut ann, _) = enter(&a, "ann").await;
     let (mut bob, _) = enter(&b, "bob").await;
     ann.send_json(message("on node a", "a1")).await;
-    let ServerEvent::Message { seq: first, .. } = entry(&mut bob, 1).await else {
+    let ServerEvent::Message { seq: first, .. } = bob.entry(1).await else {
         unreachable!()
     };
     // Bob, on the other node, may not change it.
     bob.send_json(json!({"type": "edit", "room": "general", "seq": first, "text": "bob's now"}))
         .await;
-    loop {
-        if let ServerEvent::Error { code, .. } = bob.event().await {
-            assert_eq!(code, ErrorCode::NotAuthor);
-            break;
-        }
-    }
+    assert_eq!(bob.refused().await.0, ErrorCode::NotAuthor);
     // He replies, ann edits hers, then deletes it: each seen on the other node, in one order.
     bob.send_json(
         json!({"type": "message", "room": "general", "text": "from b", "reply_to": first}),
     )
     .await;
-    let ServerEvent::Message { reply_to, .. } = entry(&mut ann, 2).await else {
+    let ServerEvent::Message { reply_to, .. } = ann.entry(2).await else {
         unreachable!()
     };
     assert_eq!(
@@ -331,7 +316,7 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
         .await;
     let ServerEvent::Message {
         kind, target, text, ..
-    } = entry(&mut ann, 3).await
+    } = ann.entry(3).await
     else {
         unreachable!()
     };
@@ -343,7 +328,7 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
         .await;
     let ServerEvent::Message {
         kind, target, text, ..
-    } = entry(&mut bob, 4).await
+    } = bob.entry(4).await
     else {
         unreachable!()
     };
@@ -353,7 +338,7 @@ async fn edits_deletes_and_replies_made_on_one_node_show_on_another() {
     );
     ann.send_json(json!({"type": "delete", "room": "general", "seq": first}))
         .await;
-    let ServerEvent::Message { kind, target, .. } = entry(&mut bob, 5).await else {
+    let ServerEvent::Message { kind, target, .. } = bob.entry(5).await else {
         unreachable!()
     };
     assert_eq!((kind, target), (EntryKind::Delete, Some(first)));
@@ -397,21 +382,13 @@ async fn a_read_position_moved_on_one_node_reaches_the_persons_tabs_on_another()
     messages(&mut on_b, 3, PATIENCE).await;
     on_b.send_json(json!({"type": "read", "room": "general", "seq": 2}))
         .await;
-    let told = loop {
-        if let ServerEvent::ReadPositions { rooms } = on_a.event().await {
-            break rooms;
-        }
-    };
+    let told = on_a.read_positions().await;
     assert_eq!(told.get("general").map(|p| p.seq), Some(2));
     // A new tab, on either node, starts from the stored position: one message after it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut later = common::connect_to(&a.addr, "/ws", Some(&session)).await;
     later.welcome().await;
-    let told = loop {
-        if let ServerEvent::ReadPositions { rooms } = later.event().await {
-            break rooms;
-        }
-    };
+    let told = later.read_positions().await;
     let general = told.get("general").copied().unwrap_or_default();
     assert_eq!((general.seq, general.unread), (2, 1));
 }
@@ -451,12 +428,7 @@ async fn a_ban_set_on_one_node_closes_the_banned_on_another() {
         started.elapsed()
     );
     let mut again = common::connect_to(&b.addr, "/ws", Some(&session)).await;
-    loop {
-        if let ServerEvent::Error { code, .. } = again.event().await {
-            assert_eq!(code, ErrorCode::Banned);
-            break;
-        }
-    }
+    assert_eq!(again.refused().await.0, ErrorCode::Banned);
 }
 
 #[tokio::test]

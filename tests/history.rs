@@ -3,6 +3,7 @@
 //! PostgreSQL too (each such test runs twice, as `<test>::sqlite` and `<test>::postgres`, the latter on
 //! a private PostgreSQL server of its own).
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -18,20 +19,8 @@ use serde_json::json;
 /// Sends `text` to `room` with `client_id`, and returns the sequence number of its acknowledgement,
 /// skipping other events on the way.
 async fn send_acked(client: &mut Client, room: &str, text: &str, client_id: &str) -> u64 {
-    client
-        .send_json(json!({"type": "message", "room": room, "text": text, "client_id": client_id}))
-        .await;
-    loop {
-        match client.event().await {
-            ServerEvent::Ack {
-                seq,
-                client_id: Some(id),
-                ..
-            } if id == client_id => return seq,
-            ServerEvent::Error { message, .. } => panic!("refused: {message}"),
-            _ => {}
-        }
-    }
+    let frame = json!({"type": "message", "room": room, "text": text, "client_id": client_id});
+    acked(client, frame, client_id).await
 }
 
 /// Reads until a message with `text` arrives; returns the messages (room, seq, text) seen, it included.
@@ -68,24 +57,6 @@ fn history_page(response: &str) -> HistoryPage {
 
 fn seqs(messages: &[ChatMessage]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
-}
-
-/// Runs each test body (an `async fn(Backend)`) on both engines: as `<body>::sqlite` and
-/// `<body>::postgres`.
-macro_rules! on_both_engines {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::Backend::sqlite().await).await
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(super::Backend::postgres().await).await
-            }
-        }
-    )*};
 }
 
 on_both_engines!(
@@ -466,21 +437,8 @@ async fn kill_9_loses_no_acknowledged_message(backend: Backend) {
 
 /// The next error event (skipping others); its code and the kind of frame it answers.
 async fn refusal(client: &mut Client) -> (ErrorCode, FrameKind) {
-    loop {
-        if let ServerEvent::Error { code, answers, .. } = client.event().await {
-            return (code, answers.expect("names the frame").kind);
-        }
-    }
-}
-
-/// Reads until message-or-change `seq` comes; returns it.
-async fn entry(client: &mut Client, seq: u64) -> ServerEvent {
-    loop {
-        let event = client.said().await;
-        if matches!(&event, ServerEvent::Message { seq: got, .. } if *got == seq) {
-            return event;
-        }
-    }
+    let (code, answers) = client.refused().await;
+    (code, answers.expect("names the frame").kind)
 }
 
 async fn edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_9(
@@ -505,7 +463,7 @@ async fn edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_
         seq: reply,
         reply_to,
         ..
-    } = entry(&mut ann, first + 1).await
+    } = ann.entry(first + 1).await
     else {
         unreachable!()
     };
@@ -543,7 +501,7 @@ async fn edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_
     let edit = reply + 1;
     let ServerEvent::Message {
         kind, target, text, ..
-    } = entry(&mut bob, edit).await
+    } = bob.entry(edit).await
     else {
         unreachable!()
     };
@@ -554,7 +512,7 @@ async fn edits_deletes_and_replies_reach_everyone_and_are_replayed_after_a_kill_
     bob.send_json(json!({"type": "delete", "room": "general", "seq": reply, "client_id": "b2"}))
         .await;
     let delete = edit + 1;
-    let ServerEvent::Message { kind, target, .. } = entry(&mut ann, delete).await else {
+    let ServerEvent::Message { kind, target, .. } = ann.entry(delete).await else {
         unreachable!()
     };
     assert_eq!((kind, target), (EntryKind::Delete, Some(reply)));
@@ -625,19 +583,19 @@ async fn a_reaction_toggled_from_two_tabs_of_one_person_counts_once(backend: Bac
     // Ann's first tab reacts; her second tab's toggle is the same person's: it takes it back. Bob
     // reacts too; a resend of his (same client_id) is stored once.
     tab1.send_json(react("t1")).await;
-    let ServerEvent::Message { kind, from, .. } = entry(&mut bob, first + 1).await else {
+    let ServerEvent::Message { kind, from, .. } = bob.entry(first + 1).await else {
         unreachable!()
     };
     assert_eq!((kind, from.as_str()), (EntryKind::React, "ann"));
     tab2.send_json(react("t2")).await;
-    let ServerEvent::Message { kind, .. } = entry(&mut bob, first + 2).await else {
+    let ServerEvent::Message { kind, .. } = bob.entry(first + 2).await else {
         unreachable!()
     };
     assert_eq!(kind, EntryKind::Unreact);
     tab2.send_json(react("t3")).await;
     bob.send_json(react("b2")).await;
     bob.send_json(react("b2")).await;
-    entry(&mut tab1, first + 4).await;
+    tab1.entry(first + 4).await;
     // A newcomer sees each person once: ann (one of her tabs' toggles on) and bob.
     let (mut cy, _) = server.join("/ws?name=cy").await;
     cy.send_json(json!({"type": "react", "room": "general", "seq": first, "emoji": "a b"}))
@@ -668,16 +626,14 @@ async fn a_reaction_toggled_from_two_tabs_of_one_person_counts_once(backend: Bac
     server.stop().await;
 }
 
-/// Reads until a `read_positions` event comes; returns its rooms as (room, seq, unread).
+/// The next `read_positions` event's rooms as (room, seq, unread).
 async fn read_positions(client: &mut Client) -> Vec<(String, u64, u64)> {
-    loop {
-        if let ServerEvent::ReadPositions { rooms } = client.event().await {
-            return rooms
-                .into_iter()
-                .map(|(room, p)| (room, p.seq, p.unread))
-                .collect();
-        }
-    }
+    client
+        .read_positions()
+        .await
+        .into_iter()
+        .map(|(room, p)| (room, p.seq, p.unread))
+        .collect()
 }
 
 async fn read_positions_are_shared_between_tabs_and_survive_a_restart(backend: Backend) {

@@ -6,6 +6,25 @@
 pub mod postgres;
 pub mod redis;
 
+/// Runs each test body (an `async fn(Backend)`) on both engines: as `<body>::sqlite` and
+/// `<body>::postgres`. (`#[macro_use] mod common;`, with `Backend` in scope.)
+#[allow(unused_macros)]
+macro_rules! on_both_engines {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body(super::Backend::sqlite().await).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$body(super::Backend::postgres().await).await
+            }
+        }
+    )*};
+}
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,7 +35,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 
-use groupchat::protocol::{ChatMessage, ServerEvent};
+use groupchat::protocol::{ChatMessage, ErrorCode, FrameRef, ReadPosition, ServerEvent};
 use groupchat::server::{run, AppState, Config};
 use leptos::prelude::LeptosOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -442,6 +461,34 @@ impl Client {
                 {
                     return counts;
                 }
+            }
+        }
+    }
+
+    /// The next `error` event, skipping other events: its code and the frame it names.
+    pub async fn refused(&mut self) -> (ErrorCode, Option<FrameRef>) {
+        loop {
+            if let ServerEvent::Error { code, answers, .. } = self.event().await {
+                return (code, answers);
+            }
+        }
+    }
+
+    /// The room log's entry `seq` (a message or a change to one), skipping other events.
+    pub async fn entry(&mut self, seq: u64) -> ServerEvent {
+        loop {
+            let event = self.event().await;
+            if matches!(&event, ServerEvent::Message { seq: got, .. } if *got == seq) {
+                return event;
+            }
+        }
+    }
+
+    /// The next `read_positions` event's rooms, skipping other events.
+    pub async fn read_positions(&mut self) -> BTreeMap<String, ReadPosition> {
+        loop {
+            if let ServerEvent::ReadPositions { rooms } = self.event().await {
+                return rooms;
             }
         }
     }
