@@ -594,6 +594,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reaction_is_1_to_32_bytes_without_spaces() {
+        assert_eq!(validate_reaction("👍"), Ok(()));
+        assert_eq!(validate_reaction(&"é".repeat(16)), Ok(()));
+        assert!(validate_reaction("").is_err());
+        assert!(validate_reaction(&"é".repeat(17)).is_err(), "34 bytes");
+        assert!(validate_reaction("a b").is_err());
+        assert!(validate_reaction("a\u{0}").is_err());
+    }
+
+    #[test]
     fn plain_text_is_a_message() {
         assert_eq!(
             ClientFrame::parse("hello there"),

@@ -17,6 +17,13 @@ use std::fmt::Write;
 
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 
+/// A message's HTML is at most this many times its text, plus [`MAX_HTML_EXTRA`] bytes; past that
+/// (text made of characters that escape to several bytes each) it gets none, and the page shows the
+/// text as it is. So formatting never multiplies what a message costs to replay or send by more than
+/// a small factor.
+pub const MAX_HTML_GROWTH: usize = 2;
+pub const MAX_HTML_EXTRA: usize = 1024;
+
 /// The message's HTML, or `None` when it has no formatting (paragraphs of plain text, no link): the
 /// page shows such text as it is, line breaks included. Line breaks are written as line breaks (the
 /// page keeps white space in a message), so the HTML's text is the message's.
@@ -58,7 +65,8 @@ pub fn render(text: &str) -> Option<String> {
             Event::TaskListMarker(done) => html.push_str(if done { "[x] " } else { "[ ] " }),
         }
     }
-    (!plain).then_some(html)
+    let bounded = html.len() <= MAX_HTML_GROWTH * text.len() + MAX_HTML_EXTRA;
+    (!plain && bounded).then_some(html)
 }
 
 fn open(html: &mut String, tag: Tag, links: &mut Vec<bool>, verbatim: &mut usize) {
@@ -195,7 +203,7 @@ fn escape(html: &mut String, text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::render;
+    use super::{render, MAX_HTML_EXTRA, MAX_HTML_GROWTH};
 
     #[test]
     fn plain_text_needs_no_html() {
@@ -229,6 +237,16 @@ mod tests {
                  target=\"_blank\">https://example.com/a?b=1&amp;c=2</a>.</p>"
             )
         );
+    }
+
+    #[test]
+    fn html_never_grows_far_past_its_text() {
+        // Every `&` escapes to five bytes: past the bound the text is shown as it is, without HTML.
+        let amplified = format!("**a** {}", "&".repeat(10_000));
+        assert_eq!(render(&amplified), None);
+        let fine = format!("**a** {}", "&".repeat(100));
+        assert!(render(&fine)
+            .is_some_and(|html| html.len() <= MAX_HTML_GROWTH * fine.len() + MAX_HTML_EXTRA));
     }
 
     #[test]
