@@ -373,6 +373,9 @@ async fn a_read_position_moved_on_one_node_reaches_the_persons_tabs_on_another()
     let mut on_b = common::connect_to(&b.addr, "/ws", Some(&session)).await;
     on_b.welcome().await;
     on_b.joined("general").await;
+    // Nothing read yet: each tab is told no rooms.
+    assert!(on_a.read_positions().await.is_empty());
+    assert!(on_b.read_positions().await.is_empty());
     // Bob, on node b, says three things.
     let (mut bob, _) = enter(&b, "bob").await;
     for i in 0..3 {

@@ -649,6 +649,9 @@ async fn read_positions_are_shared_between_tabs_and_survive_a_restart(backend: B
     let mut tab2 = common::connect_to(&server.addr, "/ws", Some(&session)).await;
     tab2.welcome().await;
     tab2.joined("general").await;
+    // Ann has read nothing yet: each tab is told so, with no rooms.
+    assert_eq!(read_positions(&mut tab1).await, []);
+    assert_eq!(read_positions(&mut tab2).await, []);
     for i in 1..=5 {
         send_acked(&mut bob, "general", &format!("m{i}"), &format!("b{i}")).await;
     }
@@ -681,10 +684,11 @@ async fn read_positions_are_shared_between_tabs_and_survive_a_restart(backend: B
         read_positions(&mut tab3).await,
         [("general".to_string(), 2, 3)]
     );
-    // Someone who never read anything is told nothing; a read of a room not followed is refused.
+    // Someone who never read anything is told no rooms; a read of a room not followed is refused.
     let mut cy = restarted.connect("/ws?name=cy").await;
     cy.welcome().await;
     cy.joined("general").await;
+    assert_eq!(read_positions(&mut cy).await, []);
     cy.send_json(json!({"type": "read", "room": "dev", "seq": 1}))
         .await;
     assert_eq!(

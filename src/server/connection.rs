@@ -136,10 +136,11 @@ pub async fn serve(
     tracing::debug!(conn = id, ?goodbye, "disconnected");
 }
 
-/// Tells connection `conn` where `person` has read to, if anywhere, with the unread counts.
+/// Tells connection `conn` where `person` has read to, with the unread counts: told even when they
+/// have read nothing (no rooms), so a page knows it may start marking rooms read, and where its
+/// "new messages" divider goes.
 async fn tell_read_positions(chat: Arc<Chat>, conn: ConnId, person: PersonId) {
     match chat.store.read_positions(person, MAX_READ_POSITIONS).await {
-        Ok(rooms) if rooms.is_empty() => {}
         Ok(rooms) => chat.manager.tell(
             conn,
             &ServerEvent::ReadPositions {

@@ -388,6 +388,9 @@ pub struct Client {
     /// online count changed, so they are kept aside and not returned as frames (see
     /// [`Client::room_counts`]).
     pub counts: VecDeque<BTreeMap<String, usize>>,
+    /// The `read_positions` events that came, oldest first: one follows every welcome at a moment of
+    /// its own (a store read), so they are kept aside too (see [`Client::read_positions`]).
+    pub positions: VecDeque<BTreeMap<String, ReadPosition>>,
 }
 
 /// A `joined` event's contents.
@@ -406,6 +409,7 @@ impl Client {
         Client {
             ws,
             counts: VecDeque::new(),
+            positions: VecDeque::new(),
         }
     }
 
@@ -433,10 +437,16 @@ impl Client {
                 continue;
             }
             if let Message::Text(text) = &next {
-                if let Ok(ServerEvent::RoomCounts { counts }) = serde_json::from_str(text.as_str())
-                {
-                    self.counts.push_back(counts);
-                    continue;
+                match serde_json::from_str(text.as_str()) {
+                    Ok(ServerEvent::RoomCounts { counts }) => {
+                        self.counts.push_back(counts);
+                        continue;
+                    }
+                    Ok(ServerEvent::ReadPositions { rooms }) => {
+                        self.positions.push_back(rooms);
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             return next;
@@ -484,11 +494,24 @@ impl Client {
         }
     }
 
-    /// The next `read_positions` event's rooms, skipping other events.
+    /// The next `read_positions` event's rooms (one that came already, or the next to come); other
+    /// frames read meanwhile are dropped.
     pub async fn read_positions(&mut self) -> BTreeMap<String, ReadPosition> {
+        if let Some(rooms) = self.positions.pop_front() {
+            return rooms;
+        }
         loop {
-            if let ServerEvent::ReadPositions { rooms } = self.event().await {
-                return rooms;
+            let next = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("read_positions in time")
+                .expect("the socket is still open")
+                .expect("a readable frame");
+            if let Message::Text(text) = &next {
+                if let Ok(ServerEvent::ReadPositions { rooms }) =
+                    serde_json::from_str(text.as_str())
+                {
+                    return rooms;
+                }
             }
         }
     }
