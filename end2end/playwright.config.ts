@@ -1,4 +1,5 @@
 import { defineConfig } from "@playwright/test";
+import { ADMIN_TOKEN } from "./tests/support";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -46,6 +47,8 @@ export default defineConfig({
       LEPTOS_OUTPUT_NAME: "groupchat",
       DATA_DIR: dataDir,
       RUST_LOG: "info",
+      // The operator's admin API, for the moderation test (conversation.spec.ts).
+      CHAT_ADMIN_TOKEN: ADMIN_TOKEN,
     },
     url: `http://127.0.0.1:${port}/`,
     reuseExistingServer: false,

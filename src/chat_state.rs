@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 
 use crate::protocol::{
-    ChatMessage, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, Reaction, ReadPosition,
-    ServerEvent, WelcomeLimits, MAX_REACTION_NAMES,
+    ChatMessage, ClientFrame, EntryKind, ErrorCode, FrameKind, FrameRef, Quote, Reaction,
+    ReadPosition, ServerEvent, WelcomeLimits, MAX_REACTION_NAMES,
 };
 
 /// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
@@ -136,11 +136,113 @@ impl RoomView {
     }
 }
 
-/// A message this page sent that the server has not acknowledged yet.
+/// Something this page sent to a room's log that the server has not acknowledged yet: a message, or a
+/// change to one. Each goes out under its `client_id`, in order, and again after a reconnect (the
+/// server stores each once), so no edit, delete or reaction is lost to a dropped link either.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
     pub client_id: String,
     pub room: String,
+    /// The message's or the edit's text; a reaction's emoji; empty for a delete.
+    pub text: String,
+    pub what: Outgoing,
+}
+
+/// What a [`Pending`] entry is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A new message; a reply to `reply_to` if given.
+    #[default]
+    Message,
+    Reply(u64),
+    Edit(u64),
+    Delete(u64),
+    /// Toggle the reaction `text` on message `seq`.
+    React(u64),
+}
+
+impl Pending {
+    /// A new message (a reply if `reply_to`) for `room`.
+    pub fn new(client_id: String, room: String, text: String, what: Outgoing) -> Pending {
+        Pending {
+            client_id,
+            room,
+            text,
+            what,
+        }
+    }
+
+    /// Whether it is a new message (shown as "sending…" until it is stored).
+    pub fn is_message(&self) -> bool {
+        matches!(self.what, Outgoing::Message | Outgoing::Reply(_))
+    }
+
+    /// The frame that sends it.
+    pub fn frame(&self) -> ClientFrame {
+        let (room, text, client_id) = (
+            self.room.clone(),
+            self.text.clone(),
+            Some(self.client_id.clone()),
+        );
+        match self.what {
+            Outgoing::Message | Outgoing::Reply(_) => ClientFrame::Message {
+                room,
+                text,
+                client_id,
+                reply_to: match self.what {
+                    Outgoing::Reply(seq) => Some(seq),
+                    _ => None,
+                },
+            },
+            Outgoing::Edit(seq) => ClientFrame::Edit {
+                room,
+                seq,
+                text,
+                client_id,
+            },
+            Outgoing::Delete(seq) => ClientFrame::Delete {
+                room,
+                seq,
+                client_id,
+            },
+            Outgoing::React(seq) => ClientFrame::React {
+                room,
+                seq,
+                emoji: text,
+                client_id,
+            },
+        }
+    }
+}
+
+/// Whether `text` mentions `me`: `@` and the name (in any case), at the start or after a space or
+/// punctuation, and not followed by more of a word (`@ann` is not `@anna`).
+pub fn mentions(text: &str, me: &str) -> bool {
+    if me.is_empty() {
+        return false;
+    }
+    let lower = text.to_lowercase();
+    let me = me.to_lowercase();
+    lower.match_indices('@').any(|(at, _)| {
+        let before_ok = lower[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        let rest = &lower[at + 1..];
+        before_ok
+            && rest.starts_with(&me)
+            && rest[me.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'))
+    })
+}
+
+/// The last message that mentioned you (for a notification while the page is hidden).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mention {
+    pub room: String,
+    pub from: String,
     pub text: String,
 }
 
@@ -163,6 +265,21 @@ pub struct ChatState {
     /// Where this person has read each room to, and how many messages came after (the same in
     /// every tab: the server keeps it).
     pub read: RwSignal<BTreeMap<String, ReadPosition>>,
+    /// The server has told where this person had read to (after the welcome): until then the page
+    /// marks nothing read, so a "new messages" divider goes where the reader left off.
+    pub read_known: RwSignal<bool>,
+    /// Messages mentioning you that came after your read position, by room (cleared as it is read).
+    pub mentions: RwSignal<BTreeMap<String, usize>>,
+    /// The newest message mentioning you, as it arrived.
+    pub last_mention: RwSignal<Option<Mention>>,
+    /// A message to bring into view (a quote clicked, a search hit): its room and `seq`.
+    pub jump: RwSignal<Option<(String, u64)>>,
+    /// The page is visible (not a hidden tab): only then is what arrives read.
+    pub visible: RwSignal<bool>,
+    /// Where the reader had read the room on screen to when they came to it (its name, and the
+    /// position, if any): where its "new messages" divider goes, kept while they stay, however often
+    /// its list is drawn anew.
+    pub came_to: RwSignal<Option<(String, Option<u64>)>>,
     next_key: StoredValue<u64>,
 }
 
@@ -177,6 +294,12 @@ impl ChatState {
             limits: RwSignal::new(WelcomeLimits::default()),
             online_counts: RwSignal::new(BTreeMap::new()),
             read: RwSignal::new(BTreeMap::new()),
+            read_known: RwSignal::new(false),
+            mentions: RwSignal::new(BTreeMap::new()),
+            last_mention: RwSignal::new(None),
+            jump: RwSignal::new(None),
+            visible: RwSignal::new(true),
+            came_to: RwSignal::new(None),
             next_key: StoredValue::new(0),
         }
     }
@@ -346,6 +469,19 @@ impl ChatState {
                             position.unread += 1;
                         }
                     });
+                    // Counted until the room is marked read (at once if it is on screen).
+                    let to_me = self.me.with_untracked(|me| {
+                        me.as_deref().is_some_and(|me| mentions(&message.text, me))
+                    });
+                    if to_me {
+                        self.mentions
+                            .update(|m| *m.entry(room.clone()).or_default() += 1);
+                        self.last_mention.set(Some(Mention {
+                            room: room.clone(),
+                            from: message.from.clone(),
+                            text: message.text.clone(),
+                        }));
+                    }
                 }
                 self.with_room(&room, |state, view| state.fill(view, vec![message]));
             }
@@ -390,17 +526,28 @@ impl ChatState {
             }),
             ServerEvent::Error { message, .. } => self.local_error(message),
             ServerEvent::Pong => {}
-            ServerEvent::ReadPositions { rooms } => self.read.update(|read| {
-                for (room, position) in rooms {
-                    // Positions only move forward; an older report (a slow tab's) changes nothing.
-                    if read
-                        .get(&room)
-                        .is_none_or(|known| position.seq >= known.seq)
-                    {
-                        read.insert(room, position);
+            ServerEvent::ReadPositions { rooms } => {
+                self.read.update(|read| {
+                    for (room, position) in rooms {
+                        // Positions only move forward; an older report (a slow tab's) changes
+                        // nothing. A room read in another tab has no mentions left to show.
+                        if read
+                            .get(&room)
+                            .is_none_or(|known| position.seq >= known.seq)
+                        {
+                            if position.unread == 0 {
+                                self.mentions.update(|m| {
+                                    m.remove(&room);
+                                });
+                            }
+                            read.insert(room, position);
+                        }
                     }
+                });
+                if !self.read_known.get_untracked() {
+                    self.read_known.set(true);
                 }
-            }),
+            }
             ServerEvent::RoomCounts { counts } => self.online_counts.update(|known| {
                 for (room, count) in counts {
                     if count == 0 {
@@ -416,6 +563,14 @@ impl ChatState {
     /// The page shows `room` to its reader: everything in it is read. The `seq` to tell the server,
     /// if that moved the position.
     pub fn mark_read(&self, room: &str) -> Option<u64> {
+        if !self.read_known.get_untracked() {
+            return None;
+        }
+        if self.mentions.with_untracked(|m| m.contains_key(room)) {
+            self.mentions.update(|m| {
+                m.remove(room);
+            });
+        }
         let last = self
             .rooms
             .with_untracked(|rooms| rooms.get(room).map(|view| view.last_seq))
@@ -725,10 +880,12 @@ mod tests {
             limits: WelcomeLimits::default(),
         });
         let position = |seq, unread| ReadPosition { seq, unread };
+        chat.apply(joined("general", false, vec![stored(1, "old")]));
+        // Nothing is marked read before the server said where the reader was.
+        assert_eq!(chat.mark_read("general"), None);
         chat.apply(ServerEvent::ReadPositions {
             rooms: BTreeMap::from([("general".to_string(), position(1, 3))]),
         });
-        chat.apply(joined("general", false, vec![stored(1, "old")]));
         // Others' messages count; our own do not.
         chat.apply(message("general", 2, "ann", "one"));
         chat.apply(message("general", 3, "bob", "mine"));
@@ -746,6 +903,100 @@ mod tests {
             rooms: BTreeMap::from([("general".to_string(), position(5, 0))]),
         });
         assert_eq!(chat.read.get_untracked()["general"], position(5, 0));
+    }
+
+    #[test]
+    fn a_mention_is_the_name_after_an_at_in_any_case_and_not_part_of_a_longer_word() {
+        assert!(mentions("@ann hi", "ann"));
+        assert!(mentions("hi @Ann!", "ann"));
+        assert!(mentions("(@ann)", "ann"));
+        assert!(mentions("cc @ann lee, see", "Ann Lee"));
+        assert!(!mentions("@anna hi", "ann"));
+        assert!(!mentions("ann@ann.example", "ann"));
+        assert!(!mentions("hi ann", "ann"));
+        assert!(!mentions("@ann_b", "ann"));
+        assert!(!mentions("@", ""));
+    }
+
+    #[test]
+    fn mentions_of_you_count_by_room_until_it_is_read() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        chat.follow("dev");
+        chat.apply(ServerEvent::Welcome {
+            name: "bob".into(),
+            session: "t".into(),
+            limits: WelcomeLimits::default(),
+        });
+        chat.apply(ServerEvent::ReadPositions {
+            rooms: BTreeMap::new(),
+        });
+        chat.apply(joined("dev", false, vec![]));
+        chat.apply(message("dev", 1, "ann", "@bob look"));
+        chat.apply(message("dev", 2, "ann", "and @bobby"));
+        chat.apply(message("dev", 3, "bob", "@bob talking to myself"));
+        chat.apply(message("dev", 4, "ann", "@BOB again"));
+        assert_eq!(chat.mentions.get_untracked()["dev"], 2);
+        assert_eq!(
+            chat.last_mention.get_untracked(),
+            Some(Mention {
+                room: "dev".into(),
+                from: "ann".into(),
+                text: "@BOB again".into()
+            })
+        );
+        assert_eq!(chat.mark_read("dev"), Some(4));
+        assert!(chat.mentions.get_untracked().is_empty());
+    }
+
+    #[test]
+    fn each_pending_change_goes_out_as_its_frame() {
+        let frame =
+            |what, text: &str| Pending::new("c1".into(), "dev".into(), text.into(), what).frame();
+        let id = Some("c1".to_string());
+        assert_eq!(
+            frame(Outgoing::Reply(4), "yes"),
+            ClientFrame::Message {
+                room: "dev".into(),
+                text: "yes".into(),
+                client_id: id.clone(),
+                reply_to: Some(4)
+            }
+        );
+        assert_eq!(
+            frame(Outgoing::Edit(4), "fixed"),
+            ClientFrame::Edit {
+                room: "dev".into(),
+                seq: 4,
+                text: "fixed".into(),
+                client_id: id.clone()
+            }
+        );
+        assert_eq!(
+            frame(Outgoing::Delete(4), ""),
+            ClientFrame::Delete {
+                room: "dev".into(),
+                seq: 4,
+                client_id: id.clone()
+            }
+        );
+        assert_eq!(
+            frame(Outgoing::React(4), "👍"),
+            ClientFrame::React {
+                room: "dev".into(),
+                seq: 4,
+                emoji: "👍".into(),
+                client_id: id
+            }
+        );
+        assert!(
+            Pending::new("c".into(), "dev".into(), "x".into(), Outgoing::Reply(1)).is_message()
+        );
+        assert!(
+            !Pending::new("c".into(), "dev".into(), "".into(), Outgoing::Delete(1)).is_message()
+        );
     }
 
     #[test]
@@ -869,11 +1120,12 @@ mod tests {
         let chat = ChatState::new("general".into());
         chat.follow("general");
         for id in ["a", "b"] {
-            chat.add_pending(Pending {
-                client_id: id.into(),
-                room: "general".into(),
-                text: id.into(),
-            });
+            chat.add_pending(Pending::new(
+                id.into(),
+                "general".into(),
+                id.into(),
+                Outgoing::Message,
+            ));
         }
         chat.apply(ServerEvent::Ack {
             room: "general".into(),
@@ -886,11 +1138,12 @@ mod tests {
         chat.apply(joined("general", true, vec![seen]));
         assert!(chat.pending.get_untracked().is_empty());
         for id in ["c", "d"] {
-            chat.add_pending(Pending {
-                client_id: id.into(),
-                room: "general".into(),
-                text: id.into(),
-            });
+            chat.add_pending(Pending::new(
+                id.into(),
+                "general".into(),
+                id.into(),
+                Outgoing::Message,
+            ));
         }
         assert_eq!(
             chat.next_to_send().map(|p| p.client_id),

@@ -132,9 +132,9 @@ async fn drive(
     chat: ChatState,
 ) -> End {
     let mut welcomed = false;
-    // The one message sent and not yet acknowledged. One at a time, oldest first: a message the server
-    // refuses for now (rate limit, busy store) is sent again before any later one, so a person's
-    // messages always arrive in the order they were written.
+    // The one message (or change to one) sent and not yet acknowledged. One at a time, oldest first: one
+    // the server refuses for now (rate limit, busy store) is sent again before any later one, so a
+    // person's messages and changes always arrive in the order they were made.
     let mut in_flight: Option<String> = None;
     let mut last_heard = js_sys::Date::now();
     let mut pinged_at: Option<f64> = None;
@@ -204,9 +204,10 @@ async fn drive(
                         if let (ServerEvent::Error { code, answers, .. }, Some(id)) =
                             (&event, &in_flight)
                         {
-                            let about_it = answers.as_ref().is_some_and(|a| {
-                                a.kind == FrameKind::Message && a.client_id.as_ref() == Some(id)
-                            });
+                            // A message, an edit, a delete or a reaction: all go out this way.
+                            let about_it = answers
+                                .as_ref()
+                                .is_some_and(|a| a.client_id.as_ref() == Some(id));
                             match code {
                                 _ if !about_it => {}
                                 ErrorCode::RateLimited | ErrorCode::Unavailable => {
@@ -281,13 +282,7 @@ async fn drive(
         }
         if in_flight.is_none() && resend_at.is_none() {
             if let Some(next) = chat.next_to_send() {
-                let frame = ClientFrame::Message {
-                    room: next.room,
-                    text: next.text,
-                    client_id: Some(next.client_id.clone()),
-                    reply_to: None,
-                };
-                if let Err(reason) = send_frame(&mut ws, &frame).await {
+                if let Err(reason) = send_frame(&mut ws, &next.frame()).await {
                     return lost(reason, welcomed);
                 }
                 in_flight = Some(next.client_id);

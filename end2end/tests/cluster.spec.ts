@@ -1,4 +1,4 @@
-import { test, expect } from "@playwright/test";
+import { test, expect, Page } from "@playwright/test";
 import { spawn, spawnSync, ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
@@ -197,4 +197,58 @@ test("two pages on two nodes chat both ways, and one survives its node's death",
   } finally {
     front.close();
   }
+});
+
+test("replies, reactions, edits, deletes, mentions and read positions made on one node show on the other", async ({ browser }) => {
+  test.setTimeout(120_000);
+  const shared = { DATABASE_URL: await startPostgres(), REDIS_URL: await startRedis() };
+  const a = await startNode("a", shared);
+  const b = await startNode("b", shared);
+  const one = await (await browser.newContext()).newPage();
+  const two = await (await browser.newContext()).newPage();
+  await one.goto(`http://127.0.0.1:${a.port}/r/talk?name=uno`);
+  await two.goto(`http://127.0.0.1:${b.port}/r/talk?name=dos`);
+  for (const page of [one, two]) {
+    await expect(page.locator(".status")).toHaveAttribute("data-state", "open");
+  }
+  await expect(one.locator(".online")).toContainText("dos");
+  const line = (page: Page, text: string) =>
+    page.locator(".messages li.message[data-seq]").filter({ has: page.locator(".text", { hasText: text }) });
+
+  await send(two, "question from b");
+  // A reply and a reaction from node A's page, seen on node B's.
+  const question = line(one, "question from b");
+  await question.hover();
+  await question.getByRole("button", { name: "Reply" }).click();
+  await send(one, "answer from a");
+  await expect(line(two, "answer from a").locator(".quote")).toContainText("question from b");
+  await question.hover();
+  await question.getByRole("button", { name: "Add a reaction" }).click();
+  await one.getByRole("button", { name: "React with 👍" }).click();
+  await expect(line(two, "question from b").locator(".reaction")).toHaveText("👍 1");
+  // B's page toggles the same reaction: one count per person, on both.
+  await line(two, "question from b").locator(".reaction").click();
+  await expect(question.locator(".reaction")).toHaveText("👍 2");
+
+  // An edit and a delete from A's page.
+  const answer = line(one, "answer from a");
+  await answer.hover();
+  await answer.getByRole("button", { name: "Edit" }).click();
+  await one.getByRole("textbox", { name: "Message" }).fill("answer from a, edited");
+  await one.getByRole("textbox", { name: "Message" }).press("Enter");
+  await expect(line(two, "answer from a, edited").locator(".edited")).toBeVisible();
+  one.once("dialog", (dialog) => dialog.accept());
+  const edited = line(one, "answer from a, edited");
+  await edited.hover();
+  await edited.getByRole("button", { name: "Delete" }).click();
+  await expect(two.locator(".messages .text.deleted")).toHaveText("message deleted");
+
+  // A mention from B's page stands out on A's, and counts on A's room list while A is elsewhere.
+  await send(two, "@uno are you there");
+  await expect(line(one, "are you there")).toHaveClass(/to-me/);
+  await one.getByLabel("Room name").fill("lobby");
+  await one.getByLabel("Room name").press("Enter");
+  await expect(one.locator("main.room")).toHaveAttribute("data-room", "lobby");
+  await send(two, "@uno ping from b");
+  await expect(one.locator(`.rooms li[data-room="talk"] .unread`)).toHaveText("@ 1");
 });

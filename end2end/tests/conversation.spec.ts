@@ -1,5 +1,5 @@
 import { test, expect, Page } from "@playwright/test";
-import { open, unique } from "./support";
+import { ADMIN_TOKEN, open, send, unique } from "./support";
 
 // What the page shows of the conversation features (issue 12), as another client makes them: a
 // terminal-style client on a plain WebSocket in the browser (the page has no buttons for them yet).
@@ -71,4 +71,185 @@ test("formatted, quoted, edited, deleted and reacted messages show live and afte
   await expect(line(formatted).locator(".text")).toHaveText("message deleted");
   await expect(line(reply).locator(".reaction")).toHaveText("👍 1");
   await expect(line(reply).locator(".quote")).toContainText("message deleted");
+});
+
+/** The line of the delivered message whose text is `text`, on `page`. */
+function lineOf(page: Page, text: string) {
+  return page.locator(".messages li.message[data-seq]").filter({ has: page.locator(".text", { hasText: text }) });
+}
+
+test("people reply, react, edit and delete with the page's own buttons, and each sees it at once", async ({ browser }) => {
+  const room = unique("buttons");
+  const annName = unique("ann");
+  const bobName = unique("bob");
+  const ann = await open(browser, `/r/${room}`, annName);
+  const bob = await open(browser, `/r/${room}`, bobName);
+  await send(bob, "hello there");
+  const hello = lineOf(ann, "hello there");
+  await expect(hello).toBeVisible();
+
+  // A reply, from the message's own button: the composer says what it answers, and the reply carries a
+  // quote of it for everyone.
+  await hello.hover();
+  await hello.getByRole("button", { name: "Reply" }).click();
+  await expect(ann.locator(".composing")).toContainText(`Replying to`);
+  await expect(ann.locator(".composing")).toContainText("hello there");
+  await send(ann, "hi back");
+  await expect(ann.locator(".composing")).toBeHidden();
+  const reply = lineOf(bob, "hi back");
+  await expect(reply.locator(".quote")).toContainText("hello there");
+
+  // A reaction from the picker; the same emoji's chip toggles it, and counts each person once.
+  await hello.hover();
+  await hello.getByRole("button", { name: "Add a reaction" }).click();
+  await ann.getByRole("button", { name: "React with 🎉" }).click();
+  await expect(ann.locator(".picker")).toBeHidden();
+  const bobsHello = lineOf(bob, "hello there");
+  await expect(bobsHello.locator(".reaction")).toHaveText("🎉 1");
+  await expect(hello.locator(".reaction")).toHaveAttribute("aria-pressed", "true");
+  await expect(bobsHello.locator(".reaction")).toHaveAttribute("aria-pressed", "false");
+  await bobsHello.locator(".reaction").click();
+  await expect(hello.locator(".reaction")).toHaveText("🎉 2");
+  await bobsHello.locator(".reaction").click();
+  await expect(hello.locator(".reaction")).toHaveText("🎉 1");
+  // A typed one.
+  await hello.hover();
+  await hello.getByRole("button", { name: "Add a reaction" }).click();
+  await ann.getByLabel("Another emoji").fill("🦀");
+  await ann.getByLabel("Another emoji").press("Enter");
+  await expect(bobsHello.locator(".reaction", { hasText: "🦀" })).toHaveText("🦀 1");
+
+  // Only the author may edit or delete: bob has no such buttons on ann's reply.
+  await reply.hover();
+  await expect(reply.getByRole("button", { name: "Reply" })).toBeVisible();
+  await expect(reply.getByRole("button", { name: "Edit" })).toHaveCount(0);
+  await expect(reply.getByRole("button", { name: "Delete" })).toHaveCount(0);
+
+  // Ann edits her reply: the composer takes its text, Enter saves it, and bob sees it marked.
+  const annsReply = lineOf(ann, "hi back");
+  await annsReply.hover();
+  await annsReply.getByRole("button", { name: "Edit" }).click();
+  const input = ann.getByLabel("Message");
+  await expect(input).toHaveValue("hi back");
+  await expect(ann.locator(".composing")).toContainText("Editing your message");
+  await input.fill("hi back, edited");
+  await input.press("Enter");
+  const edited = lineOf(bob, "hi back, edited");
+  await expect(edited.locator(".edited")).toBeVisible();
+  // Escape drops an edit, and its text.
+  await annsReply.hover();
+  await lineOf(ann, "hi back, edited").getByRole("button", { name: "Edit" }).click();
+  await input.press("Escape");
+  await expect(input).toHaveValue("");
+  await expect(ann.locator(".composing")).toBeHidden();
+
+  // And deletes it, once she has confirmed.
+  const seq = await edited.getAttribute("data-seq");
+  ann.once("dialog", (dialog) => dialog.accept());
+  const toDelete = lineOf(ann, "hi back, edited");
+  await toDelete.hover();
+  await toDelete.getByRole("button", { name: "Delete" }).click();
+  await expect(bob.locator(`.messages li[data-seq="${seq}"] .text`)).toHaveText("message deleted");
+
+  // Clicking a quote brings its original into view, loading older history if it must: after more than
+  // a page of messages, a reload renders only the latest, and the quote still finds the first one.
+  for (let i = 0; i < 55; i++) await send(bob, `filler ${i}`);
+  await bobsHello.hover();
+  await bobsHello.getByRole("button", { name: "Reply" }).click();
+  await send(bob, "about that first one");
+  await ann.reload();
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "open");
+  await expect(lineOf(ann, "hello there")).toHaveCount(0);
+  await lineOf(ann, "about that first one").locator(".quote").click();
+  await expect(lineOf(ann, "hello there")).toBeInViewport();
+});
+
+test("an @ offers the people in the room, a mention of you stands out, and a room's unread count and divider show where you left off", async ({ browser }) => {
+  const room = unique("mentions");
+  const other = unique("elsewhere");
+  const annName = unique("ann");
+  const bobName = unique("bob");
+  const ann = await open(browser, `/r/${room}`, annName);
+  const bob = await open(browser, `/r/${room}`, bobName);
+  await send(ann, "ann is here");
+  await expect(lineOf(bob, "ann is here")).toBeVisible();
+
+  // Bob types "@" and the start of ann's name: she is offered; Enter takes her name.
+  const input = bob.getByLabel("Message");
+  await input.fill("");
+  await input.pressSequentially(`hey @${annName.slice(0, 3)}`);
+  const offer = bob.getByRole("listbox", { name: "People to mention" });
+  await expect(offer.getByRole("option", { name: annName })).toBeVisible();
+  await expect(offer.getByRole("option", { name: bobName })).toHaveCount(0);
+  await input.press("Enter");
+  await expect(input).toHaveValue(`hey @${annName} `);
+  await input.pressSequentially("look");
+  await input.press("Enter");
+  await expect(lineOf(ann, "look")).toHaveClass(/to-me/);
+  await expect(lineOf(bob, "look")).not.toHaveClass(/to-me/);
+
+  // Ann goes to another room (in the page: it still follows the first); bob says two things there, one
+  // mentioning her.
+  await ann.getByLabel("Room name").fill(other);
+  await ann.getByLabel("Room name").press("Enter");
+  await expect(ann.locator("main.room")).toHaveAttribute("data-room", other);
+  await send(bob, "while you were away");
+  await send(bob, `@${annName} ping`);
+  const badge = ann.locator(`.rooms li[data-room="${room}"] .unread`);
+  await expect(badge).toHaveText("@ 2");
+  await expect(badge).toHaveClass(/mentioned/);
+
+  // Back in the room: the divider sits above the first message she had not read, and the badge goes.
+  await ann.locator(`.rooms li[data-room="${room}"] a`).click();
+  const divider = ann.locator(".unread-divider");
+  await expect(divider).toBeVisible();
+  const after = ann.locator(".unread-divider + li .text, .unread-divider + li.day + li .text").first();
+  await expect(after).toHaveText("while you were away");
+  await expect(badge).toHaveText("");
+  // Read, and stored: after a reload there is nothing new, so no divider.
+  await ann.waitForTimeout(500);
+  await ann.reload();
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "open");
+  await expect(lineOf(ann, "ping")).toBeVisible();
+  await ann.waitForTimeout(500);
+  await expect(ann.locator(".unread-divider")).toHaveCount(0);
+});
+
+test("someone the operator bans is closed out with a clear message, and cannot come back", async ({ browser, request }) => {
+  const room = unique("moderated");
+  const bobName = unique("bob");
+  const bob = await open(browser, `/r/${room}`, bobName);
+  await send(bob, "spam spam");
+  const banned = await request.post("/api/admin/bans", {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    data: { name: bobName, reason: "spam" },
+  });
+  expect(banned.status()).toBe(201);
+  await expect(bob.locator(".status")).toHaveAttribute("data-state", "closed");
+  await expect(bob.locator(".status")).toContainText(/banned/i);
+  await bob.reload();
+  await expect(bob.locator(".status")).toHaveAttribute("data-state", "closed");
+  await expect(bob.locator(".status")).toContainText(/banned/i);
+});
+
+test("search finds a message, marks the words, and takes the reader to it in its room", async ({ browser }) => {
+  const room = unique("searchable");
+  const word = `zebra${Math.random().toString(36).slice(2, 7)}`;
+  const ann = await open(browser, `/r/${room}`, unique("ann"));
+  await send(ann, `the ${word} crossed`);
+  for (let i = 0; i < 55; i++) await send(ann, `noise ${i}`);
+  // From another room, searching every room.
+  const reader = await open(browser, "/", unique("reader"));
+  await reader.getByRole("button", { name: "Search", exact: true }).click();
+  await reader.getByRole("searchbox", { name: "Words to find" }).fill(word);
+  await reader.getByLabel("All rooms").check();
+  await reader.getByRole("searchbox", { name: "Words to find" }).press("Enter");
+  const hit = reader.locator(".hit", { hasText: word });
+  await expect(hit.locator("mark")).toHaveText(word);
+  await expect(hit.locator(".hit-place")).toContainText(`#${room}`);
+  await hit.click();
+  await expect(reader.locator("main.room")).toHaveAttribute("data-room", room);
+  await expect(reader.locator(".search-panel")).toBeHidden();
+  // More than a page back: loaded, and in view.
+  await expect(lineOf(reader, `the ${word} crossed`)).toBeInViewport();
 });

@@ -1,6 +1,9 @@
 // Helpers shared by the Playwright specs.
 import { expect, Page, Browser } from "@playwright/test";
 
+/** The operator's admin API token on the test server (playwright.config.ts). */
+export const ADMIN_TOKEN = "e2e-operator-token";
+
 /** A name no other test uses, so tests sharing the one server never clash. */
 export function unique(base: string): string {
   return `${base}-${Math.random().toString(36).slice(2, 8)}`;

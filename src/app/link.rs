@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use crate::chat_state::{ChatState, Outgoing, Pending};
 use crate::protocol::ClientFrame;
 
 /// The link, once it is opened (in the browser only).
@@ -60,6 +61,14 @@ impl Sender {
             .with_value(|link| link.as_ref().is_some_and(|link| link.send(frame)))
     }
 
+    /// Adds a message or a change to one (`what`) to the chat state's pending ones, under a fresh
+    /// `client_id`, and tells the link: it goes out in its turn, and again after a reconnect until the
+    /// server has stored it.
+    pub fn queue(&self, chat: ChatState, room: &str, text: String, what: Outgoing) {
+        chat.add_pending(Pending::new(new_client_id(), room.to_owned(), text, what));
+        self.messages_waiting();
+    }
+
     /// Tells the link a new message waits in the chat state's pending ones.
     pub fn messages_waiting(&self) {
         self.0.with_value(|link| {
@@ -67,5 +76,19 @@ impl Sender {
                 link.messages_waiting();
             }
         });
+    }
+}
+
+/// A fresh id for a message or change this page sends: random enough that one person's ids never
+/// collide.
+pub fn new_client_id() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let part = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        format!("{:08x}{:08x}{:08x}", part(), part(), part())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        String::new()
     }
 }

@@ -11,10 +11,14 @@
 use leptos::prelude::*;
 
 use super::avatar::avatar;
+use super::composer::Compose;
+use super::link::Sender;
 use super::time::{iso, ShownZone, Zone};
 use crate::api::{room_history, DEFAULT_PAGE};
-use crate::chat_state::{ChatState, Line, LineKind, Pending, RoomView};
-use crate::protocol::{Quote, Reaction};
+use crate::chat_state::{mentions, ChatState, Line, LineKind, Outgoing, Pending, RoomView};
+#[cfg(feature = "hydrate")]
+use crate::protocol::ClientFrame;
+use crate::protocol::{validate_reaction, Quote, Reaction, MAX_REACTION_BYTES, QUOTE_CHARS};
 
 /// Messages from one sender less than this apart (on one day, with no notice between) share one name.
 pub const GROUP_GAP_MS: u64 = 5 * 60_000;
@@ -24,9 +28,18 @@ pub const GROUP_GAP_MS: u64 = 5 * 60_000;
 pub enum Row {
     /// The heading of a day (its number, see [`Zone::day`]), above its first message (sent at `ts`).
     Day { day: i64, ts: u64 },
+    /// "New messages": above the first message of others past where the reader had read to.
+    Unread,
     /// A line of the room. `head`: a message that starts a group, shown with its avatar and name;
-    /// `mine`: a message under your name.
-    Line { line: Line, head: bool, mine: bool },
+    /// `mine`: a message under your name; `to_me`: one that mentions you; `reacted`: which of its
+    /// reactions are yours (bit `i` for reaction `i`; a message has at most 20 kinds).
+    Line {
+        line: Line,
+        head: bool,
+        mine: bool,
+        to_me: bool,
+        reacted: u32,
+    },
     /// One of your messages on its way (`from`: your name); `head` as for a line.
     Pending {
         pending: Pending,
@@ -39,18 +52,37 @@ pub enum Row {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RowKey {
     Day(i64),
-    Line { key: u64, head: bool, mine: bool },
-    Pending { client_id: String, head: bool },
+    Unread,
+    Line {
+        key: u64,
+        head: bool,
+        mine: bool,
+        to_me: bool,
+        reacted: u32,
+    },
+    Pending {
+        client_id: String,
+        head: bool,
+    },
 }
 
 impl Row {
     pub fn key(&self) -> RowKey {
         match self {
             Row::Day { day, .. } => RowKey::Day(*day),
-            Row::Line { line, head, mine } => RowKey::Line {
+            Row::Unread => RowKey::Unread,
+            Row::Line {
+                line,
+                head,
+                mine,
+                to_me,
+                reacted,
+            } => RowKey::Line {
                 key: line.key,
                 head: *head,
                 mine: *mine,
+                to_me: *to_me,
+                reacted: *reacted,
             },
             Row::Pending { pending, head, .. } => RowKey::Pending {
                 client_id: pending.client_id.clone(),
@@ -63,21 +95,37 @@ impl Row {
 /// Places the lines and your pending messages. A message starts a group unless the line before it is a
 /// message from the same sender, less than [`GROUP_GAP_MS`] earlier and on the same day (by
 /// `day_of`); notices and errors end a group; a message on another day than the message before it
-/// gets the day's heading. Your pending messages follow, the first in a group of its own unless the
-/// last line is your message.
+/// gets the day's heading. The first message of others past `read_to` (where the reader had read to)
+/// gets the "new messages" divider above it. Your pending messages follow, the first in a group of
+/// its own unless the last line is your message.
 pub fn rows(
     lines: &[Line],
     pending: &[&Pending],
     me: Option<&str>,
+    read_to: Option<u64>,
     day_of: impl Fn(u64) -> i64,
 ) -> Vec<Row> {
-    let mut rows = Vec::with_capacity(lines.len() + pending.len() + 2);
+    let mut rows = Vec::with_capacity(lines.len() + pending.len() + 3);
     // The line before, if it is a message: its sender and time.
     let mut previous: Option<(&str, u64)> = None;
     let mut last_day = None;
+    let mut divider = read_to;
     for line in lines {
-        let (head, mine) = match &line.kind {
-            LineKind::Message { from, ts, .. } => {
+        let (head, mine, to_me, reacted) = match &line.kind {
+            LineKind::Message {
+                from,
+                ts,
+                seq,
+                text,
+                deleted,
+                reactions,
+                ..
+            } => {
+                let mine = me == Some(from.as_str());
+                if divider.is_some_and(|read| *seq > read) && !mine {
+                    divider = None;
+                    rows.push(Row::Unread);
+                }
                 let day = day_of(*ts);
                 let new_day = last_day != Some(day);
                 if new_day {
@@ -88,23 +136,33 @@ pub fn rows(
                 let follows = previous
                     .is_some_and(|(who, at)| who == from && ts.saturating_sub(at) < GROUP_GAP_MS);
                 previous = Some((from, *ts));
-                (new_day || !follows, me == Some(from.as_str()))
+                let to_me = !mine && !deleted && me.is_some_and(|me| mentions(text, me));
+                let reacted = reactions
+                    .iter()
+                    .take(32)
+                    .enumerate()
+                    .filter(|(_, r)| me.is_some_and(|me| r.names.iter().any(|n| n == me)))
+                    .fold(0, |bits, (i, _)| bits | 1 << i);
+                (new_day || !follows, mine, to_me, reacted)
             }
             _ => {
                 previous = None;
-                (false, false)
+                (false, false, false, 0)
             }
         };
         rows.push(Row::Line {
             line: line.clone(),
             head,
             mine,
+            to_me,
+            reacted,
         });
     }
     let mine_last = previous.is_some_and(|(who, _)| Some(who) == me);
     rows.extend(
         pending
             .iter()
+            .filter(|p| p.is_message())
             .enumerate()
             .map(|(i, &pending)| Row::Pending {
                 pending: pending.clone(),
@@ -115,9 +173,24 @@ pub fn rows(
     rows
 }
 
-/// The list of one room's lines, then your messages still on their way.
+/// Common reactions, offered first; any other emoji can be typed.
+const QUICK_REACTIONS: [&str; 8] = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
+
+/// How near the bottom (in px) the reader still counts as reading the newest messages.
+const BOTTOM_SLACK: i32 = 48;
+
+/// Most pages of older history loaded to bring one message into view.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // used by the browser only
+const MAX_PAGES_BACK: usize = 50;
+
+/// The list of one room's lines, then your messages still on their way; with the pill that says how
+/// many came below while the reader is up in the history, and the reaction picker.
+///
+/// Messages are acted on through one listener on the list (reply, edit, delete, react, a quote's
+/// original): the rows hold no handlers of their own, so a thousand rows cost no thousand closures.
 #[component]
-pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
+pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl IntoView {
+    let sender = expect_context::<Sender>();
     let list = NodeRef::<leptos::html::Div>::new();
     // UTC as the server rendered it, until this effect runs: in the browser, after the list is
     // hydrated, and before the next paint. The zone is part of every row's key, so each row is drawn
@@ -127,16 +200,43 @@ pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
     // read it once.
     let zone = expect_context::<ShownZone>().0;
     Effect::new(move |_| zone.set(Zone::Local));
+    // Where the reader had read to when the room came on screen (the divider's place): `None` until
+    // the server has said; then fixed while the room stays on screen, so reading it does not move it
+    // (kept in the chat state: the list may be drawn again meanwhile).
+    {
+        let room = room.clone();
+        Effect::new(move |_| {
+            let here = chat
+                .came_to
+                .with_untracked(|c| c.as_ref().is_some_and(|(r, _)| *r == room));
+            if chat.read_known.get() && !here {
+                let position = chat.read.with_untracked(|r| r.get(&room).map(|p| p.seq));
+                chat.came_to.set(Some((room.clone(), position)));
+            }
+        });
+    }
+    let read_to = {
+        let room = room.clone();
+        Memo::new(move |_| {
+            chat.came_to.with(|c| match c {
+                Some((r, position)) if *r == room => Some(*position),
+                _ => None,
+            })
+        })
+    };
     let rows = {
         let room = room.clone();
         move || {
             let zone = zone.get();
+            let read_to = read_to.get().flatten();
             chat.me.with(|me| {
                 chat.pending.with(|pending| {
                     let pending: Vec<&Pending> =
                         pending.iter().filter(|p| p.room == room).collect();
                     chat.read_room(&room, |view| {
-                        rows(&view.lines, &pending, me.as_deref(), |ts| zone.day(ts))
+                        rows(&view.lines, &pending, me.as_deref(), read_to, |ts| {
+                            zone.day(ts)
+                        })
                     })
                     .into_iter()
                     .map(|row| (row, zone))
@@ -149,6 +249,15 @@ pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
         let room = room.clone();
         move || chat.read_room(&room, RoomView::has_older)
     };
+    // Whether the reader is at the newest messages (then new ones keep the view there), and how many
+    // came below while they were not.
+    let at_bottom = RwSignal::new(true);
+    let new_below = RwSignal::new(0usize);
+    let to_bottom = move || {
+        if let Some(list) = list.get_untracked() {
+            list.set_scroll_top(list.scroll_height());
+        }
+    };
     let loading = RwSignal::new(false);
     let load_older = {
         let room = room.clone();
@@ -156,70 +265,409 @@ pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
             if loading.get_untracked() {
                 return;
             }
-            let Some(before) = chat
-                .rooms
-                .with_untracked(|r| r.get(&room).filter(|v| v.has_older()).map(|v| v.first_seq))
-            else {
-                return;
-            };
             loading.set(true);
             let room = room.clone();
             leptos::task::spawn_local(async move {
-                match room_history(room.clone(), Some(before), Some(DEFAULT_PAGE)).await {
-                    Ok(page) => chat.prepend(&room, page.messages, page.oldest_seq),
-                    Err(error) => {
-                        chat.local_error(format!("Could not load older messages: {error}"))
-                    }
+                // The view stays on what the reader was looking at: the list grows above it by as
+                // much as the page took (the list's CSS turns the browser's own anchoring off).
+                let before = list
+                    .get_untracked()
+                    .map(|l| (l.scroll_height(), l.scroll_top()));
+                if load_older_page(chat, &room).await {
+                    request_animation_frame(move || {
+                        if let (Some(list), Some((height, top))) = (list.get_untracked(), before) {
+                            list.set_scroll_top(top + list.scroll_height() - height);
+                        }
+                    });
                 }
                 loading.set(false);
             });
         }
     };
-    // Keep the newest in view as messages arrive (not when older ones are paged in above).
     #[cfg(feature = "hydrate")]
     {
+        // As messages arrive: the view follows them if the reader is at the bottom (or has just sent
+        // one); otherwise it stays put, and the pill counts them.
+        let room = room.clone();
+        let seen = StoredValue::new((0u64, 0usize));
+        Effect::new(move |_| {
+            let last = chat.read_room(&room, |view| view.last_seq);
+            let sending = chat.pending.with(|p| {
+                p.iter()
+                    .filter(|p| p.room == room && p.is_message())
+                    .count()
+            });
+            let (was_last, was_sending) = seen.get_value();
+            seen.set_value((last, sending));
+            if at_bottom.get_untracked() || sending > was_sending {
+                request_animation_frame(to_bottom);
+            } else if was_last > 0 && last > was_last {
+                let me = chat.me.get_untracked();
+                let came = chat.read_room(&room, |view| {
+                    view.lines
+                        .iter()
+                        .filter(|l| {
+                            matches!(&l.kind, LineKind::Message { seq, from, .. }
+                            if *seq > was_last && me.as_ref() != Some(from))
+                        })
+                        .count()
+                });
+                new_below.update(|n| *n += came);
+            }
+        });
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        // Once the divider's place is known: the first unread message comes into view (at the top),
+        // if there is one.
+        Effect::new(move |_| {
+            if read_to.get().flatten().is_some() {
+                request_animation_frame(move || {
+                    let divider = list
+                        .get_untracked()
+                        .and_then(|l| l.query_selector(".unread-divider").ok().flatten());
+                    if let Some(divider) = divider {
+                        divider.scroll_into_view();
+                    }
+                });
+            }
+        });
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        // The room is read when its newest messages are on screen: the page visible, the reader at the
+        // bottom, the room joined (a read of a room not followed is refused), and the divider placed.
         let room = room.clone();
         Effect::new(move |_| {
-            chat.read_room(&room, |view| (view.last_seq, view.lines.len()));
-            chat.pending.track();
-            if let Some(list) = list.get() {
-                list.set_scroll_top(list.scroll_height());
+            let placed = read_to.with(Option::is_some);
+            let joined = chat.read_room(&room, |view| view.joined && view.last_seq > 0);
+            if placed && joined && at_bottom.get() && chat.visible.get() {
+                if let Some(seq) = chat.mark_read(&room) {
+                    sender.send(ClientFrame::Read {
+                        room: room.clone(),
+                        seq,
+                    });
+                }
             }
+        });
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        // A quote clicked or a search hit chosen: that message, older pages loaded until it is here.
+        let room = room.clone();
+        Effect::new(move |_| {
+            let Some((wanted, seq)) = chat.jump.get() else {
+                return;
+            };
+            if wanted != room {
+                return;
+            }
+            chat.jump.set(None);
+            leptos::task::spawn_local(reveal(chat, room.clone(), seq, list));
         });
     }
     let on_scroll = {
         let load_older = load_older.clone();
         move |_| {
-            if list.get_untracked().is_some_and(|l| l.scroll_top() == 0) {
+            let Some(l) = list.get_untracked() else {
+                return;
+            };
+            let bottom = l.scroll_height() - l.scroll_top() - l.client_height() <= BOTTOM_SLACK;
+            if bottom != at_bottom.get_untracked() {
+                at_bottom.set(bottom);
+            }
+            if bottom && new_below.get_untracked() > 0 {
+                new_below.set(0);
+            }
+            if l.scroll_top() == 0 {
                 load_older();
             }
         }
     };
+    // The message whose reactions the picker is open for.
+    let picking = RwSignal::new(None::<u64>);
+    let on_click = {
+        let room = room.clone();
+        move |ev: leptos::ev::MouseEvent| act(ev, chat, &room, compose, sender, picking)
+    };
     // A log: a polite live region whose additions are read out. Focusable, so that it can be scrolled
     // with the keyboard.
     view! {
-        <div
-            class="messages"
-            node_ref=list
-            role="log"
-            aria-live="polite"
-            aria-label=format!("Conversation in #{room}")
-            tabindex="0"
-            on:scroll=on_scroll
-        >
-            <ol>
-                <Show when=has_older>
-                    <li class="older">
-                        <button type="button" class="secondary" on:click={
-                            let load_older = load_older.clone();
-                            move |_| load_older()
-                        }>"Load older messages"</button>
-                    </li>
-                </Show>
-                <For each=rows key=|(row, zone)| (row.key(), *zone) let:((row, zone))>
-                    {row_view(row, zone)}
-                </For>
-            </ol>
+        <div class="messages-pane">
+            <div
+                class="messages"
+                node_ref=list
+                role="log"
+                aria-live="polite"
+                aria-label=format!("Conversation in #{room}")
+                tabindex="0"
+                on:scroll=on_scroll
+            >
+                <ol on:click=on_click>
+                    <Show when=has_older>
+                        <li class="older">
+                            <button type="button" class="secondary" on:click={
+                                let load_older = load_older.clone();
+                                move |_| load_older()
+                            }>"Load older messages"</button>
+                        </li>
+                    </Show>
+                    <For each=rows key=|(row, zone)| (row.key(), *zone) let:((row, zone))>
+                        {row_view(row, zone)}
+                    </For>
+                </ol>
+            </div>
+            <button type="button" class="pill" hidden=move || { new_below.get() == 0 } on:click=move |_| to_bottom()>
+                {move || match new_below.get() {
+                    1 => "1 new message ↓".to_owned(),
+                    n => format!("{n} new messages ↓"),
+                }}
+            </button>
+            <ReactionPicker chat room sender picking/>
+        </div>
+    }
+}
+
+/// Loads the page of `room`'s history before the oldest message shown; false if there is none, or it
+/// could not be loaded (said in the room).
+async fn load_older_page(chat: ChatState, room: &str) -> bool {
+    let Some(before) = chat
+        .rooms
+        .with_untracked(|r| r.get(room).filter(|v| v.has_older()).map(|v| v.first_seq))
+    else {
+        return false;
+    };
+    match room_history(room.to_owned(), Some(before), Some(DEFAULT_PAGE)).await {
+        Ok(page) => {
+            chat.prepend(room, page.messages, page.oldest_seq);
+            true
+        }
+        Err(error) => {
+            chat.local_error(format!("Could not load older messages: {error}"));
+            false
+        }
+    }
+}
+
+/// Brings message `seq` of `room` into view, loading older pages until it is shown, and marks it for
+/// a moment.
+#[cfg(feature = "hydrate")]
+async fn reveal(chat: ChatState, room: String, seq: u64, list: NodeRef<leptos::html::Div>) {
+    for _ in 0..MAX_PAGES_BACK {
+        let shown = chat.read_room(&room, |view| {
+            view.lines
+                .iter()
+                .any(|l| matches!(l.kind, LineKind::Message { seq: s, .. } if s == seq))
+        });
+        if shown {
+            // Once the list has drawn it.
+            request_animation_frame(move || {
+                let found = list
+                    .get_untracked()
+                    .and_then(|l| l.query_selector(&format!("#m{seq}")).ok().flatten());
+                if let Some(item) = found {
+                    item.scroll_into_view();
+                    let _ = item.class_list().add_1("flash");
+                    set_timeout(
+                        move || {
+                            let _ = item.class_list().remove_1("flash");
+                        },
+                        std::time::Duration::from_millis(2_000),
+                    );
+                }
+            });
+            return;
+        }
+        let further = chat.read_room(&room, |view| view.has_older() && seq < view.first_seq);
+        if !further || !load_older_page(chat, &room).await {
+            break;
+        }
+    }
+    chat.local_error("That message is no longer in the history.");
+}
+
+/// A click in the list: on one of a message's buttons (or its quote), does what it says; elsewhere on
+/// a message, shows or hides its buttons (phones have no hover).
+fn act(
+    ev: leptos::ev::MouseEvent,
+    chat: ChatState,
+    room: &str,
+    compose: Compose,
+    sender: Sender,
+    picking: RwSignal<Option<u64>>,
+) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(target) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        else {
+            return;
+        };
+        let number = |e: &web_sys::Element, name: &str| {
+            e.get_attribute(name).and_then(|v| v.parse::<u64>().ok())
+        };
+        let Some(control) = target.closest("[data-action]").ok().flatten() else {
+            if target.closest("a").ok().flatten().is_none() {
+                if let Some(item) = target.closest("li.message[data-seq]").ok().flatten() {
+                    let _ = item.class_list().toggle("open");
+                }
+            }
+            return;
+        };
+        let Some(seq) = control
+            .closest("[data-seq]")
+            .ok()
+            .flatten()
+            .and_then(|item| number(&item, "data-seq"))
+        else {
+            return;
+        };
+        let line = || {
+            chat.read_room(room, |view| {
+                view.lines.iter().find_map(|l| match &l.kind {
+                    LineKind::Message {
+                        seq: s, from, text, ..
+                    } if *s == seq => Some((from.clone(), text.clone())),
+                    _ => None,
+                })
+            })
+        };
+        match control.get_attribute("data-action").as_deref() {
+            Some("quote") => {
+                ev.prevent_default();
+                if let Some(original) = number(&control, "data-reply-to") {
+                    chat.jump.set(Some((room.to_owned(), original)));
+                }
+            }
+            Some("reply") => {
+                if let Some((from, text)) = line() {
+                    compose.reply(Quote {
+                        seq,
+                        from,
+                        text: first_line(&text),
+                    });
+                }
+            }
+            Some("edit") => {
+                if let Some((_, text)) = line() {
+                    compose.edit(seq, text);
+                }
+            }
+            Some("delete") => {
+                let sure = window()
+                    .confirm_with_message("Delete this message for everyone?")
+                    .unwrap_or(false);
+                if sure {
+                    sender.queue(chat, room, String::new(), Outgoing::Delete(seq));
+                }
+            }
+            Some("react") => picking.set(Some(seq)),
+            Some("toggle") => {
+                if let Some(emoji) = control.get_attribute("data-emoji") {
+                    sender.queue(chat, room, emoji, Outgoing::React(seq));
+                }
+            }
+            _ => {}
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (ev, chat, room, compose, sender, picking);
+}
+
+/// A message's first line, at most [`QUOTE_CHARS`] characters: what a reply shows of it while it is
+/// being written (the server stores its own quote the same way).
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // used by the browser only
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(QUOTE_CHARS)
+        .collect()
+}
+
+/// The emoji to react with to the message `picking` names: common ones, or one typed. Always in the
+/// page, hidden when closed (cheaper in the WASM than a view that comes and goes); its emoji buttons
+/// share one listener.
+#[component]
+fn ReactionPicker(
+    chat: ChatState,
+    room: String,
+    sender: Sender,
+    picking: RwSignal<Option<u64>>,
+) -> impl IntoView {
+    let typed = RwSignal::new(String::new());
+    let picker = NodeRef::<leptos::html::Div>::new();
+    let react = move |emoji: String| {
+        let Some(seq) = picking.get_untracked() else {
+            return;
+        };
+        let emoji = emoji.trim().to_owned();
+        if let Err(why) = validate_reaction(&emoji) {
+            chat.local_error(format!("That reaction won't do: {why}."));
+            return;
+        }
+        sender.queue(chat, &room, emoji, Outgoing::React(seq));
+        typed.set(String::new());
+        picking.set(None);
+    };
+    // Opened: the focus goes to the first emoji, so the keyboard can pick at once.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if picking.with(Option::is_some) {
+            request_animation_frame(move || {
+                let first = picker
+                    .get_untracked()
+                    .and_then(|p| p.query_selector(".pick").ok().flatten());
+                if let Some(first) = first {
+                    use wasm_bindgen::JsCast;
+                    let _ = first.unchecked_into::<web_sys::HtmlElement>().focus();
+                }
+            });
+        }
+    });
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" {
+            picking.set(None);
+        }
+    };
+    let on_pick = {
+        let react = react.clone();
+        move |ev: leptos::ev::MouseEvent| {
+            #[cfg(feature = "hydrate")]
+            {
+                use wasm_bindgen::JsCast;
+                let emoji = ev
+                    .target()
+                    .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                    .and_then(|t| t.closest("[data-emoji]").ok().flatten())
+                    .and_then(|pick| pick.get_attribute("data-emoji"));
+                if let Some(emoji) = emoji {
+                    react(emoji);
+                }
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = (ev, &react);
+        }
+    };
+    let react_typed = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        react(typed.get_untracked());
+    };
+    view! {
+        <div class="picker" role="dialog" aria-label="Add a reaction" node_ref=picker hidden=move || picking.with(Option::is_none) on:keydown=on_key>
+            <div class="picks" on:click=on_pick>
+                {QUICK_REACTIONS.map(|emoji| view! {
+                    <button type="button" class="pick" data-emoji=emoji aria-label=format!("React with {emoji}")>{emoji}</button>
+                })}
+            </div>
+            <form class="picker-other" on:submit=react_typed>
+                <input type="text" aria-label="Another emoji" placeholder="or type one" maxlength=MAX_REACTION_BYTES bind:value=typed/>
+                <button type="submit" class="secondary">"React"</button>
+            </form>
+            <button type="button" class="icon-button" aria-label="Close" on:click=move |_| picking.set(None)>"×"</button>
         </div>
     }
 }
@@ -227,6 +675,10 @@ pub fn MessageList(chat: ChatState, room: String) -> impl IntoView {
 fn row_view(row: Row, zone: Zone) -> AnyView {
     match row {
         Row::Day { ts, .. } => text_row("day", zone.day_label(ts)),
+        Row::Unread => view! {
+            <li class="unread-divider" role="separator"><span>"New messages"</span></li>
+        }
+        .into_any(),
         Row::Pending {
             pending,
             from,
@@ -242,7 +694,13 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
             text: pending.text,
             ..Message::default()
         }),
-        Row::Line { line, head, mine } => match line.kind {
+        Row::Line {
+            line,
+            head,
+            mine,
+            to_me,
+            reacted,
+        } => match line.kind {
             LineKind::Message {
                 seq,
                 from,
@@ -257,6 +715,8 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
                 from,
                 head,
                 mine,
+                to_me,
+                reacted,
                 seq: Some(seq),
                 time: zone.clock(ts),
                 datetime: Some(iso(ts)),
@@ -281,6 +741,10 @@ struct Message {
     from: String,
     head: bool,
     mine: bool,
+    /// It mentions you.
+    to_me: bool,
+    /// Which of its reactions are yours (bit `i` for reaction `i`).
+    reacted: u32,
     /// None: still on its way.
     seq: Option<u64>,
     time: String,
@@ -296,10 +760,14 @@ struct Message {
     html: Option<String>,
 }
 
-/// A message: the avatar and the name if it starts a group, the time, the text.
+/// A message: the avatar and the name if it starts a group, the time, the text, its reactions, and
+/// (on hover, focus or a tap) its buttons.
 fn message_view(m: Message) -> AnyView {
+    // Reacting and answering need a stored message; changing it, one of yours.
+    let stored = m.seq.is_some() && !m.deleted;
+    let yours = stored && m.mine;
     view! {
-        <li class="line message" class:head=m.head class:mine=m.mine class:pending=m.seq.is_none() class:deleted=m.deleted id=m.seq.map(|seq| format!("m{seq}")) data-seq=m.seq>
+        <li class="line message" class:head=m.head class:mine=m.mine class:to-me=m.to_me class:pending=m.seq.is_none() class:deleted=m.deleted id=m.seq.map(|seq| format!("m{seq}")) data-seq=m.seq>
             {m.head.then(|| avatar(&m.from))}
             <div class="body">
                 // In a group only the first name shows; the others are there for screen readers,
@@ -309,7 +777,7 @@ fn message_view(m: Message) -> AnyView {
                 <time class="ts" datetime=m.datetime title=m.title>{m.time}</time>
                 {m.edited.then(|| view! { <span class="edited">"(edited)"</span> })}
                 {m.reply_to.map(|quote| view! {
-                    <a class="quote" href=format!("#m{}", quote.seq) data-reply-to=quote.seq>
+                    <a class="quote" href=format!("#m{}", quote.seq) data-action="quote" data-reply-to=quote.seq>
                         <bdi class="quoted-from">{quote.from}</bdi>
                         {if quote.text.is_empty() { " message deleted".to_owned() } else { format!(" {}", quote.text) }}
                     </a>
@@ -321,13 +789,32 @@ fn message_view(m: Message) -> AnyView {
                 }}
                 {(!m.deleted && !m.reactions.is_empty()).then(|| view! {
                     <ul class="reactions">
-                        {m.reactions.into_iter().map(|r| {
+                        {m.reactions.into_iter().enumerate().map(|(i, r)| {
                             let who = r.names.join(", ");
-                            view! { <li class="reaction" title=who>{r.emoji}" "{r.count}</li> }
+                            let label = format!("{} {}: {who}", r.emoji, r.count);
+                            let yours = i < 32 && m.reacted & (1 << i) != 0;
+                            let emoji = r.emoji.clone();
+                            view! {
+                                <li>
+                                    <button type="button" class="reaction" class:yours=yours aria-pressed=if yours { "true" } else { "false" } data-action="toggle" data-emoji=emoji title=who aria-label=label>
+                                        {r.emoji}" "{r.count}
+                                    </button>
+                                </li>
+                            }
                         }).collect_view()}
                     </ul>
                 })}
             </div>
+            {stored.then(|| view! {
+                <div class="actions" role="toolbar" aria-label="Actions">
+                    <button type="button" data-action="react" aria-label="Add a reaction" title="React">"☺"</button>
+                    <button type="button" data-action="reply" aria-label="Reply" title="Reply">"↩"</button>
+                    {yours.then(|| view! {
+                        <button type="button" data-action="edit" aria-label="Edit" title="Edit">"✎"</button>
+                        <button type="button" data-action="delete" aria-label="Delete" title="Delete">"🗑"</button>
+                    })}
+                </div>
+            })}
         </li>
     }
     .into_any()
@@ -378,9 +865,25 @@ mod tests {
         rows.iter()
             .map(|row| match row {
                 Row::Day { day, .. } => format!("D{day}"),
-                Row::Line { line, head, mine } => {
+                Row::Unread => "NEW".into(),
+                Row::Line {
+                    line,
+                    head,
+                    mine,
+                    to_me,
+                    reacted,
+                } => {
                     let star = if *head { "*" } else { "" };
                     let you = if *mine { "(you)" } else { "" };
+                    let at = if *to_me { "(@)" } else { "" };
+                    let you = format!(
+                        "{you}{at}{}",
+                        if *reacted > 0 {
+                            format!("r{reacted}")
+                        } else {
+                            String::new()
+                        }
+                    );
                     match &line.kind {
                         LineKind::Message { text, .. } => format!("{star}{text}{you}"),
                         LineKind::Joined { name } => format!("+{name}"),
@@ -395,11 +898,7 @@ mod tests {
     }
 
     fn pending(id: &str) -> Pending {
-        Pending {
-            client_id: id.into(),
-            room: "general".into(),
-            text: id.into(),
-        }
+        Pending::new(id.into(), "general".into(), id.into(), Outgoing::Message)
     }
 
     #[test]
@@ -413,7 +912,7 @@ mod tests {
             message(5, "bob", t + 11 * MIN),
             message(6, "ann", t + 11 * MIN),
         ];
-        let rows = rows(&lines, &[], None, |ts| Zone::Utc.day(ts));
+        let rows = rows(&lines, &[], None, None, |ts| Zone::Utc.day(ts));
         assert_eq!(
             show(&rows),
             ["D1000", "*m1", "m2", "m3", "*m4", "*m5", "*m6"]
@@ -423,7 +922,9 @@ mod tests {
             RowKey::Line {
                 key: 1,
                 head: true,
-                mine: false
+                mine: false,
+                to_me: false,
+                reacted: 0
             }
         );
     }
@@ -440,11 +941,11 @@ mod tests {
             message(3, "ann", t + MIN),
             message(4, "ann", t + 3 * MIN), // 00:01 the next day
         ];
-        let utc = rows(&lines, &[], None, |ts| Zone::Utc.day(ts));
+        let utc = rows(&lines, &[], None, None, |ts| Zone::Utc.day(ts));
         assert_eq!(show(&utc), ["D1000", "*m1", "+bob", "*m3", "D1001", "*m4"]);
         // Two hours ahead of UTC, all three messages fall on day 1001: one heading, and the last two
         // messages are one group.
-        let ahead = rows(&lines, &[], None, |ts| {
+        let ahead = rows(&lines, &[], None, None, |ts| {
             ((ts + 120 * MIN) / (24 * 60 * MIN)) as i64
         });
         assert_eq!(show(&ahead), ["D1001", "*m1", "+bob", "*m3", "m4"]);
@@ -455,7 +956,7 @@ mod tests {
         let t = 1_000 * 24 * 60 * MIN;
         let (a, b) = (pending("a"), pending("b"));
         let lines = [message(1, "bob", t), message(2, "ann", t + MIN)];
-        let rows_as = |me| rows(&lines, &[&a, &b], me, |ts| Zone::Utc.day(ts));
+        let rows_as = |me| rows(&lines, &[&a, &b], me, None, |ts| Zone::Utc.day(ts));
         assert_eq!(
             show(&rows_as(Some("ann"))),
             ["D1000", "*m1", "*m2(you)", "p:a", "p:b"]
@@ -465,8 +966,60 @@ mod tests {
             ["D1000", "*m1(you)", "*m2", "*p:a", "p:b"]
         );
         assert_eq!(
-            show(&rows(&[], &[&a], None, |ts| Zone::Utc.day(ts))),
+            show(&rows(&[], &[&a], None, None, |ts| Zone::Utc.day(ts))),
             ["*p:a"]
+        );
+    }
+
+    #[test]
+    fn the_divider_goes_above_the_first_unread_message_of_others() {
+        let t = 1_000 * 24 * 60 * MIN;
+        let mut lines = vec![
+            message(1, "ann", t),
+            message(2, "bob", t + MIN),
+            message(3, "ann", t + 2 * MIN),
+        ];
+        if let LineKind::Message {
+            text, reactions, ..
+        } = &mut lines[2].kind
+        {
+            *text = "hi @Bob".into();
+            reactions.push(Reaction {
+                emoji: "👍".into(),
+                count: 1,
+                names: vec!["ann".into()],
+            });
+            reactions.push(Reaction {
+                emoji: "🎉".into(),
+                count: 2,
+                names: vec!["ann".into(), "bob".into()],
+            });
+        }
+        let day = |ts| Zone::Utc.day(ts);
+        // Read to 1: bob's own message 2 is not news to him, ann's 3 is (and mentions him).
+        assert_eq!(
+            show(&rows(&lines, &[], Some("bob"), Some(1), day)),
+            ["D1000", "*m1", "*m2(you)", "NEW", "*hi @Bob(@)r2"]
+        );
+        // Read to the end, or nothing known: no divider.
+        assert_eq!(
+            show(&rows(&lines, &[], Some("bob"), Some(3), day)),
+            ["D1000", "*m1", "*m2(you)", "*hi @Bob(@)r2"]
+        );
+        assert_eq!(
+            show(&rows(&lines, &[], Some("cy"), None, day)),
+            ["D1000", "*m1", "*m2", "*hi @Bob"]
+        );
+        // A pending change is not a pending message.
+        let delete = Pending::new(
+            "d".into(),
+            "general".into(),
+            String::new(),
+            Outgoing::Delete(1),
+        );
+        assert_eq!(
+            show(&rows(&lines[..1], &[&delete], Some("ann"), None, day)),
+            ["D1000", "*m1(you)"]
         );
     }
 }

@@ -11,8 +11,10 @@
 //! frame around the room ([`App`]): the top bar and the sidebar, which is a drawer on phones.
 //! - `theme`: light and dark, and the toggle; `identity`: your name; `rooms`: the room list;
 //! - `room`: one room's page (`messages`: its list, `composer`: the input), over `avatar` and `time`;
-//! - `link`: the page's handle on its socket, shared through the context.
+//! - `link`: the page's handle on its socket, shared through the context; `attention`: the tab title's
+//!   unread count and notifications of mentions; `search`: the search panel.
 
+mod attention;
 mod avatar;
 mod composer;
 mod identity;
@@ -20,6 +22,7 @@ mod link;
 mod messages;
 mod room;
 mod rooms;
+mod search;
 mod theme;
 mod time;
 
@@ -34,10 +37,12 @@ use crate::chat_state::{ChatState, LinkStatus};
 use crate::protocol::DEFAULT_ROOM;
 #[cfg(feature = "hydrate")]
 use crate::protocol::{validate_room, ClientFrame};
+use attention::NotifyToggle;
 use identity::Identity;
 use link::Sender;
 use room::RoomPage;
 use rooms::RoomList;
+use search::Search;
 use theme::{ThemeToggle, THEME_SCRIPT};
 use time::{ShownZone, Zone};
 
@@ -57,7 +62,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // Static, so written here rather than by leptos_meta's components, whose code the WASM
                 // would carry (3.7 KB of it, compressed). `id="leptos"`: `cargo leptos watch` reloads
                 // the stylesheet it finds under that id.
-                <title>"Group chat"</title>
+                <title>{attention::TITLE}</title>
                 <link rel="stylesheet" id="leptos" href="/pkg/groupchat.css"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <AutoReload options=options.clone()/>
@@ -110,6 +115,7 @@ fn ChatApp() -> impl IntoView {
             }
         }
     });
+    attention::watch(chat);
     // Closing the socket when the page goes: dropping the outbox ends the link task, which closes it.
     on_cleanup(move || sender.close());
 
@@ -154,6 +160,7 @@ fn ChatApp() -> impl IntoView {
             }
         }
     };
+    let search_open = RwSignal::new(false);
     let on_sidebar_key = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Escape" {
             close_drawer();
@@ -185,8 +192,22 @@ fn ChatApp() -> impl IntoView {
                 <span class="status" data-state=move || chat.link.with(|l| l.as_str())>
                     {move || chat.link.with(LinkStatus::label)}
                 </span>
+                <button
+                    type="button"
+                    class="icon-button search-toggle"
+                    aria-label="Search"
+                    title="Search"
+                    aria-expanded=move || if search_open.get() { "true" } else { "false" }
+                    on:click=move |_| search_open.update(|open| *open = !*open)
+                >
+                    <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+                        <path d="M10.5 4a6.5 6.5 0 1 1 0 13 6.5 6.5 0 0 1 0-13zM15.5 15.5 20 20" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/>
+                    </svg>
+                </button>
+                <NotifyToggle chat/>
                 <ThemeToggle/>
             </header>
+            <Search chat open=search_open/>
             <div class="layout">
                 <div id="sidebar" class="sidebar" node_ref=sidebar tabindex="-1" on:keydown=on_sidebar_key>
                     <Identity chat wanted_name/>

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use super::composer::Composer;
+use super::composer::{Compose, Composer};
 use super::messages::MessageList;
 use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::ChatState;
@@ -44,15 +44,16 @@ pub fn RoomPage() -> impl IntoView {
                     Ok(page) => chat.seed(&room, page.messages, page.oldest_seq),
                     Err(error) => chat.local_error(format!("History is unavailable: {error}")),
                 }
+                let compose = Compose::new();
                 view! {
                     <main class="room" data-room=room.clone() aria-labelledby="room-name">
                         <header class="room-head">
                             <h2 id="room-name" class="room-name">"#" {room.clone()}</h2>
                             <OnlineCount chat room=room.clone()/>
                         </header>
-                        <MessageList chat room=room.clone()/>
+                        <MessageList chat room=room.clone() compose/>
                         <TypingLine chat room=room.clone()/>
-                        <Composer chat room=room.clone()/>
+                        <Composer chat room=room.clone() compose/>
                     </main>
                     <OnlineList chat room/>
                 }.into_any()
