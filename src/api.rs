@@ -17,10 +17,46 @@
 //!   the page calls it after every welcome (see `server/session.rs`).
 
 use leptos::prelude::*;
-use leptos::server_fn::codec::GetUrl;
+use leptos::server_fn::codec::{GetUrl, Post};
+use leptos::server_fn::{Bytes, ContentType, Decodes, Encodes, Format, FormatType};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ChatMessage;
+
+/// The answers of the server functions below: JSON, exactly as server_fn's own `Json` writes it, but
+/// read by the page from the body as text. The page reads all its other JSON (the socket's events,
+/// the resources in the page) from text too, so its WASM holds one copy of serde_json's reader of
+/// each answer's types instead of a second one for bytes (1.7 KB with brotli).
+pub type JsonText = Post<JsonTextEncoding>;
+
+/// How [`JsonText`] writes and reads an answer.
+pub struct JsonTextEncoding;
+
+impl ContentType for JsonTextEncoding {
+    const CONTENT_TYPE: &'static str = "application/json";
+}
+
+impl FormatType for JsonTextEncoding {
+    const FORMAT_TYPE: Format = Format::Text;
+}
+
+impl<T: Serialize> Encodes<T> for JsonTextEncoding {
+    type Error = serde_json::Error;
+
+    fn encode(output: &T) -> Result<Bytes, Self::Error> {
+        serde_json::to_vec(output).map(Bytes::from)
+    }
+}
+
+impl<T: DeserializeOwned> Decodes<T> for JsonTextEncoding {
+    type Error = serde_json::Error;
+
+    fn decode(bytes: Bytes) -> Result<T, Self::Error> {
+        let text = std::str::from_utf8(&bytes).map_err(serde::de::Error::custom)?;
+        serde_json::from_str(text)
+    }
+}
 
 /// Most messages one history page may hold.
 pub const MAX_PAGE: usize = 200;
@@ -148,7 +184,7 @@ pub struct RoomSummary {
 }
 
 /// A page of `room`'s history: the messages before `before` (the newest if not given).
-#[server(endpoint = "history", input = GetUrl)]
+#[server(endpoint = "history", input = GetUrl, output = JsonText)]
 pub async fn room_history(
     room: String,
     before: Option<u64>,
@@ -184,7 +220,7 @@ pub async fn room_history(
 
 /// Messages whose text has every word of `q`, in `room` or in all rooms, newest first: the page before
 /// `before` (a previous page's `next`; the newest if not given). Refusals are HTTP 400 with a reason.
-#[server(endpoint = "search", input = GetUrl)]
+#[server(endpoint = "search", input = GetUrl, output = JsonText)]
 pub async fn search(
     /// Missing: as empty (refused, with the reason, rather than failing to read the request).
     #[server(default)]
@@ -242,7 +278,7 @@ pub async fn search(
 /// Online counts live in the manager's memory, history in the store: the online rooms are ordered here
 /// and take the first places, and the store orders and pages the rest, leaving the online ones out. So
 /// however many rooms exist (spam included), the busy ones come first.
-#[server(endpoint = "rooms", input = GetUrl)]
+#[server(endpoint = "rooms", input = GetUrl, output = JsonText)]
 pub async fn list_rooms(
     limit: Option<usize>,
     offset: Option<usize>,
@@ -294,7 +330,7 @@ pub async fn list_rooms(
 /// the server so that it can be `HttpOnly` (see `server/session.rs` for why this way). The page calls
 /// it after every welcome; the cookie is rewritten only when the browser's is another person's or
 /// past half its life.
-#[server(endpoint = "session")]
+#[server(endpoint = "session", output = JsonText)]
 pub async fn keep_session(token: String) -> Result<(), ServerFnError> {
     set_session_cookie(token).await
 }

@@ -7,6 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt;
+
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, IgnoredAny, MapAccess, VariantAccess, Visitor,
+};
 use serde::{Deserialize, Serialize};
 
 /// Longest name a person may choose or be given, in characters (not bytes).
@@ -229,8 +234,25 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+/// Defines `ServerEvent` from its variants, and `EventFields` from the same variants: serde's derive for
+/// them as an enum tagged from outside, with no `tag`, which `ServerEvent`'s `Deserialize` (see there)
+/// reads once it has read the `type`. One list of variants, so the two cannot drift apart.
+macro_rules! server_event {
+    ($(#[$attr:meta])* pub enum ServerEvent { $($variants:tt)* }) => {
+        $(#[$attr])*
+        pub enum ServerEvent { $($variants)* }
+
+        #[derive(Deserialize)]
+        #[serde(remote = "ServerEvent", rename_all = "snake_case")]
+        // Never built: the derive builds `ServerEvent`s from it.
+        #[allow(dead_code)]
+        enum EventFields { $($variants)* }
+    };
+}
+
+server_event! {
 /// A frame the server sends to clients.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {
     /// First frame on every accepted connection: who you are.
@@ -316,6 +338,107 @@ pub enum ServerEvent {
     ReadPositions {
         rooms: BTreeMap<String, ReadPosition>,
     },
+}
+}
+
+/// Reads a server event whose `type` comes first, as the server writes every one (serde writes an
+/// internally tagged enum's tag first), so not from a `serde_json::Value` (its keys are sorted). Not
+/// serde's derive for `tag = "type"`: to find the tag anywhere, that one reads every event into a tree
+/// of values first, and then each field from the tree, which put a second copy of the reading code of
+/// every type in an event into the page's WASM (11 KB of its 258 with brotli).
+impl<'de> Deserialize<'de> for ServerEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TypeFirst)
+    }
+}
+
+/// Reads the `type` of an event, and hands the rest of the object to `EventFields`.
+struct TypeFirst;
+
+impl<'de> Visitor<'de> for TypeFirst {
+    type Value = ServerEvent;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a server event: an object whose first key is `type`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerEvent, A::Error> {
+        if map.next_key::<String>()?.as_deref() != Some("type") {
+            return Err(de::Error::custom("a server event's first key is `type`"));
+        }
+        EventFields::deserialize(RestOfEvent(map))
+    }
+}
+
+/// An event whose `type` was read, as the variant of an enum tagged from outside: the variant's name
+/// is the `type`'s value, and its fields are the object's other keys.
+struct RestOfEvent<A>(A);
+
+impl<'de, A: MapAccess<'de>> Deserializer<'de> for RestOfEvent<A> {
+    type Error = A::Error;
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        visitor.visit_enum(self)
+    }
+
+    /// `EventFields` asks for an enum only.
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, A::Error> {
+        Err(de::Error::custom("a server event is read as an enum"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+impl<'de, A: MapAccess<'de>> EnumAccess<'de> for RestOfEvent<A> {
+    type Error = A::Error;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        mut self,
+        seed: V,
+    ) -> Result<(V::Value, Self), A::Error> {
+        let variant = self.0.next_value_seed(seed)?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de, A: MapAccess<'de>> VariantAccess<'de> for RestOfEvent<A> {
+    type Error = A::Error;
+
+    /// `pong`: its other keys, if any, are ignored (as those a struct variant does not know).
+    fn unit_variant(mut self) -> Result<(), A::Error> {
+        while self.0.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        visitor.visit_map(self.0)
+    }
+
+    /// Every variant has named fields or none.
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, _seed: T) -> Result<T::Value, A::Error> {
+        Err(de::Error::custom("no server event is a newtype variant"))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        _visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        Err(de::Error::custom("no server event is a tuple variant"))
+    }
 }
 
 /// One room's read position: the `seq` read to, and how many messages came after it.
@@ -673,6 +796,183 @@ mod tests {
             json,
             r#"{"type":"error","code":"name_taken","message":"taken"}"#
         );
+    }
+
+    /// Every frame of docs/protocol.md's "Server → client" reads as an event, which is written back
+    /// as the docs show it (the same JSON, whose keys the docs do not always sort as a map does).
+    #[test]
+    fn documented_events_read_and_write_back() {
+        let docs = include_str!("../docs/protocol.md");
+        let section = docs
+            .split("## Server → client")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        let frames: Vec<&str> = section
+            .lines()
+            .filter(|line| line.starts_with(r#"{"type":"#))
+            .collect();
+        let mut types = std::collections::HashSet::new();
+        for frame in frames {
+            let event: ServerEvent =
+                serde_json::from_str(frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+            let written: serde_json::Value = serde_json::to_value(&event).unwrap();
+            assert_eq!(
+                written,
+                serde_json::from_str::<serde_json::Value>(frame).unwrap()
+            );
+            types.insert(std::mem::discriminant(&event));
+        }
+        assert_eq!(types.len(), 11, "the docs show every type of event");
+    }
+
+    /// Every variant, with and without its optional fields, reads back as written.
+    #[test]
+    fn events_read_back_as_written() {
+        let message = ChatMessage {
+            seq: 7,
+            from: "alice".into(),
+            text: "hi".into(),
+            ts: 1_795_500_000_000,
+            client_id: Some("c1".into()),
+            kind: EntryKind::Edit,
+            target: Some(6),
+            reply_to: Some(Quote {
+                seq: 5,
+                from: "bob".into(),
+                text: "hello".into(),
+            }),
+            edited: true,
+            deleted: true,
+            html: Some("<b>hi</b>".into()),
+            reactions: vec![Reaction {
+                emoji: "👍".into(),
+                count: 2,
+                names: vec!["bob".into(), "carol".into()],
+            }],
+        };
+        let events = [
+            ServerEvent::Welcome {
+                name: "Zoë".into(),
+                session: "token".into(),
+                limits: WelcomeLimits::default(),
+            },
+            ServerEvent::Joined {
+                room: "dev".into(),
+                recovered: false,
+                messages: vec![message.clone(), ChatMessage::default()],
+                oldest_seq: 1,
+                online: vec!["alice".into()],
+                online_count: 1,
+            },
+            ServerEvent::Message {
+                room: "dev".into(),
+                seq: 8,
+                from: "alice".into(),
+                text: "a \"quoted\" \\ line\n".into(),
+                ts: 1,
+                client_id: Some("c2".into()),
+                kind: EntryKind::Unreact,
+                target: Some(7),
+                reply_to: message.reply_to.clone(),
+                html: Some("<p>x</p>".into()),
+            },
+            ServerEvent::Message {
+                room: "dev".into(),
+                seq: 9,
+                from: "bob".into(),
+                text: String::new(),
+                ts: 2,
+                client_id: None,
+                kind: EntryKind::Message,
+                target: None,
+                reply_to: None,
+                html: None,
+            },
+            ServerEvent::Ack {
+                room: "dev".into(),
+                seq: 8,
+                client_id: None,
+            },
+            ServerEvent::Join {
+                room: "dev".into(),
+                name: "bob".into(),
+                ts: 3,
+            },
+            ServerEvent::Leave {
+                room: "dev".into(),
+                name: "bob".into(),
+                ts: 4,
+            },
+            ServerEvent::Typing {
+                room: "dev".into(),
+                names: vec![],
+            },
+            ServerEvent::Error {
+                code: ErrorCode::Banned,
+                message: "no".into(),
+                answers: Some(FrameRef {
+                    kind: FrameKind::React,
+                    room: Some("dev".into()),
+                    client_id: Some("c3".into()),
+                }),
+            },
+            ServerEvent::Pong,
+            ServerEvent::RoomCounts {
+                counts: BTreeMap::from([("dev".into(), 0), ("general".into(), 12)]),
+            },
+            ServerEvent::ReadPositions {
+                rooms: BTreeMap::from([(
+                    "dev".into(),
+                    ReadPosition {
+                        seq: 3,
+                        unread: 999,
+                    },
+                )]),
+            },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ServerEvent>(&json).unwrap(),
+                event,
+                "{json}"
+            );
+            // From bytes too, as the integration tests' clients read them.
+            assert_eq!(
+                serde_json::from_slice::<ServerEvent>(json.as_bytes()).unwrap(),
+                event
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_is_read_from_its_type_first() {
+        let read = |json: &str| serde_json::from_str::<ServerEvent>(json);
+        // Keys it does not know are skipped, as before, also after a `pong`'s type.
+        assert_eq!(
+            read(r#"{"type":"join","room":"dev","name":"bob","ts":3,"new":[1,{"a":2}]}"#).unwrap(),
+            ServerEvent::Join {
+                room: "dev".into(),
+                name: "bob".into(),
+                ts: 3
+            }
+        );
+        assert_eq!(
+            read(r#"{"type":"pong","new":{"a":[]}}"#).unwrap(),
+            ServerEvent::Pong
+        );
+        for refused in [
+            r#"{"room":"dev","type":"typing","names":[]}"#,
+            r#"{"type":"dance"}"#,
+            r#"{"type":"typing","room":"dev"}"#,
+            r#"{"type":7}"#,
+            r#"{}"#,
+            r#"["pong"]"#,
+            r#""pong""#,
+        ] {
+            assert!(read(refused).is_err(), "{refused} accepted");
+        }
     }
 
     #[test]

@@ -17,10 +17,9 @@ pub fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl 
         ) {
             Err(why) => chat.local_error(format!("That name won't do: {why}.")),
             Ok(name) => {
-                let same = chat.me.with_untracked(|me| {
-                    me.as_ref()
-                        .is_some_and(|me| me.to_lowercase() == name.to_lowercase())
-                });
+                let same = chat
+                    .me
+                    .with_untracked(|me| me.as_deref().is_some_and(|me| same_name(me, &name)));
                 if !same {
                     wanted_name.set(Some(name));
                 }
@@ -47,4 +46,15 @@ pub fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl 
             </form>
         </section>
     }
+}
+
+/// Whether two names differ in case only (or not at all): asking for your own name again changes nothing.
+fn same_name(a: &str, b: &str) -> bool {
+    // In the browser, its own `toLowerCase` (Unicode's full lowercasing, as `str::to_lowercase`):
+    // Rust's would put Unicode's case tables into the WASM.
+    #[cfg(feature = "hydrate")]
+    let lower = |s: &str| String::from(js_sys::JsString::from(s).to_lower_case());
+    #[cfg(not(feature = "hydrate"))]
+    let lower = str::to_lowercase;
+    lower(a) == lower(b)
 }

@@ -41,7 +41,9 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
     let navigate = use_navigate();
     let open_room = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let room = draft.get_untracked().trim().to_lowercase();
+        // ASCII lowercasing is enough: a valid room name is ASCII (`validate_room`), and
+        // `str::to_lowercase` would put Unicode's case tables into the WASM.
+        let room = draft.get_untracked().trim().to_ascii_lowercase();
         match validate_room(&room) {
             Err(why) => chat.local_error(format!("That room name won't do: {why}.")),
             Ok(()) => {
