@@ -221,8 +221,8 @@ pub fn mentions(text: &str, me: &str) -> bool {
     if me.is_empty() {
         return false;
     }
-    let lower = text.to_lowercase();
-    let me = me.to_lowercase();
+    let lower = lowercase(text);
+    let me = lowercase(me);
     lower.match_indices('@').any(|(at, _)| {
         let before_ok = lower[..at]
             .chars()
@@ -236,6 +236,15 @@ pub fn mentions(text: &str, me: &str) -> bool {
                 .next()
                 .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'))
     })
+}
+
+/// `text` in lower case, as Unicode lowercases it (names are compared this way). In the browser, by
+/// its own `toLowerCase`: Rust's would put Unicode's case tables into the WASM (7 KB on the wire).
+pub fn lowercase(text: &str) -> String {
+    #[cfg(feature = "hydrate")]
+    return String::from(js_sys::JsString::from(text).to_lower_case());
+    #[cfg(not(feature = "hydrate"))]
+    text.to_lowercase()
 }
 
 /// The last message that mentioned you (for a notification while the page is hidden).

@@ -8,7 +8,7 @@
 use leptos::prelude::*;
 
 use super::link::{new_client_id, Sender};
-use crate::chat_state::{ChatState, LinkStatus, Outgoing, Pending};
+use crate::chat_state::{lowercase, ChatState, LinkStatus, Outgoing, Pending};
 #[cfg(feature = "hydrate")]
 use crate::protocol::ClientFrame;
 use crate::protocol::{validate_text, Quote};
@@ -351,10 +351,10 @@ fn mention_prefix(before: &str) -> Option<(usize, &str)> {
 /// [`MAX_SUGGESTIONS`], in the room's order.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // used by the browser only
 fn complete_name(online: &[String], prefix: &str, me: Option<&str>) -> Vec<String> {
-    let prefix = prefix.to_lowercase();
+    let prefix = lowercase(prefix);
     online
         .iter()
-        .filter(|name| Some(name.as_str()) != me && name.to_lowercase().starts_with(&prefix))
+        .filter(|name| Some(name.as_str()) != me && lowercase(name).starts_with(&prefix))
         .take(MAX_SUGGESTIONS)
         .cloned()
         .collect()

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::chat_state::ChatState;
+use crate::chat_state::{lowercase, ChatState};
 use crate::protocol::validate_name;
 
 /// Your name, and a form to change it. Changing it reconnects under the new name (`wanted_name`).
@@ -50,11 +50,5 @@ pub fn Identity(chat: ChatState, wanted_name: RwSignal<Option<String>>) -> impl 
 
 /// Whether two names differ in case only (or not at all): asking for your own name again changes nothing.
 fn same_name(a: &str, b: &str) -> bool {
-    // In the browser, its own `toLowerCase` (Unicode's full lowercasing, as `str::to_lowercase`):
-    // Rust's would put Unicode's case tables into the WASM.
-    #[cfg(feature = "hydrate")]
-    let lower = |s: &str| String::from(js_sys::JsString::from(s).to_lower_case());
-    #[cfg(not(feature = "hydrate"))]
-    let lower = str::to_lowercase;
-    lower(a) == lower(b)
+    lowercase(a) == lowercase(b)
 }
