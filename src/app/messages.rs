@@ -215,20 +215,23 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             }
         });
     }
+    // A closure, not a memo: a memo dies with this list's scope, while a frame already asked for may
+    // still run.
     let read_to = {
         let room = room.clone();
-        Memo::new(move |_| {
+        move || {
             chat.came_to.with(|c| match c {
                 Some((r, position)) if *r == room => Some(*position),
                 _ => None,
             })
-        })
+        }
     };
     let rows = {
         let room = room.clone();
+        let read_to = read_to.clone();
         move || {
             let zone = zone.get();
-            let read_to = read_to.get().flatten();
+            let read_to = read_to().flatten();
             chat.me.with(|me| {
                 chat.pending.with(|pending| {
                     let pending: Vec<&Pending> =
@@ -253,8 +256,9 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
     // came below while they were not.
     let at_bottom = RwSignal::new(true);
     let new_below = RwSignal::new(0usize);
+    // Deferred work (a frame later, after a fetch) may find the list gone with its room: `try_`.
     let to_bottom = move || {
-        if let Some(list) = list.get_untracked() {
+        if let Some(list) = list.try_get_untracked().flatten() {
             list.set_scroll_top(list.scroll_height());
         }
     };
@@ -275,12 +279,14 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                     .map(|l| (l.scroll_height(), l.scroll_top()));
                 if load_older_page(chat, &room).await {
                     request_animation_frame(move || {
-                        if let (Some(list), Some((height, top))) = (list.get_untracked(), before) {
+                        if let (Some(list), Some((height, top))) =
+                            (list.try_get_untracked().flatten(), before)
+                        {
                             list.set_scroll_top(top + list.scroll_height() - height);
                         }
                     });
                 }
-                loading.set(false);
+                loading.try_set(false);
             });
         }
     };
@@ -298,6 +304,10 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                     .count()
             });
             let (was_last, was_sending) = seen.get_value();
+            if (last, sending) == (was_last, was_sending) {
+                // Something else of the room changed (older messages paged in, a reaction…).
+                return;
+            }
             seen.set_value((last, sending));
             if at_bottom.get_untracked() || sending > was_sending {
                 request_animation_frame(to_bottom);
@@ -320,11 +330,13 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
     {
         // Once the divider's place is known: the first unread message comes into view (at the top),
         // if there is one.
+        let read_to = read_to.clone();
         Effect::new(move |_| {
-            if read_to.get().flatten().is_some() {
+            if read_to().flatten().is_some() {
                 request_animation_frame(move || {
                     let divider = list
-                        .get_untracked()
+                        .try_get_untracked()
+                        .flatten()
                         .and_then(|l| l.query_selector(".unread-divider").ok().flatten());
                     if let Some(divider) = divider {
                         divider.scroll_into_view();
@@ -338,8 +350,9 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
         // The room is read when its newest messages are on screen: the page visible, the reader at the
         // bottom, the room joined (a read of a room not followed is refused), and the divider placed.
         let room = room.clone();
+        let read_to = read_to.clone();
         Effect::new(move |_| {
-            let placed = read_to.with(Option::is_some);
+            let placed = read_to().is_some();
             let joined = chat.read_room(&room, |view| view.joined && view.last_seq > 0);
             if placed && joined && at_bottom.get() && chat.visible.get() {
                 if let Some(seq) = chat.mark_read(&room) {
@@ -463,7 +476,8 @@ async fn reveal(chat: ChatState, room: String, seq: u64, list: NodeRef<leptos::h
             // Once the list has drawn it.
             request_animation_frame(move || {
                 let found = list
-                    .get_untracked()
+                    .try_get_untracked()
+                    .flatten()
                     .and_then(|l| l.query_selector(&format!("#m{seq}")).ok().flatten());
                 if let Some(item) = found {
                     item.scroll_into_view();
@@ -619,7 +633,8 @@ fn ReactionPicker(
         if picking.with(Option::is_some) {
             request_animation_frame(move || {
                 let first = picker
-                    .get_untracked()
+                    .try_get_untracked()
+                    .flatten()
                     .and_then(|p| p.query_selector(".pick").ok().flatten());
                 if let Some(first) = first {
                     use wasm_bindgen::JsCast;

@@ -83,34 +83,44 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
                                 };
                                 // Unread messages and mentions of you, for the rooms not on screen
                                 // (none on the server: the counts come over the socket).
+                                // Plain closures over the chat's signals, not memos: the list keeps
+                                // showing these nodes while it is read again (a `Transition`), after
+                                // this scope, and anything it owned, is gone.
                                 let unread = {
                                     let name = room.name.clone();
-                                    Memo::new(move |_| {
+                                    move || {
                                         if chat.current.with(|c| *c == name) {
                                             return (0, 0);
                                         }
                                         let unread = chat.read.with(|r| r.get(&name).map_or(0, |p| p.unread));
                                         let mentioned = chat.mentions.with(|m| m.get(&name).copied().unwrap_or(0));
                                         (unread, mentioned)
-                                    })
+                                    }
                                 };
-                                let badge = move || match unread.get() {
-                                    (0, 0) => String::new(),
-                                    (n, 0) => n.to_string(),
-                                    (n, _) => format!("@ {}", n.max(1)),
+                                let badge = {
+                                    let unread = unread.clone();
+                                    move || match unread() {
+                                        (0, 0) => String::new(),
+                                        (n, 0) => n.to_string(),
+                                        (n, _) => format!("@ {}", n.max(1)),
+                                    }
                                 };
-                                let said = move || match unread.get() {
-                                    (0, 0) => "",
-                                    (_, 0) => " unread",
-                                    _ => " unread, mentioning you",
+                                let said = {
+                                    let unread = unread.clone();
+                                    move || match unread() {
+                                        (0, 0) => "",
+                                        (_, 0) => " unread",
+                                        _ => " unread, mentioning you",
+                                    }
                                 };
+                                let mentioned = move || unread().1 > 0;
                                 view! {
                                     // `A` marks the link `aria-current="page"` itself.
                                     <li class:current=is_current data-room=room.name>
                                         <A href=href>
                                             <span class="hash" aria-hidden="true">"#"</span>
                                             <span class="room-label">{label}</span>
-                                            <span class="unread" class:mentioned=move || { unread.get().1 > 0 }>{badge}</span>
+                                            <span class="unread" class:mentioned=mentioned>{badge}</span>
                                             <span class="sr-only">{said}</span>
                                             <span class="count">{online}</span>
                                             <span class="sr-only">" online"</span>
