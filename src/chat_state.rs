@@ -42,8 +42,9 @@ pub enum LinkStatus {
     Connecting,
     /// Welcomed: messages go out and come in.
     Open,
-    /// The link dropped and the page is about to reconnect; `reason` says why it dropped.
-    Reconnecting { reason: String },
+    /// The link dropped and the page reconnects at `at_ms` (page clock, ms since the epoch); `reason`
+    /// says why it dropped.
+    Reconnecting { reason: String, at_ms: u64 },
     /// The socket is closed for good (e.g. the name was refused); `reason` says why, for people.
     Closed { reason: String },
 }
@@ -59,12 +60,16 @@ impl LinkStatus {
         }
     }
 
-    /// What the indicator says.
-    pub fn label(&self) -> String {
+    /// What the indicator says at `now_ms`: a reconnect counts down to its attempt.
+    pub fn label(&self, now_ms: u64) -> String {
         match self {
             LinkStatus::Connecting => "connecting…".into(),
             LinkStatus::Open => "connected".into(),
-            LinkStatus::Reconnecting { reason } => format!("reconnecting… ({reason})"),
+            LinkStatus::Reconnecting { reason, at_ms } if *at_ms > now_ms => {
+                let seconds = (at_ms - now_ms).div_ceil(1000);
+                format!("reconnecting in {seconds} s… ({reason})")
+            }
+            LinkStatus::Reconnecting { reason, .. } => format!("reconnecting… ({reason})"),
             LinkStatus::Closed { reason } => format!("disconnected: {reason}"),
         }
     }
@@ -627,9 +632,10 @@ impl ChatState {
     }
 
     /// The link dropped and a reconnect is coming: show it, and forget who was online.
-    pub fn reconnecting(&self, reason: impl Into<String>) {
+    pub fn reconnecting(&self, reason: impl Into<String>, at_ms: u64) {
         self.link.set(LinkStatus::Reconnecting {
             reason: reason.into(),
+            at_ms,
         });
         self.forget_presence();
     }
@@ -912,6 +918,18 @@ mod tests {
             rooms: BTreeMap::from([("general".to_string(), position(5, 0))]),
         });
         assert_eq!(chat.read.get_untracked()["general"], position(5, 0));
+    }
+
+    #[test]
+    fn a_reconnect_counts_down_to_its_attempt() {
+        let link = LinkStatus::Reconnecting {
+            reason: "server gone".into(),
+            at_ms: 10_000,
+        };
+        assert_eq!(link.label(6_500), "reconnecting in 4 s… (server gone)");
+        assert_eq!(link.label(9_999), "reconnecting in 1 s… (server gone)");
+        assert_eq!(link.label(10_000), "reconnecting… (server gone)");
+        assert_eq!(LinkStatus::Open.label(0), "connected");
     }
 
     #[test]

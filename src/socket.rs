@@ -103,18 +103,21 @@ async fn keep_open(url: String, mut outgoing: UnboundedReceiver<Command>, chat: 
                 welcomed: false,
             },
         };
-        match end {
+        let reason = match end {
             End::PageGone => return,
             End::Refused(reason) => return chat.closed(reason),
             End::Lost { reason, welcomed } => {
                 failures = if welcomed { 1 } else { failures + 1 };
-                chat.reconnecting(reason);
+                reason
             }
-        }
-        // Wait out the backoff; the page may go meanwhile. Frames the page sends now are dropped: the
-        // page only sends messages on a joined room (the rest wait in `ChatState::pending`, sent again
-        // once the room is rejoined), and joins and typing notices mean nothing without a link.
-        let delay = TimeoutFuture::new(backoff_ms(failures, js_sys::Math::random()) as u32).fuse();
+        };
+        // Wait out the backoff (the indicator counts it down); the page may go meanwhile. Frames the
+        // page sends now are dropped: the page only sends messages on a joined room (the rest wait in
+        // `ChatState::pending`, sent again once the room is rejoined), and joins and typing notices
+        // mean nothing without a link.
+        let wait = backoff_ms(failures, js_sys::Math::random());
+        chat.reconnecting(reason, (js_sys::Date::now() + wait) as u64);
+        let delay = TimeoutFuture::new(wait as u32).fuse();
         pin_mut!(delay);
         loop {
             select_biased! {

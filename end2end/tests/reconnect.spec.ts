@@ -65,6 +65,8 @@ test("a server restart mid-conversation loses and doubles nothing", async ({ bro
     const status = phoenix.locator(".status");
     await expect(status).toHaveAttribute("data-state", "reconnecting");
     await expect(status).toContainText("reconnecting");
+    // The indicator counts down to the next attempt (the backoff grows while the server stays down).
+    await expect(status).toContainText(/reconnecting in \d+ s…/, { timeout: 15_000 });
     // Written while the server is down: kept, shown as sending, and sent once the link is back.
     await send(phoenix, "three");
     await expect(phoenix.locator(".messages .pending", { hasText: "three" })).toContainText("sending");

@@ -33,7 +33,9 @@ use leptos_router::{
     path, SsrMode,
 };
 
-use crate::chat_state::{ChatState, LinkStatus};
+use crate::chat_state::ChatState;
+#[cfg(feature = "hydrate")]
+use crate::chat_state::LinkStatus;
 use crate::protocol::DEFAULT_ROOM;
 #[cfg(feature = "hydrate")]
 use crate::protocol::{validate_room, ClientFrame};
@@ -116,6 +118,19 @@ fn ChatApp() -> impl IntoView {
         }
     });
     attention::watch(chat);
+    // The page's clock, to the second, for the reconnect countdown (0 on the server, which never
+    // shows one).
+    let now = RwSignal::new(0u64);
+    #[cfg(feature = "hydrate")]
+    {
+        now.set(js_sys::Date::now() as u64);
+        if let Ok(ticks) = set_interval_with_handle(
+            move || now.set(js_sys::Date::now() as u64),
+            std::time::Duration::from_secs(1),
+        ) {
+            on_cleanup(move || ticks.clear());
+        }
+    }
     // Closing the socket when the page goes: dropping the outbox ends the link task, which closes it.
     on_cleanup(move || sender.close());
 
@@ -190,7 +205,7 @@ fn ChatApp() -> impl IntoView {
                 </h1>
                 <span class="top-room" aria-hidden="true">"#" {top_room}</span>
                 <span class="status" data-state=move || chat.link.with(|l| l.as_str())>
-                    {move || chat.link.with(LinkStatus::label)}
+                    {move || chat.link.with(|l| l.label(now.get()))}
                 </span>
                 <button
                     type="button"
