@@ -419,3 +419,53 @@ async function screenshot(page: Page, testInfo: TestInfo, name: string) {
   await page.screenshot({ path });
   await testInfo.attach(name, { path, contentType: "image/png" });
 }
+
+test("a reader scrolled up is not moved by new messages: a pill counts them and jumps down", async ({ browser }) => {
+  const room = unique("pill");
+  const ann = await open(browser, `/r/${room}`, unique("ann"));
+  const bob = await open(browser, `/r/${room}`, unique("bob"));
+  for (let i = 0; i < 30; i++) await send(bob, `line ${i}\nwith a second line`);
+  const list = ann.locator(".messages");
+  await expect(list.locator(".message .text").last()).toContainText("line 29");
+  await list.evaluate((l) => (l.scrollTop = 40));
+  await ann.waitForTimeout(200);
+  const top = await list.evaluate((l) => l.scrollTop);
+  await send(bob, "news while you read");
+  await send(bob, "more news");
+  const pill = ann.locator(".pill");
+  await expect(pill).toHaveText("2 new messages ↓");
+  expect(await list.evaluate((l) => l.scrollTop)).toBe(top);
+  await pill.click();
+  await expect(pill).toBeHidden();
+  await expect(list.locator(".message", { hasText: "more news" })).toBeInViewport();
+});
+
+test("while the tab is hidden, its title counts the messages that came", async ({ browser }) => {
+  const room = unique("title");
+  const context = await browser.newContext();
+  // The tab's visibility, as the test sets it.
+  await context.addInitScript(() => {
+    const w = window as any;
+    w.__hidden = false;
+    Object.defineProperty(document, "hidden", { get: () => w.__hidden });
+    Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
+  });
+  const ann = await context.newPage();
+  await ann.goto(`/r/${room}?name=${unique("ann")}`);
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "open");
+  const bob = await open(browser, `/r/${room}`, unique("bob"));
+  await send(bob, "before");
+  await expect(ann.locator(".message .text", { hasText: "before" })).toBeVisible();
+  await expect(ann).toHaveTitle("Group chat");
+  const visible = (shown: boolean) =>
+    ann.evaluate((shown) => {
+      (window as any).__hidden = !shown;
+      document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+    }, shown);
+  await visible(false);
+  await send(bob, "one");
+  await send(bob, "two");
+  await expect(ann).toHaveTitle("(2) Group chat");
+  await visible(true);
+  await expect(ann).toHaveTitle("Group chat");
+});
