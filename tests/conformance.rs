@@ -102,7 +102,8 @@ async fn handshake(server: &TestServer, stream: TcpStream, key: &str) -> (String
 }
 
 impl Raw {
-    /// A client on `/ws`, past its `welcome` and the `joined` of `general`.
+    /// A client on `/ws`, past its `welcome`, the `joined` of `general` and its `read_positions` (which
+    /// come in either order).
     async fn open(server: &TestServer) -> Raw {
         let stream = TcpStream::connect(server.addr).await.expect("connect");
         Self::open_on(server, stream).await
@@ -112,7 +113,14 @@ impl Raw {
         let (head, mut raw) = handshake(server, stream, "dGhlIHNhbXBsZSBub25jZQ==").await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert!(matches!(raw.event().await, ServerEvent::Welcome { .. }));
-        assert!(matches!(raw.event().await, ServerEvent::Joined { .. }));
+        let (mut joined, mut positions) = (false, false);
+        while !(joined && positions) {
+            match raw.event().await {
+                ServerEvent::Joined { .. } if !joined => joined = true,
+                ServerEvent::ReadPositions { .. } if !positions => positions = true,
+                other => panic!("after the welcome: {other:?}"),
+            }
+        }
         raw
     }
 
