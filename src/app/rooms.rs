@@ -17,10 +17,13 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     {
         let tick = move || refresh.update(|n| *n = n.wrapping_add(1));
-        Effect::new(move |_| {
+        // Not on its first run: the list the server rendered is the one just read.
+        Effect::new(move |first: Option<()>| {
             chat.rooms.with(|r| r.len());
             chat.link.track();
-            tick();
+            if first.is_some() {
+                tick();
+            }
         });
         // Tracks the counts only: a room the list cannot show (past its first page) must not make it
         // read itself again and again.
