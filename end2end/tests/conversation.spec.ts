@@ -188,6 +188,10 @@ test("an @ offers the people in the room, a mention of you stands out, and a roo
   await input.press("Enter");
   await expect(lineOf(ann, "look")).toHaveClass(/to-me/);
   await expect(lineOf(bob, "look")).not.toHaveClass(/to-me/);
+  // The mention itself is marked in the text, for everyone.
+  for (const page of [ann, bob]) {
+    await expect(lineOf(page, "look").locator(".mention")).toHaveText(`@${annName}`);
+  }
 
   // Ann goes to another room (in the page: it still follows the first); bob says two things there, one
   // mentioning her.

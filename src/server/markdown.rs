@@ -151,13 +151,14 @@ fn link_start(html: &mut String, url: &str) {
     html.push_str("\" rel=\"noopener noreferrer\" target=\"_blank\">");
 }
 
-/// Writes `text` escaped, with each bare `http(s)://` URL in it as a link; whether it made any.
+/// Writes `text` escaped, with each bare `http(s)://` URL in it as a link and each `@name` as a
+/// mention; whether it made any.
 fn autolink(html: &mut String, text: &str) -> bool {
     let mut rest = text;
     let mut linked = false;
     while let Some(start) = find_url(rest) {
         let (before, from) = rest.split_at(start);
-        escape(html, before);
+        linked |= mentions(html, before);
         let end = from
             .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '`'))
             .unwrap_or(from.len());
@@ -176,8 +177,36 @@ fn autolink(html: &mut String, text: &str) -> bool {
         }
         rest = from.get(url.len()..).unwrap_or_default();
     }
-    escape(html, rest);
-    linked
+    linked | mentions(html, rest)
+}
+
+/// Writes `text` escaped, with each `@name` in it (an `@` that starts a word, then letters, digits,
+/// `_`, `-` or inner dots) as `<span class="mention">`; whether it marked any. The page makes a mention
+/// of its reader stronger; here every mention is marked alike, so the HTML is the same for everyone.
+fn mentions(html: &mut String, text: &str) -> bool {
+    let is_name = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut marked = false;
+    let mut written = 0;
+    for (at, _) in text.match_indices('@') {
+        let starts_word = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let after = &text[at + 1..];
+        let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+        let name = after[..end].trim_end_matches('.');
+        if at < written || !starts_word || name.is_empty() {
+            continue;
+        }
+        escape(html, &text[written..at]);
+        html.push_str("<span class=\"mention\">@");
+        escape(html, name);
+        html.push_str("</span>");
+        written = at + 1 + name.len();
+        marked = true;
+    }
+    escape(html, &text[written..]);
+    marked
 }
 
 fn find_url(text: &str) -> Option<usize> {
@@ -209,6 +238,25 @@ mod tests {
     fn plain_text_needs_no_html() {
         assert_eq!(render("hello there"), None);
         assert_eq!(render("1 < 2 & so on"), None);
+    }
+
+    #[test]
+    fn mentions_are_marked_and_addresses_are_not() {
+        assert_eq!(
+            render("hi @ann-b and @Zoë. mail bob@example.com, @ alone").as_deref(),
+            Some(
+                "<p>hi <span class=\"mention\">@ann-b</span> and <span class=\"mention\">@Zoë</span>. \
+                 mail bob@example.com, @ alone</p>"
+            )
+        );
+        assert_eq!(
+            render("**@ann** <b>@x</b>").as_deref(),
+            Some(
+                "<p><strong><span class=\"mention\">@ann</span></strong> &lt;b&gt;\
+                 <span class=\"mention\">@x</span>&lt;/b&gt;</p>"
+            )
+        );
+        assert_eq!(render("no one here, ann@x"), None);
     }
 
     #[test]
