@@ -118,6 +118,13 @@ test("people reply, react, edit and delete with the page's own buttons, and each
   await ann.getByLabel("Another emoji").fill("🦀");
   await ann.getByLabel("Another emoji").press("Enter");
   await expect(bobsHello.locator(".reaction", { hasText: "🦀" })).toHaveText("🦀 1");
+  // Who reacted: a message tapped open writes it out beside each reaction (phones have no hover).
+  await bobsHello.locator(".text").click();
+  await expect(bobsHello).toHaveClass(/open/);
+  const names = await bobsHello
+    .locator(".reaction", { hasText: "🎉" })
+    .evaluate((chip) => getComputedStyle(chip, "::after").content);
+  expect(names).toContain(annName);
 
   // Only the author may edit or delete: bob has no such buttons on ann's reply.
   await reply.hover();
