@@ -170,6 +170,9 @@ impl AppState {
             Some(url) => {
                 let node = config.node_name();
                 metrics::label_node(&node);
+                // The recorder now, not when serving starts: the bus's task may connect, and set its
+                // gauge, before that, and a gauge set with no recorder is lost.
+                metrics::handle();
                 tracing::info!(node, "cluster mode: Redis at {url}");
                 Some(bus::start(
                     url,
