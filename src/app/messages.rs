@@ -379,6 +379,10 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             leptos::task::spawn_local(reveal(chat, room.clone(), seq, list));
         });
     }
+    // Older history loads when the reader scrolls to the top, not when the list lands there by itself
+    // (its rows drawn again after hydration can leave it at the top for a moment).
+    let reader_moved = StoredValue::new(false);
+    let moved = move || reader_moved.set_value(true);
     let on_scroll = {
         let load_older = load_older.clone();
         move |_| {
@@ -392,7 +396,7 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             if bottom && new_below.get_untracked() > 0 {
                 new_below.set(0);
             }
-            if l.scroll_top() == 0 {
+            if l.scroll_top() == 0 && reader_moved.get_value() {
                 load_older();
             }
         }
@@ -415,6 +419,10 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                 aria-label=format!("Conversation in #{room}")
                 tabindex="0"
                 on:scroll=on_scroll
+                on:wheel=move |_| moved()
+                on:touchstart=move |_| moved()
+                on:pointerdown=move |_| moved()
+                on:keydown=move |_| moved()
             >
                 <ol on:click=on_click>
                     <Show when=has_older>
