@@ -265,3 +265,50 @@ test("search finds a message, marks the words, and takes the reader to it in its
   // More than a page back: loaded, and in view.
   await expect(lineOf(reader, `the ${word} crossed`)).toBeInViewport();
 });
+
+test("the bell asks for notifications on its click only, then a mention while the tab is hidden notifies", async ({ browser }) => {
+  const room = unique("bell");
+  const annName = unique("ann");
+  const context = await browser.newContext();
+  // The browser's Notification, recorded (a real one needs a real prompt), and the tab's visibility.
+  await context.addInitScript(() => {
+    const w = window as any;
+    w.notes = [];
+    w.asked = 0;
+    w.hidden = false;
+    class Recorded {
+      static permission = "default";
+      static requestPermission() {
+        w.asked += 1;
+        Recorded.permission = "granted";
+        return Promise.resolve("granted");
+      }
+      constructor(title: string, options?: { body?: string }) {
+        w.notes.push({ title, body: options?.body });
+      }
+    }
+    w.Notification = Recorded;
+    Object.defineProperty(document, "hidden", { get: () => w.hidden });
+  });
+  const ann = await context.newPage();
+  await ann.goto(`/r/${room}?name=${annName}`);
+  await expect(ann.locator(".status")).toHaveAttribute("data-state", "open");
+  const bob = await open(browser, `/r/${room}`, unique("bob"));
+  const bell = ann.getByRole("button", { name: "Notify me of mentions" });
+  await expect(bell).toHaveAttribute("aria-pressed", "false");
+  expect(await ann.evaluate(() => (window as any).asked)).toBe(0);
+  await bell.click();
+  await expect(bell).toHaveAttribute("aria-pressed", "true");
+  expect(await ann.evaluate(() => (window as any).asked)).toBe(1);
+
+  await ann.evaluate(() => {
+    (window as any).hidden = true;
+    document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+  });
+  await send(bob, "not about anyone");
+  await send(bob, `@${annName} look at this`);
+  await expect.poll(() => ann.evaluate(() => (window as any).notes)).toHaveLength(1);
+  const [note] = await ann.evaluate(() => (window as any).notes);
+  expect(note.title).toContain(`mentioned you in #${room}`);
+  expect(note.body).toBe(`@${annName} look at this`);
+});
