@@ -164,7 +164,9 @@ test("people reply, react, edit and delete with the page's own buttons, and each
   await bobsHello.hover();
   await bobsHello.getByRole("button", { name: "Reply" }).click();
   await send(bob, "about that first one");
-  // Someone new to the room gets its latest page only.
+  // Stored (bob's page sends in order, one at a time, and the rate limit makes some wait): then
+  // someone new to the room gets its latest page only.
+  await expect(lineOf(bob, "about that first one")).toBeVisible();
   const cy = await open(browser, `/r/${room}`, unique("cy"));
   await expect(lineOf(cy, "about that first one")).toBeVisible();
   await expect(lineOf(cy, "hello there")).toHaveCount(0);
@@ -250,6 +252,8 @@ test("search finds a message, marks the words, and takes the reader to it in its
   const ann = await open(browser, `/r/${room}`, unique("ann"));
   await send(ann, `the ${word} crossed`);
   for (let i = 0; i < 55; i++) await send(ann, `noise ${i}`);
+  // All stored (the rate limit makes some wait), so the hit is more than a page back.
+  await expect(lineOf(ann, "noise 54")).toBeVisible();
   // From another room, searching every room.
   const reader = await open(browser, "/", unique("reader"));
   await reader.getByRole("button", { name: "Search", exact: true }).click();
