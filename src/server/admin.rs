@@ -49,6 +49,11 @@ pub fn routes() -> Router<AppState> {
 
 /// Reads the bans from `store` and applies them on this node.
 pub async fn reload_bans(store: Store, manager: Arc<ConnectionManager>) {
+    // One reload at a time, each read and applied in turn: otherwise a reload that read before a ban
+    // was stored (the periodic one, or one a peer asked for) could finish after the reload that read
+    // it, and put the old bans back for a while. A process-wide lock: reloads are rare and short.
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = TURN.lock().await;
     match store.bans().await {
         Ok(bans) => manager.set_bans(bans),
         Err(error) => tracing::warn!(%error, "the bans could not be read"),
