@@ -333,6 +333,9 @@ test("on a phone: a one-line top bar, the rooms in a drawer, the composer at the
   await toggle.tap();
   await expect(toggle).toHaveAttribute("aria-expanded", "true");
   await expect(page.locator("#sidebar")).toBeVisible();
+  // The new-room field is in the drawer, below the list (which the suite's many rooms make long: the
+  // drawer scrolls to it).
+  await page.getByLabel("Room name").scrollIntoViewIfNeeded();
   await expect(page.getByLabel("Room name")).toBeInViewport();
   await page.keyboard.press("Escape");
   await expect(page.locator("#sidebar")).toBeHidden();
