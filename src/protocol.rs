@@ -168,6 +168,25 @@ pub struct Quote {
 /// Longest quote of a replied-to message, in characters.
 pub const QUOTE_CHARS: usize = 120;
 
+impl Quote {
+    /// The quote of message `seq` by `from` whose text is `text`: its first line, at most
+    /// [`QUOTE_CHARS`] characters. The one rule, for the quote the server stores with a reply and the
+    /// one the page shows while the reply is written.
+    pub fn of(seq: u64, from: String, text: &str) -> Quote {
+        Quote {
+            seq,
+            from,
+            text: text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(QUOTE_CHARS)
+                .collect(),
+        }
+    }
+}
+
 /// One entry of a room's log, as history pages, replays and the bus carry it. A message is given in
 /// its current state: `edited`, or `deleted` (then its text is empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::{mentions, ChatState, Line, LineKind, Outgoing, Pending, RoomView};
 #[cfg(feature = "hydrate")]
 use crate::protocol::ClientFrame;
-use crate::protocol::{validate_reaction, Quote, Reaction, MAX_REACTION_BYTES, QUOTE_CHARS};
+use crate::protocol::{validate_reaction, Quote, Reaction, MAX_REACTION_BYTES};
 
 /// Messages from one sender less than this apart (on one day, with no notice between) share one name.
 pub const GROUP_GAP_MS: u64 = 5 * 60_000;
@@ -565,11 +565,7 @@ fn act(
             }
             Some("reply") => {
                 if let Some((from, text)) = line() {
-                    compose.reply(Quote {
-                        seq,
-                        from,
-                        text: first_line(&text),
-                    });
+                    compose.reply(Quote::of(seq, from, &text));
                 }
             }
             Some("edit") => {
@@ -596,18 +592,6 @@ fn act(
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = (ev, chat, room, compose, sender, picking);
-}
-
-/// A message's first line, at most [`QUOTE_CHARS`] characters: what a reply shows of it while it is
-/// being written (the server stores its own quote the same way).
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // used by the browser only
-fn first_line(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(QUOTE_CHARS)
-        .collect()
 }
 
 /// The emoji to react with to the message `picking` names: common ones, or one typed. Always in the

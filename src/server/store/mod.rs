@@ -47,7 +47,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 use crate::api::{SearchCursor, SearchHit};
 use crate::protocol::{
     ChatMessage, EntryKind, FrameKind, Quote, Reaction, ReadPosition, MAX_REACTION_KINDS,
-    MAX_REACTION_NAMES, QUOTE_CHARS,
+    MAX_REACTION_NAMES,
 };
 
 /// The operator (through the admin API): the author of the deletes they make, which may delete
@@ -112,21 +112,6 @@ fn formatted(kind: EntryKind, deleted: bool, text: &str) -> Option<String> {
     match kind {
         EntryKind::Message | EntryKind::Edit if !deleted => super::markdown::render(text),
         _ => None,
-    }
-}
-
-/// The first line of a replied-to message's `text`, at most [`QUOTE_CHARS`] characters.
-fn quote_of(seq: u64, from: String, text: &str) -> Quote {
-    Quote {
-        seq,
-        from,
-        text: text
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(QUOTE_CHARS)
-            .collect(),
     }
 }
 
@@ -214,7 +199,7 @@ impl Named {
         };
         let named = named.filter(|n| !n.deleted).ok_or(Refusal::NoSuchMessage)?;
         match new.kind {
-            EntryKind::Message => Ok(Some(quote_of(target, named.from.clone(), &named.text))),
+            EntryKind::Message => Ok(Some(Quote::of(target, named.from.clone(), &named.text))),
             EntryKind::Edit | EntryKind::Delete
                 if named.author_id != new.author_id && new.author_id != OPERATOR =>
             {
