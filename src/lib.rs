@@ -21,6 +21,7 @@
 //! - [`api`]: `/api/history`, `/api/rooms` and `/api/session`, as server functions.
 //! - [`app`]: the page, rendered on the server and hydrated in the browser.
 //! - [`chat_state`]: the page's reactive state, and how each server event changes it.
+//! - [`html`]: escaping text into HTML, for both sides.
 //! - `socket` (`hydrate`): the browser's WebSocket (gloo-net), feeding events into the chat state,
 //!   watching the link and reconnecting.
 //!
@@ -37,6 +38,7 @@
 pub mod api;
 pub mod app;
 pub mod chat_state;
+pub mod html;
 pub mod protocol;
 
 #[cfg(feature = "ssr")]

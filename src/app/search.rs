@@ -8,6 +8,7 @@ use leptos_router::hooks::use_navigate;
 use super::time::Zone;
 use crate::api::{search, SearchHit};
 use crate::chat_state::ChatState;
+use crate::html::escape;
 
 /// Hits asked for per page.
 const PAGE: usize = 20;
@@ -135,26 +136,14 @@ fn marked_html(text: &str, matches: &[(usize, usize)]) -> String {
         if start < at || end <= start || text.get(start..end).is_none() {
             continue;
         }
-        escape_into(&mut html, &text[at..start]);
+        escape(&mut html, &text[at..start]);
         html.push_str("<mark>");
-        escape_into(&mut html, &text[start..end]);
+        escape(&mut html, &text[start..end]);
         html.push_str("</mark>");
         at = end;
     }
-    escape_into(&mut html, &text[at..]);
+    escape(&mut html, &text[at..]);
     html
-}
-
-fn escape_into(html: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => html.push_str("&amp;"),
-            '<' => html.push_str("&lt;"),
-            '>' => html.push_str("&gt;"),
-            '"' => html.push_str("&quot;"),
-            c => html.push(c),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use std::fmt::Write;
 
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 
+use crate::html::escape;
+
 /// A message's HTML is at most this many times its text, plus [`MAX_HTML_EXTRA`] bytes; past that
 /// (text made of characters that escape to several bytes each) it gets none, and the page shows the
 /// text as it is. So formatting never multiplies what a message costs to replay or send by more than
@@ -214,19 +216,6 @@ fn find_url(text: &str) -> Option<usize> {
     match (lower.find("http://"), lower.find("https://")) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-fn escape(html: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => html.push_str("&amp;"),
-            '<' => html.push_str("&lt;"),
-            '>' => html.push_str("&gt;"),
-            '"' => html.push_str("&quot;"),
-            '\'' => html.push_str("&#39;"),
-            c => html.push(c),
-        }
     }
 }
 
