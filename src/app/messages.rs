@@ -30,16 +30,8 @@ pub enum Row {
     Day { day: i64, ts: u64 },
     /// "New messages": above the first message of others past where the reader had read to.
     Unread,
-    /// A line of the room. `head`: a message that starts a group, shown with its avatar and name;
-    /// `mine`: a message under your name; `to_me`: one that mentions you; `reacted`: which of its
-    /// reactions are yours (bit `i` for reaction `i`; a message has at most 20 kinds).
-    Line {
-        line: Line,
-        head: bool,
-        mine: bool,
-        to_me: bool,
-        reacted: u32,
-    },
+    /// A line of the room, and where it sits (for a message).
+    Line { line: Line, place: Place },
     /// One of your messages on its way (`from`: your name); `head` as for a line.
     Pending {
         pending: Pending,
@@ -48,22 +40,27 @@ pub enum Row {
     },
 }
 
+/// Where a message sits among its neighbours and how it reads to you: with the line's own key, what
+/// identifies its row (any change draws it again).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// It starts a group: shown with its avatar and name.
+    pub head: bool,
+    /// Under your name.
+    pub mine: bool,
+    /// It mentions you.
+    pub to_me: bool,
+    /// Which of its reactions are yours (bit `i` for reaction `i`; a message has at most 20 kinds).
+    pub reacted: u32,
+}
+
 /// What identifies a row's DOM: a row whose key changes is drawn again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RowKey {
     Day(i64),
     Unread,
-    Line {
-        key: u64,
-        head: bool,
-        mine: bool,
-        to_me: bool,
-        reacted: u32,
-    },
-    Pending {
-        client_id: String,
-        head: bool,
-    },
+    Line { key: u64, place: Place },
+    Pending { client_id: String, head: bool },
 }
 
 impl Row {
@@ -71,18 +68,9 @@ impl Row {
         match self {
             Row::Day { day, .. } => RowKey::Day(*day),
             Row::Unread => RowKey::Unread,
-            Row::Line {
-                line,
-                head,
-                mine,
-                to_me,
-                reacted,
-            } => RowKey::Line {
+            Row::Line { line, place } => RowKey::Line {
                 key: line.key,
-                head: *head,
-                mine: *mine,
-                to_me: *to_me,
-                reacted: *reacted,
+                place: *place,
             },
             Row::Pending { pending, head, .. } => RowKey::Pending {
                 client_id: pending.client_id.clone(),
@@ -111,7 +99,7 @@ pub fn rows(
     let mut last_day = None;
     let mut divider = read_to;
     for line in lines {
-        let (head, mine, to_me, reacted) = match &line.kind {
+        let place = match &line.kind {
             LineKind::Message {
                 from,
                 ts,
@@ -143,19 +131,21 @@ pub fn rows(
                     .enumerate()
                     .filter(|(_, r)| me.is_some_and(|me| r.names.iter().any(|n| n == me)))
                     .fold(0, |bits, (i, _)| bits | 1 << i);
-                (new_day || !follows, mine, to_me, reacted)
+                Place {
+                    head: new_day || !follows,
+                    mine,
+                    to_me,
+                    reacted,
+                }
             }
             _ => {
                 previous = None;
-                (false, false, false, 0)
+                Place::default()
             }
         };
         rows.push(Row::Line {
             line: line.clone(),
-            head,
-            mine,
-            to_me,
-            reacted,
+            place,
         });
     }
     let mine_last = previous.is_some_and(|(who, _)| Some(who) == me);
@@ -692,8 +682,11 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
             head,
         } => message_view(Message {
             from,
-            head,
-            mine: true,
+            place: Place {
+                head,
+                mine: true,
+                ..Place::default()
+            },
             seq: None,
             time: "sending…".into(),
             datetime: None,
@@ -701,13 +694,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
             text: pending.text,
             ..Message::default()
         }),
-        Row::Line {
-            line,
-            head,
-            mine,
-            to_me,
-            reacted,
-        } => match line.kind {
+        Row::Line { line, place } => match line.kind {
             LineKind::Message {
                 seq,
                 from,
@@ -720,10 +707,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
                 html,
             } => message_view(Message {
                 from,
-                head,
-                mine,
-                to_me,
-                reacted,
+                place,
                 seq: Some(seq),
                 time: zone.clock(ts),
                 datetime: Some(iso(ts)),
@@ -746,12 +730,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
 #[derive(Default)]
 struct Message {
     from: String,
-    head: bool,
-    mine: bool,
-    /// It mentions you.
-    to_me: bool,
-    /// Which of its reactions are yours (bit `i` for reaction `i`).
-    reacted: u32,
+    place: Place,
     /// None: still on its way.
     seq: Option<u64>,
     time: String,
@@ -772,14 +751,20 @@ struct Message {
 fn message_view(m: Message) -> AnyView {
     // Reacting and answering need a stored message; changing it, one of yours.
     let stored = m.seq.is_some() && !m.deleted;
-    let yours = stored && m.mine;
+    let Place {
+        head,
+        mine,
+        to_me,
+        reacted,
+    } = m.place;
+    let yours = stored && mine;
     view! {
-        <li class="line message" class:head=m.head class:mine=m.mine class:to-me=m.to_me class:pending=m.seq.is_none() class:deleted=m.deleted id=m.seq.map(|seq| format!("m{seq}")) data-seq=m.seq>
-            {m.head.then(|| avatar(&m.from))}
+        <li class="line message" class:head=head class:mine=mine class:to-me=to_me class:pending=m.seq.is_none() class:deleted=m.deleted id=m.seq.map(|seq| format!("m{seq}")) data-seq=m.seq>
+            {head.then(|| avatar(&m.from))}
             <div class="body">
                 // In a group only the first name shows; the others are there for screen readers,
                 // which read each message on its own.
-                <strong class="from" class:sr-only=!m.head><bdi>{m.from}</bdi></strong>
+                <strong class="from" class:sr-only=!head><bdi>{m.from}</bdi></strong>
                 " "
                 <time class="ts" datetime=m.datetime title=m.title>{m.time}</time>
                 {m.edited.then(|| view! { <span class="edited">"(edited)"</span> })}
@@ -799,7 +784,7 @@ fn message_view(m: Message) -> AnyView {
                         {m.reactions.into_iter().enumerate().map(|(i, r)| {
                             let who = r.names.join(", ");
                             let label = format!("{} {}: {who}", r.emoji, r.count);
-                            let yours = i < 32 && m.reacted & (1 << i) != 0;
+                            let yours = i < 32 && reacted & (1 << i) != 0;
                             let emoji = r.emoji.clone();
                             view! {
                                 <li>
@@ -875,10 +860,13 @@ mod tests {
                 Row::Unread => "NEW".into(),
                 Row::Line {
                     line,
-                    head,
-                    mine,
-                    to_me,
-                    reacted,
+                    place:
+                        Place {
+                            head,
+                            mine,
+                            to_me,
+                            reacted,
+                        },
                 } => {
                     let star = if *head { "*" } else { "" };
                     let you = if *mine { "(you)" } else { "" };
@@ -928,10 +916,10 @@ mod tests {
             rows[1].key(),
             RowKey::Line {
                 key: 1,
-                head: true,
-                mine: false,
-                to_me: false,
-                reacted: 0
+                place: Place {
+                    head: true,
+                    ..Place::default()
+                }
             }
         );
     }
