@@ -1,9 +1,9 @@
 import { test, expect } from "@playwright/test";
-import { spawn, ChildProcess } from "child_process";
+import { ChildProcess } from "child_process";
 import * as fs from "fs";
-import * as net from "net";
 import * as os from "os";
 import * as path from "path";
+import { freePort, startServer } from "./support";
 
 // A big room (issue 11): 10,000 messages loaded into the page, then typing in the composer. The input
 // latency is measured and printed (the machine is shared and noisy: no timed assertion); what is
@@ -11,21 +11,9 @@ import * as path from "path";
 //
 // Its own server, on a free port, with the rate limit lifted so that one socket can fill the room.
 
-const root = path.resolve(__dirname, "../..");
 const MESSAGES = 10_000;
 let server: ChildProcess | undefined;
 let dataDir = "";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const port = (probe.address() as net.AddressInfo).port;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 test.afterAll(() => {
   server?.kill("SIGKILL");
@@ -37,19 +25,7 @@ test("a room of 10,000 loaded messages stays responsive to typing", async ({ bro
   test.setTimeout(600_000);
   const port = await freePort();
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "groupchat-e2e-big-"));
-  server = spawn(path.join(root, "target/release/groupchat"), [], {
-    cwd: root,
-    env: {
-      ...process.env,
-      LEPTOS_SITE_ROOT: path.join(root, "target/site"),
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_OUTPUT_NAME: "groupchat",
-      DATA_DIR: dataDir,
-      CHAT_MSG_RATE: "100000",
-      CHAT_MSG_BURST: "100000",
-    },
-    stdio: "ignore",
-  });
+  server = startServer(port, dataDir, { CHAT_MSG_RATE: "100000", CHAT_MSG_BURST: "100000" });
   const base = `http://127.0.0.1:${port}`;
   await expect.poll(async () => (await fetch(`${base}/healthz`).catch(() => null))?.status ?? 0, { timeout: 30_000 }).toBe(200);
 

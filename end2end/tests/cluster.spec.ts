@@ -4,27 +4,15 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { delivered, send } from "./support";
+import { delivered, freePort, send, startServer } from "./support";
 
 // Cluster mode in a real browser: a private PostgreSQL and Redis, two server nodes on them, and a
 // small TCP proxy in front of node A, as a load balancer would be. Page one goes through the proxy,
 // page two straight to node B. Node A is then killed: the proxy sends new connections to B, and page
 // one reconnects there by itself, missing and doubling nothing.
 
-const root = path.resolve(__dirname, "../..");
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function tempDir(prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -104,19 +92,7 @@ async function startRedis(): Promise<string> {
 
 async function startNode(id: string, env: Record<string, string>): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(path.join(root, "target/release/groupchat"), [], {
-    cwd: root,
-    env: {
-      ...process.env,
-      ...env,
-      LEPTOS_SITE_ROOT: path.join(root, "target/site"),
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_OUTPUT_NAME: "groupchat",
-      DATA_DIR: tempDir(`groupchat-e2e-node-${id}-`),
-      CHAT_NODE_ID: id,
-    },
-    stdio: "ignore",
-  });
+  const child = startServer(port, tempDir(`groupchat-e2e-node-${id}-`), { ...env, CHAT_NODE_ID: id });
   children.push(child);
   await waitFor(`node ${id}`, async () => {
     const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();

@@ -1,30 +1,15 @@
 import { test, expect } from "@playwright/test";
-import { spawn, ChildProcess } from "child_process";
+import { ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { delivered, send } from "./support";
+import { delivered, send, startServer as startServerOn } from "./support";
 
 // This test stops and restarts a server, so it runs its own, apart from the suite's shared one.
-const root = path.resolve(__dirname, "../..");
 const port = Number(process.env.E2E_RESTART_PORT ?? 3101);
 const base = `http://127.0.0.1:${port}`;
 // Kept across the restart: the history must outlive the process.
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "groupchat-e2e-restart-"));
-
-function startServer(): ChildProcess {
-  return spawn(path.join(root, "target/release/groupchat"), [], {
-    cwd: root,
-    env: {
-      ...process.env,
-      LEPTOS_SITE_ROOT: path.join(root, "target/site"),
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_OUTPUT_NAME: "groupchat",
-      DATA_DIR: dataDir,
-    },
-    stdio: "ignore",
-  });
-}
 
 async function waitUntilServing() {
   for (let i = 0; i < 100; i++) {
@@ -45,7 +30,7 @@ async function stopServer(server: ChildProcess) {
 }
 
 test("a server restart mid-conversation loses and doubles nothing", async ({ browser }) => {
-  let server = startServer();
+  let server = startServerOn(port, dataDir);
   try {
     await waitUntilServing();
     const phoenix = await (await browser.newContext()).newPage();
@@ -71,7 +56,7 @@ test("a server restart mid-conversation loses and doubles nothing", async ({ bro
     await send(phoenix, "three");
     await expect(phoenix.locator(".messages .pending", { hasText: "three" })).toContainText("sending");
 
-    server = startServer();
+    server = startServerOn(port, dataDir);
     await waitUntilServing();
     for (const page of [phoenix, watcher]) {
       await expect(page.locator(".status")).toHaveAttribute("data-state", "open", { timeout: 20_000 });
