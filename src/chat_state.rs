@@ -18,9 +18,15 @@ use crate::protocol::{
     ReadPosition, ServerEvent, WelcomeLimits, MAX_REACTION_NAMES,
 };
 
-/// The most lines the page keeps per room; older ones scroll away, so a long session does not grow
-/// without bound (they can be paged in again).
+/// The most lines the page keeps per room while the reader is at the newest; older ones scroll away,
+/// so a long session does not grow without bound (they can be paged in again).
 pub const MAX_LINES: usize = 1000;
+
+/// The most lines of a room the page draws at once: a window onto its lines, which moves as the reader
+/// scrolls, so a room of 10,000 loaded messages costs the page no more than one of 300.
+pub const WINDOW: usize = 300;
+/// How many lines the window moves by at a time.
+pub const WINDOW_STEP: usize = 100;
 
 /// Reconnection delays: the first, and the cap, in ms.
 pub const BACKOFF_FIRST_MS: f64 = 500.0;
@@ -132,12 +138,38 @@ pub struct RoomView {
     pub joined: bool,
     /// This link has asked to join the room.
     pub join_sent: bool,
+    /// Where the drawn window of lines ends (exclusive) while the reader is up in the history; `None`:
+    /// at the newest, which it then follows.
+    pub window_end: Option<usize>,
 }
 
 impl RoomView {
     /// Older messages can be paged in.
     pub fn has_older(&self) -> bool {
         self.first_seq > self.oldest_seq && self.oldest_seq > 0
+    }
+
+    /// The lines drawn: at most [`WINDOW`], ending at `window_end`.
+    pub fn window(&self) -> std::ops::Range<usize> {
+        let end = self
+            .window_end
+            .map_or(self.lines.len(), |end| end.min(self.lines.len()));
+        end.saturating_sub(WINDOW)..end
+    }
+
+    /// Where the window would end after a step toward older lines (`up`) or newer ones.
+    fn window_step(&self, up: bool) -> usize {
+        let end = self.window().end;
+        let len = self.lines.len();
+        if up {
+            end.saturating_sub(WINDOW_STEP).max(WINDOW.min(len))
+        } else {
+            (end + WINDOW_STEP).min(len)
+        }
+    }
+
+    fn set_window_end(&mut self, end: usize) {
+        self.window_end = (end < self.lines.len()).then_some(end);
     }
 }
 
@@ -435,6 +467,7 @@ impl ChatState {
                     if !recovered {
                         // The server could not continue from what we had: start the room afresh.
                         view.lines.clear();
+                        view.window_end = None;
                         view.last_seq = 0;
                         view.first_seq = 0;
                     }
@@ -603,6 +636,54 @@ impl ChatState {
         moved.then_some(last)
     }
 
+    /// Moves `room`'s window a step toward its older lines (`up`) or its newer ones; false if it is at
+    /// that end of what is loaded already.
+    pub fn move_window(&self, room: &str, up: bool) -> bool {
+        let unmoved = self.rooms.with_untracked(|rooms| {
+            rooms
+                .get(room)
+                .is_none_or(|view| view.window_step(up) == view.window().end)
+        });
+        if !unmoved {
+            self.with_room(room, |_, view| view.set_window_end(view.window_step(up)));
+        }
+        !unmoved
+    }
+
+    /// `room`'s window shows its newest lines again (and follows them).
+    pub fn window_to_newest(&self, room: &str) {
+        let newest = self
+            .rooms
+            .with_untracked(|rooms| rooms.get(room).is_none_or(|view| view.window_end.is_none()));
+        if !newest {
+            self.with_room(room, |_, view| view.window_end = None);
+        }
+    }
+
+    /// `room`'s window shows message `seq` (near its middle if the window has to move); false if the
+    /// message is not loaded.
+    pub fn window_to(&self, room: &str, seq: u64) -> bool {
+        let place = self.rooms.with_untracked(|rooms| {
+            let view = rooms.get(room)?;
+            let index = view
+                .lines
+                .iter()
+                .position(|l| matches!(l.kind, LineKind::Message { seq: s, .. } if s == seq))?;
+            Some((index, view.window().contains(&index)))
+        });
+        match place {
+            None => false,
+            Some((_, true)) => true,
+            Some((index, false)) => {
+                self.with_room(room, |_, view| {
+                    let end = (index + WINDOW / 2).max(WINDOW).min(view.lines.len());
+                    view.set_window_end(end);
+                });
+                true
+            }
+        }
+    }
+
     /// Older messages of `room` fetched by paging: shown above what is there.
     pub fn prepend(&self, room: &str, messages: Vec<ChatMessage>, oldest_seq: u64) {
         self.with_room(room, |state, view| {
@@ -619,6 +700,10 @@ impl ChatState {
                 view.first_seq = *seq;
             }
             view.oldest_seq = oldest_seq;
+            // The window stays on the same lines.
+            if let Some(end) = &mut view.window_end {
+                *end += older.len();
+            }
             view.lines.splice(0..0, older);
         });
     }
@@ -772,7 +857,8 @@ impl ChatState {
 
     fn push(&self, view: &mut RoomView, kind: LineKind) {
         let key = self.take_key();
-        if view.lines.len() >= MAX_LINES {
+        // Not while the reader is up in the history: the lines they are reading stay.
+        if view.lines.len() >= MAX_LINES && view.window_end.is_none() {
             view.lines.drain(..=view.lines.len() - MAX_LINES);
             view.first_seq = view
                 .lines
@@ -1204,6 +1290,82 @@ mod tests {
             busiest_ms <= 21,
             "{busiest_ms} reconnects in one millisecond"
         );
+    }
+
+    #[test]
+    fn the_window_draws_a_bounded_run_of_lines_and_keeps_it_while_lines_come_and_go_around_it() {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        chat.follow("general");
+        for seq in 1001..=1500 {
+            chat.apply(message("general", seq, "x", &seq.to_string()));
+        }
+        let window = || chat.rooms.with_untracked(|r| r["general"].window());
+        let first_drawn = || {
+            chat.rooms.with_untracked(|r| {
+                let view = &r["general"];
+                match &view.lines[view.window().start].kind {
+                    LineKind::Message { seq, .. } => *seq,
+                    _ => 0,
+                }
+            })
+        };
+        assert_eq!(window(), 500 - WINDOW..500, "the newest, at most WINDOW");
+        assert!(!chat.move_window("general", false), "already at the newest");
+
+        assert!(chat.move_window("general", true));
+        assert_eq!(window(), 500 - WINDOW - WINDOW_STEP..500 - WINDOW_STEP);
+        assert!(chat.move_window("general", true));
+        assert_eq!(window(), 0..WINDOW, "a step stops at the oldest loaded");
+        assert!(!chat.move_window("general", true));
+
+        // Older lines paged in above, a new message below: the window stays on the same lines, and
+        // nothing is trimmed under the reader.
+        chat.prepend(
+            "general",
+            (951..=1000).map(|s| stored(s, "old")).collect(),
+            1,
+        );
+        assert_eq!(first_drawn(), 1001);
+        for seq in 1501..=1500 + MAX_LINES as u64 {
+            chat.apply(message("general", seq, "x", "new"));
+        }
+        assert_eq!(first_drawn(), 1001);
+        assert_eq!(
+            chat.rooms.with_untracked(|r| r["general"].lines.len()),
+            550 + MAX_LINES
+        );
+        assert!(chat.move_window("general", true));
+        assert_eq!(first_drawn(), 951);
+
+        // Down, a step at a time, to the newest, which it then follows (and the list is trimmed).
+        let mut steps = 0;
+        while chat.move_window("general", false) {
+            steps += 1;
+        }
+        assert_eq!(steps, (550 + MAX_LINES - WINDOW).div_ceil(WINDOW_STEP));
+        assert_eq!(chat.rooms.with_untracked(|r| r["general"].window_end), None);
+        chat.apply(message("general", 2501, "x", "newest"));
+        assert_eq!(
+            chat.rooms.with_untracked(|r| r["general"].lines.len()),
+            MAX_LINES
+        );
+        assert_eq!(first_drawn(), 2501 - WINDOW as u64 + 1);
+
+        // To a message: the window moves to show it; to one not loaded, it stays.
+        assert!(chat.window_to("general", 1600));
+        assert!(chat.rooms.with_untracked(|r| {
+            let view = &r["general"];
+            view.lines[view.window()]
+                .iter()
+                .any(|l| matches!(l.kind, LineKind::Message { seq: 1600, .. }))
+        }));
+        let there = window();
+        assert!(!chat.window_to("general", 5));
+        assert_eq!(window(), there);
+        chat.window_to_newest("general");
+        assert_eq!(window(), MAX_LINES - WINDOW..MAX_LINES);
     }
 
     #[test]

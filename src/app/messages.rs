@@ -15,7 +15,7 @@ use super::composer::Compose;
 use super::link::Sender;
 use super::time::{iso, ShownZone, Zone};
 use crate::api::{room_history, DEFAULT_PAGE};
-use crate::chat_state::{mentions, ChatState, Line, LineKind, Outgoing, Pending, RoomView};
+use crate::chat_state::{mentions, ChatState, Line, LineKind, Outgoing, Pending};
 #[cfg(feature = "hydrate")]
 use crate::protocol::ClientFrame;
 use crate::protocol::{validate_reaction, Quote, Reaction, MAX_REACTION_BYTES};
@@ -86,8 +86,13 @@ impl Row {
 /// gets the day's heading. The first message of others past `read_to` (where the reader had read to)
 /// gets the "new messages" divider above it. Your pending messages follow, the first in a group of
 /// its own unless the last line is your message.
+///
+/// `lines` may be a window onto the room's lines: `before` is then the line just above it, which
+/// decides whether the first one starts a group or a day (and the divider is left out if the first
+/// unread message is above the window).
 pub fn rows(
     lines: &[Line],
+    before: Option<&Line>,
     pending: &[&Pending],
     me: Option<&str>,
     read_to: Option<u64>,
@@ -98,6 +103,13 @@ pub fn rows(
     let mut previous: Option<(&str, u64)> = None;
     let mut last_day = None;
     let mut divider = read_to;
+    if let Some(LineKind::Message { from, ts, seq, .. }) = before.map(|line| &line.kind) {
+        previous = Some((from, *ts));
+        last_day = Some(day_of(*ts));
+        if divider.is_some_and(|read| *seq > read) {
+            divider = None;
+        }
+    }
     for line in lines {
         let place = match &line.kind {
             LineKind::Message {
@@ -226,8 +238,18 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                 chat.pending.with(|pending| {
                     let pending: Vec<&Pending> =
                         pending.iter().filter(|p| p.room == room).collect();
+                    // Only the window's lines are drawn, and your pending messages only below the
+                    // newest.
                     chat.read_room(&room, |view| {
-                        rows(&view.lines, &pending, me.as_deref(), read_to, |ts| {
+                        let window = view.window();
+                        let before = window.start.checked_sub(1).and_then(|i| view.lines.get(i));
+                        let pending = if view.window_end.is_none() {
+                            &pending[..]
+                        } else {
+                            &[]
+                        };
+                        let lines = view.lines.get(window).unwrap_or_default();
+                        rows(lines, before, pending, me.as_deref(), read_to, |ts| {
                             zone.day(ts)
                         })
                     })
@@ -240,19 +262,29 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
     };
     let has_older = {
         let room = room.clone();
-        move || chat.read_room(&room, RoomView::has_older)
+        move || chat.read_room(&room, |view| view.has_older() || view.window().start > 0)
     };
     // Whether the reader is at the newest messages (then new ones keep the view there), and how many
     // came below while they were not.
     let at_bottom = RwSignal::new(true);
     let new_below = RwSignal::new(0usize);
     // Deferred work (a frame later, after a fetch) may find the list gone with its room: `try_`.
-    let to_bottom = move || {
+    let scroll_down = move || {
         if let Some(list) = list.try_get_untracked().flatten() {
             list.set_scroll_top(list.scroll_height());
         }
     };
+    // The newest messages, in the window and in view.
+    let to_newest = {
+        let room = room.clone();
+        move || {
+            chat.window_to_newest(&room);
+            request_animation_frame(scroll_down);
+        }
+    };
     let loading = RwSignal::new(false);
+    // Up in the history: the window moves up over the lines loaded, and when it is at the oldest of
+    // them, a page of older ones is loaded first.
     let load_older = {
         let room = room.clone();
         move || {
@@ -262,22 +294,27 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             loading.set(true);
             let room = room.clone();
             leptos::task::spawn_local(async move {
-                // The view stays on what the reader was looking at: the list grows above it by as
-                // much as the page took (the list's CSS turns the browser's own anchoring off).
-                let before = list
-                    .get_untracked()
-                    .map(|l| (l.scroll_height(), l.scroll_top()));
-                if load_older_page(chat, &room).await {
-                    request_animation_frame(move || {
-                        if let (Some(list), Some((height, top))) =
-                            (list.try_get_untracked().flatten(), before)
-                        {
-                            list.set_scroll_top(top + list.scroll_height() - height);
-                        }
-                    });
+                let anchor = Anchor::take(list);
+                if chat.move_window(&room, true)
+                    || (load_older_page(chat, &room).await && {
+                        chat.move_window(&room, true);
+                        true
+                    })
+                {
+                    request_animation_frame(move || anchor.restore(list));
                 }
                 loading.try_set(false);
             });
+        }
+    };
+    // Down toward the newest, when the window ends above them.
+    let load_newer = {
+        let room = room.clone();
+        move || {
+            let anchor = Anchor::take(list);
+            if chat.move_window(&room, false) {
+                request_animation_frame(move || anchor.restore(list));
+            }
         }
     };
     #[cfg(feature = "hydrate")]
@@ -285,6 +322,7 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
         // As messages arrive: the view follows them if the reader is at the bottom (or has just sent
         // one); otherwise it stays put, and the pill counts them.
         let room = room.clone();
+        let to_newest = to_newest.clone();
         let seen = StoredValue::new((0u64, 0usize));
         Effect::new(move |_| {
             let last = chat.read_room(&room, |view| view.last_seq);
@@ -300,7 +338,7 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             }
             seen.set_value((last, sending));
             if at_bottom.get_untracked() || sending > was_sending {
-                request_animation_frame(to_bottom);
+                to_newest();
             } else if was_last > 0 && last > was_last {
                 let me = chat.me.get_untracked();
                 let came = chat.read_room(&room, |view| {
@@ -370,16 +408,23 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
         });
     }
     // Older history loads when the reader scrolls to the top, not when the list lands there by itself
-    // (its rows drawn again after hydration can leave it at the top for a moment).
+    // (its rows drawn again after hydration can leave it at the top for a moment); so do newer rows at
+    // the bottom of a window up in the history.
     let reader_moved = StoredValue::new(false);
     let moved = move || reader_moved.set_value(true);
     let on_scroll = {
         let load_older = load_older.clone();
+        let room = room.clone();
         move |_| {
             let Some(l) = list.get_untracked() else {
                 return;
             };
-            let bottom = l.scroll_height() - l.scroll_top() - l.client_height() <= BOTTOM_SLACK;
+            let end = l.scroll_height() - l.scroll_top() - l.client_height() <= BOTTOM_SLACK;
+            let newest = chat.read_room(&room, |view| view.window_end.is_none());
+            if end && !newest && reader_moved.get_value() {
+                load_newer();
+            }
+            let bottom = end && newest;
             if bottom != at_bottom.get_untracked() {
                 at_bottom.set(bottom);
             }
@@ -428,7 +473,7 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                     </For>
                 </ol>
             </div>
-            <button type="button" class="pill" hidden=move || { new_below.get() == 0 } on:click=move |_| to_bottom()>
+            <button type="button" class="pill" hidden=move || { new_below.get() == 0 } on:click=move |_| to_newest()>
                 {move || match new_below.get() {
                     1 => "1 new message ↓".to_owned(),
                     n => format!("{n} new messages ↓"),
@@ -436,6 +481,50 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             </button>
             <ReactionPicker chat room sender picking/>
         </div>
+    }
+}
+
+/// A message row and where it sat on screen: put back there after rows above or below it were added or
+/// taken away (the window moved, older history came), so the reader's view does not move. (The list's
+/// CSS turns the browser's own scroll anchoring off: it guesses wrong when rows go and come at once.)
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // read by the browser only
+struct Anchor(Option<(String, f64)>);
+
+impl Anchor {
+    /// The first message row in view (the reader's place: a step of the window keeps it drawn).
+    fn take(list: NodeRef<leptos::html::Div>) -> Anchor {
+        #[cfg(feature = "hydrate")]
+        {
+            use wasm_bindgen::JsCast;
+            let found = list.get_untracked().and_then(|l| {
+                let view_top = l.get_bounding_client_rect().top();
+                let rows = l.query_selector_all("li.message[id]").ok()?;
+                (0..rows.length()).find_map(|i| {
+                    let row = rows.item(i)?.dyn_into::<web_sys::Element>().ok()?;
+                    let rect = row.get_bounding_client_rect();
+                    (rect.bottom() > view_top).then(|| (row.id(), rect.top()))
+                })
+            });
+            Anchor(found)
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let _ = list;
+            Anchor(None)
+        }
+    }
+
+    /// Scrolls the list so that the row is where it was.
+    fn restore(&self, list: NodeRef<leptos::html::Div>) {
+        #[cfg(feature = "hydrate")]
+        if let (Some(l), Some((id, top))) = (list.try_get_untracked().flatten(), &self.0) {
+            if let Ok(Some(row)) = l.query_selector(&format!("#{id}")) {
+                let moved = row.get_bounding_client_rect().top() - top;
+                l.set_scroll_top(l.scroll_top() + moved.round() as i32);
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = list;
     }
 }
 
@@ -465,12 +554,7 @@ async fn load_older_page(chat: ChatState, room: &str) -> bool {
 #[cfg(feature = "hydrate")]
 async fn reveal(chat: ChatState, room: String, seq: u64, list: NodeRef<leptos::html::Div>) {
     for _ in 0..MAX_PAGES_BACK {
-        let shown = chat.read_room(&room, |view| {
-            view.lines
-                .iter()
-                .any(|l| matches!(l.kind, LineKind::Message { seq: s, .. } if s == seq))
-        });
-        if shown {
+        if chat.window_to(&room, seq) {
             // Once the list has drawn it.
             request_animation_frame(move || {
                 let found = list
@@ -907,7 +991,7 @@ mod tests {
             message(5, "bob", t + 11 * MIN),
             message(6, "ann", t + 11 * MIN),
         ];
-        let rows = rows(&lines, &[], None, None, |ts| Zone::Utc.day(ts));
+        let rows = rows(&lines, None, &[], None, None, |ts| Zone::Utc.day(ts));
         assert_eq!(
             show(&rows),
             ["D1000", "*m1", "m2", "m3", "*m4", "*m5", "*m6"]
@@ -936,14 +1020,52 @@ mod tests {
             message(3, "ann", t + MIN),
             message(4, "ann", t + 3 * MIN), // 00:01 the next day
         ];
-        let utc = rows(&lines, &[], None, None, |ts| Zone::Utc.day(ts));
+        let utc = rows(&lines, None, &[], None, None, |ts| Zone::Utc.day(ts));
         assert_eq!(show(&utc), ["D1000", "*m1", "+bob", "*m3", "D1001", "*m4"]);
         // Two hours ahead of UTC, all three messages fall on day 1001: one heading, and the last two
         // messages are one group.
-        let ahead = rows(&lines, &[], None, None, |ts| {
+        let ahead = rows(&lines, None, &[], None, None, |ts| {
             ((ts + 120 * MIN) / (24 * 60 * MIN)) as i64
         });
         assert_eq!(show(&ahead), ["D1001", "*m1", "+bob", "*m3", "m4"]);
+    }
+
+    #[test]
+    fn a_window_continues_the_group_and_the_day_of_the_line_above_it() {
+        let t = 1_000 * 24 * 60 * MIN;
+        let lines = [
+            message(1, "ann", t),
+            message(2, "ann", t + MIN),
+            message(3, "bob", t + 2 * MIN),
+        ];
+        let day = |ts| Zone::Utc.day(ts);
+        assert_eq!(
+            show(&rows(&lines[1..], Some(&lines[0]), &[], None, None, day)),
+            ["m2", "*m3"]
+        );
+        // The first unread message is above the window: no divider inside it.
+        assert_eq!(
+            show(&rows(
+                &lines[2..],
+                Some(&lines[1]),
+                &[],
+                Some("cy"),
+                Some(1),
+                day
+            )),
+            ["*m3"]
+        );
+        assert_eq!(
+            show(&rows(
+                &lines[2..],
+                Some(&lines[1]),
+                &[],
+                Some("cy"),
+                Some(2),
+                day
+            )),
+            ["NEW", "*m3"]
+        );
     }
 
     #[test]
@@ -951,7 +1073,7 @@ mod tests {
         let t = 1_000 * 24 * 60 * MIN;
         let (a, b) = (pending("a"), pending("b"));
         let lines = [message(1, "bob", t), message(2, "ann", t + MIN)];
-        let rows_as = |me| rows(&lines, &[&a, &b], me, None, |ts| Zone::Utc.day(ts));
+        let rows_as = |me| rows(&lines, None, &[&a, &b], me, None, |ts| Zone::Utc.day(ts));
         assert_eq!(
             show(&rows_as(Some("ann"))),
             ["D1000", "*m1", "*m2(you)", "p:a", "p:b"]
@@ -961,7 +1083,7 @@ mod tests {
             ["D1000", "*m1(you)", "*m2", "*p:a", "p:b"]
         );
         assert_eq!(
-            show(&rows(&[], &[&a], None, None, |ts| Zone::Utc.day(ts))),
+            show(&rows(&[], None, &[&a], None, None, |ts| Zone::Utc.day(ts))),
             ["*p:a"]
         );
     }
@@ -993,16 +1115,16 @@ mod tests {
         let day = |ts| Zone::Utc.day(ts);
         // Read to 1: bob's own message 2 is not news to him, ann's 3 is (and mentions him).
         assert_eq!(
-            show(&rows(&lines, &[], Some("bob"), Some(1), day)),
+            show(&rows(&lines, None, &[], Some("bob"), Some(1), day)),
             ["D1000", "*m1", "*m2(you)", "NEW", "*hi @Bob(@)r2"]
         );
         // Read to the end, or nothing known: no divider.
         assert_eq!(
-            show(&rows(&lines, &[], Some("bob"), Some(3), day)),
+            show(&rows(&lines, None, &[], Some("bob"), Some(3), day)),
             ["D1000", "*m1", "*m2(you)", "*hi @Bob(@)r2"]
         );
         assert_eq!(
-            show(&rows(&lines, &[], Some("cy"), None, day)),
+            show(&rows(&lines, None, &[], Some("cy"), None, day)),
             ["D1000", "*m1", "*m2", "*hi @Bob"]
         );
         // A pending change is not a pending message.
@@ -1013,7 +1135,7 @@ mod tests {
             Outgoing::Delete(1),
         );
         assert_eq!(
-            show(&rows(&lines[..1], &[&delete], Some("ann"), None, day)),
+            show(&rows(&lines[..1], None, &[&delete], Some("ann"), None, day)),
             ["D1000", "*m1(you)"]
         );
     }
