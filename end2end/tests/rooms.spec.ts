@@ -203,4 +203,10 @@ test("the room list's counts follow people in and out without polling", async ({
   expect(readsSoFar).toBeLessThanOrEqual(2);
   await ann.waitForTimeout(6000);
   expect(listReads.length).toBe(readsSoFar);
+  // Nor do messages make it read the list (with many people in a room, every message would make every
+  // page ask).
+  for (const text of ["one", "two", "three"]) await send(ann, text);
+  await expect.poll(async () => (await delivered(ann)).includes("three")).toBe(true);
+  await ann.waitForTimeout(1000);
+  expect(listReads.length).toBe(readsSoFar);
 });

@@ -13,29 +13,27 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
     let refresh = RwSignal::new(0u32);
     let rooms = Resource::new(move || refresh.get(), |_| list_rooms(None, None));
     // The counts come over the socket (`online_counts`), so the list itself is read again only when
-    // a room is followed, a link opens, or people are in a room it does not show yet.
+    // people are in a room it does not show yet: one just created, by this page (following it puts
+    // this person in it) or by anyone else. Not when a message comes: with many people in a room,
+    // every message would make every page read the list.
     #[cfg(feature = "hydrate")]
     {
         let tick = move || refresh.update(|n| *n = n.wrapping_add(1));
-        // Not on its first run: the list the server rendered is the one just read.
-        Effect::new(move |first: Option<()>| {
-            chat.rooms.with(|r| r.len());
-            chat.link.track();
-            if first.is_some() {
-                tick();
-            }
-        });
-        // Tracks the counts only: a room the list cannot show (past its first page) must not make it
-        // read itself again and again.
+        // Tracks the counts only. Each room is asked about once: one the list cannot show (past its
+        // first page) must not make it read itself again at every count.
+        let asked = StoredValue::new(Vec::<String>::new());
         Effect::new(move |_| {
             let counted: Vec<String> = chat.online_counts.with(|c| c.keys().cloned().collect());
             let Some(Ok(list)) = rooms.get_untracked() else {
                 return;
             };
-            let unlisted = counted
-                .iter()
-                .any(|room| !list.iter().any(|listed| listed.name == *room));
-            if unlisted {
+            let unlisted: Vec<String> = counted
+                .into_iter()
+                .filter(|room| !list.iter().any(|listed| listed.name == *room))
+                .filter(|room| !asked.with_value(|asked| asked.contains(room)))
+                .collect();
+            if !unlisted.is_empty() {
+                asked.update_value(|asked| asked.extend(unlisted));
                 tick();
             }
         });
