@@ -2,24 +2,24 @@
 //! the composer.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
 
 use super::composer::{Compose, Composer};
 use super::messages::MessageList;
+use super::nav::{room_of, Nav};
 use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::ChatState;
-use crate::protocol::{validate_room, DEFAULT_ROOM};
+use crate::protocol::validate_room;
 
 /// The page of one room: `/` (the default room) or `/r/{room}`.
 #[component]
 pub fn RoomPage() -> impl IntoView {
     let chat = expect_context::<ChatState>();
-    let params = use_params_map();
-    let room = Memo::new(move |_| {
-        params
-            .read()
-            .get("room")
-            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
+    let path = expect_context::<Nav>().0;
+    // Kept as it was when the path is one without a room: this page is about to go.
+    let room = Memo::new(move |before: Option<&String>| {
+        path.with(|path| room_of(path))
+            .or_else(|| before.cloned())
+            .unwrap_or_default()
     });
     // The room on screen: set here, before anything rendered reads it (on the server too), and kept
     // up to date by an effect as the browser navigates between rooms. Not an isomorphic effect: on
