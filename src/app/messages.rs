@@ -8,6 +8,7 @@
 //! are left alone. One keyed list holds it all: every list of another item type would compile its own
 //! copy of the keyed diffing into the WASM.
 
+use leptos::either::{EitherOf3, EitherOf4};
 use leptos::prelude::*;
 
 use super::avatar::avatar;
@@ -669,18 +670,19 @@ fn ReactionPicker(
     }
 }
 
-fn row_view(row: Row, zone: Zone) -> AnyView {
+/// One row's view; each kind's its own type (no `AnyView`, whose every use also carries code for
+/// a kind of hydration the page never does).
+fn row_view(row: Row, zone: Zone) -> impl IntoView {
     match row {
-        Row::Day { ts, .. } => text_row("day", zone.day_label(ts)),
-        Row::Unread => view! {
+        Row::Day { ts, .. } => EitherOf4::A(text_row("day", zone.day_label(ts))),
+        Row::Unread => EitherOf4::B(view! {
             <li class="unread-divider" role="separator"><span>"New messages"</span></li>
-        }
-        .into_any(),
+        }),
         Row::Pending {
             pending,
             from,
             head,
-        } => message_view(Message {
+        } => EitherOf4::C(message_view(Message {
             from,
             place: Place {
                 head,
@@ -693,7 +695,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
             title: None,
             text: pending.text,
             ..Message::default()
-        }),
+        })),
         Row::Line { line, place } => match line.kind {
             LineKind::Message {
                 seq,
@@ -705,7 +707,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
                 reply_to,
                 reactions,
                 html,
-            } => message_view(Message {
+            } => EitherOf4::C(message_view(Message {
                 from,
                 place,
                 seq: Some(seq),
@@ -718,10 +720,14 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
                 reply_to,
                 reactions,
                 html,
-            }),
-            LineKind::Joined { name } => notice_view(name, "line notice join", " joined the room"),
-            LineKind::Left { name } => notice_view(name, "line notice leave", " left the room"),
-            LineKind::Error { text } => text_row("line error", text),
+            })),
+            LineKind::Joined { name } => {
+                EitherOf4::D(notice_view(name, "line notice join", " joined the room"))
+            }
+            LineKind::Left { name } => {
+                EitherOf4::D(notice_view(name, "line notice leave", " left the room"))
+            }
+            LineKind::Error { text } => EitherOf4::A(text_row("line error", text)),
         },
     }
 }
@@ -748,7 +754,7 @@ struct Message {
 
 /// A message: the avatar and the name if it starts a group, the time, the text, its reactions, and
 /// (on hover, focus or a tap) its buttons.
-fn message_view(m: Message) -> AnyView {
+fn message_view(m: Message) -> impl IntoView {
     // Reacting and answering need a stored message; changing it, one of yours.
     let stored = m.seq.is_some() && !m.deleted;
     let Place {
@@ -775,9 +781,9 @@ fn message_view(m: Message) -> AnyView {
                     </a>
                 })}
                 {match (m.deleted, m.html) {
-                    (true, _) => view! { <div class="text deleted">"message deleted"</div> }.into_any(),
-                    (false, Some(html)) => view! { <div class="text formatted" inner_html=html></div> }.into_any(),
-                    (false, None) => view! { <div class="text">{m.text}</div> }.into_any(),
+                    (true, _) => EitherOf3::A(view! { <div class="text deleted">"message deleted"</div> }),
+                    (false, Some(html)) => EitherOf3::B(view! { <div class="text formatted" inner_html=html></div> }),
+                    (false, None) => EitherOf3::C(view! { <div class="text">{m.text}</div> }),
                 }}
                 {(!m.deleted && !m.reactions.is_empty()).then(|| view! {
                     <ul class="reactions">
@@ -809,23 +815,21 @@ fn message_view(m: Message) -> AnyView {
             })}
         </li>
     }
-    .into_any()
 }
 
 /// "ann joined the room" (`class` "line notice join"), "ann left the room".
-fn notice_view(name: String, class: &'static str, says: &'static str) -> AnyView {
+fn notice_view(name: String, class: &'static str, says: &'static str) -> impl IntoView {
     view! {
         <li class=class>
             <strong><bdi>{name}</bdi></strong>
             {says}
         </li>
     }
-    .into_any()
 }
 
 /// A day's heading, or an error.
-fn text_row(class: &'static str, text: String) -> AnyView {
-    view! { <li class=class><span>{text}</span></li> }.into_any()
+fn text_row(class: &'static str, text: String) -> impl IntoView {
+    view! { <li class=class><span>{text}</span></li> }
 }
 
 #[cfg(test)]

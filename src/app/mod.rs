@@ -28,6 +28,7 @@ mod search;
 mod theme;
 mod time;
 
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use crate::chat_state::ChatState;
@@ -232,9 +233,9 @@ pub fn App() -> impl IntoView {
                 </div>
                 <div class="backdrop" on:click=move |_| close_drawer()></div>
                 {move || if found.get() {
-                    view! { <RoomPage/> }.into_any()
+                    Either::Left(view! { <RoomPage/> })
                 } else {
-                    view! { <main class="not-found"><p>"Page not found."</p></main> }.into_any()
+                    Either::Right(view! { <main class="not-found"><p>"Page not found."</p></main> })
                 }}
             </div>
         </div>

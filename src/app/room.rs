@@ -1,6 +1,7 @@
 //! One room on screen: its history (rendered on the server), the live list, who is here and typing, and
 //! the composer.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use super::composer::{Compose, Composer};
@@ -36,16 +37,16 @@ pub fn RoomPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let room = room.get();
                 if let Err(why) = validate_room(&room) {
-                    return view! {
+                    return Either::Left(view! {
                         <main class="room"><p class="error">"No such room: " {why}</p></main>
-                    }.into_any();
+                    });
                 }
                 match history.await {
                     Ok(page) => chat.seed(&room, page.messages, page.oldest_seq),
                     Err(error) => chat.local_error(format!("History is unavailable: {error}")),
                 }
                 let compose = Compose::new();
-                view! {
+                Either::Right(view! {
                     <main class="room" data-room=room.clone() aria-labelledby="room-name">
                         <header class="room-head">
                             <h2 id="room-name" class="room-name">"#" {room.clone()}</h2>
@@ -56,7 +57,7 @@ pub fn RoomPage() -> impl IntoView {
                         <Composer chat room=room.clone() compose/>
                     </main>
                     <OnlineList chat room/>
-                }.into_any()
+                })
             })}
         </Suspense>
     }
