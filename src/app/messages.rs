@@ -241,7 +241,7 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
     };
     let has_older = {
         let room = room.clone();
-        move || chat.read_room(&room, RoomView::has_older)
+        Memo::new(move |_| chat.read_room(&room, RoomView::has_older))
     };
     // Whether the reader is at the newest messages (then new ones keep the view there), and how many
     // came below while they were not.
@@ -416,14 +416,15 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                 on:keydown=move |_| moved()
             >
                 <ol on:click=on_click>
-                    <Show when=has_older>
+                    // Not `Show`: its children are an `AnyView` (see `row_view`).
+                    {move || has_older.get().then(|| view! {
                         <li class="older">
                             <button type="button" class="secondary" on:click={
                                 let load_older = load_older.clone();
                                 move |_| load_older()
                             }>"Load older messages"</button>
                         </li>
-                    </Show>
+                    })}
                     <For each=rows key=|(row, zone)| (row.key(), *zone) let:((row, zone))>
                         {row_view(row, zone)}
                     </For>
