@@ -98,12 +98,12 @@ pub fn NotifyToggle(chat: ChatState) -> impl IntoView {
                 let _ = storage.set_item(NOTIFY_KEY, if turn_on { "on" } else { "off" });
             }
         };
-        view! { <Bell on toggle/> }.into_any()
+        view! { <Bell on toggle/> }
     }
     #[cfg(not(feature = "hydrate"))]
     {
         let _ = chat;
-        view! { <Bell on toggle=|_| {}/> }.into_any()
+        view! { <Bell on toggle=|_| {}/> }
     }
 }
 

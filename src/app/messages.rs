@@ -8,6 +8,7 @@
 //! are left alone. One keyed list holds it all: every list of another item type would compile its own
 //! copy of the keyed diffing into the WASM.
 
+use leptos::either::{EitherOf3, EitherOf4};
 use leptos::prelude::*;
 
 use super::avatar::avatar;
@@ -262,7 +263,9 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
     };
     let has_older = {
         let room = room.clone();
-        move || chat.read_room(&room, |view| view.has_older() || view.window().start > 0)
+        Memo::new(move |_| {
+            chat.read_room(&room, |view| view.has_older() || view.window().start > 0)
+        })
     };
     // Whether the reader is at the newest messages (then new ones keep the view there), and how many
     // came below while they were not.
@@ -460,14 +463,15 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
                 on:keydown=move |_| moved()
             >
                 <ol on:click=on_click>
-                    <Show when=has_older>
+                    // Not `Show`: its children are an `AnyView` (see `row_view`).
+                    {move || has_older.get().then(|| view! {
                         <li class="older">
                             <button type="button" class="secondary" on:click={
                                 let load_older = load_older.clone();
                                 move |_| load_older()
                             }>"Load older messages"</button>
                         </li>
-                    </Show>
+                    })}
                     <For each=rows key=|(row, zone)| (row.key(), *zone) let:((row, zone))>
                         {row_view(row, zone)}
                     </For>
@@ -753,18 +757,19 @@ fn ReactionPicker(
     }
 }
 
-fn row_view(row: Row, zone: Zone) -> AnyView {
+/// One row's view; each kind's its own type (no `AnyView`, whose every use also carries code for
+/// a kind of hydration the page never does).
+fn row_view(row: Row, zone: Zone) -> impl IntoView {
     match row {
-        Row::Day { ts, .. } => text_row("day", zone.day_label(ts)),
-        Row::Unread => view! {
+        Row::Day { ts, .. } => EitherOf4::A(text_row("day", zone.day_label(ts))),
+        Row::Unread => EitherOf4::B(view! {
             <li class="unread-divider" role="separator"><span>"New messages"</span></li>
-        }
-        .into_any(),
+        }),
         Row::Pending {
             pending,
             from,
             head,
-        } => message_view(Message {
+        } => EitherOf4::C(message_view(Message {
             from,
             place: Place {
                 head,
@@ -777,7 +782,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
             title: None,
             text: pending.text,
             ..Message::default()
-        }),
+        })),
         Row::Line { line, place } => match line.kind {
             LineKind::Message {
                 seq,
@@ -789,7 +794,7 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
                 reply_to,
                 reactions,
                 html,
-            } => message_view(Message {
+            } => EitherOf4::C(message_view(Message {
                 from,
                 place,
                 seq: Some(seq),
@@ -802,10 +807,14 @@ fn row_view(row: Row, zone: Zone) -> AnyView {
                 reply_to,
                 reactions,
                 html,
-            }),
-            LineKind::Joined { name } => notice_view(name, "line notice join", " joined the room"),
-            LineKind::Left { name } => notice_view(name, "line notice leave", " left the room"),
-            LineKind::Error { text } => text_row("line error", text),
+            })),
+            LineKind::Joined { name } => {
+                EitherOf4::D(notice_view(name, "line notice join", " joined the room"))
+            }
+            LineKind::Left { name } => {
+                EitherOf4::D(notice_view(name, "line notice leave", " left the room"))
+            }
+            LineKind::Error { text } => EitherOf4::A(text_row("line error", text)),
         },
     }
 }
@@ -832,7 +841,7 @@ struct Message {
 
 /// A message: the avatar and the name if it starts a group, the time, the text, its reactions, and
 /// (on hover, focus or a tap) its buttons.
-fn message_view(m: Message) -> AnyView {
+fn message_view(m: Message) -> impl IntoView {
     // Reacting and answering need a stored message; changing it, one of yours.
     let stored = m.seq.is_some() && !m.deleted;
     let Place {
@@ -859,9 +868,9 @@ fn message_view(m: Message) -> AnyView {
                     </a>
                 })}
                 {match (m.deleted, m.html) {
-                    (true, _) => view! { <div class="text deleted">"message deleted"</div> }.into_any(),
-                    (false, Some(html)) => view! { <div class="text formatted" inner_html=html></div> }.into_any(),
-                    (false, None) => view! { <div class="text">{m.text}</div> }.into_any(),
+                    (true, _) => EitherOf3::A(view! { <div class="text deleted">"message deleted"</div> }),
+                    (false, Some(html)) => EitherOf3::B(view! { <div class="text formatted" inner_html=html></div> }),
+                    (false, None) => EitherOf3::C(view! { <div class="text">{m.text}</div> }),
                 }}
                 {(!m.deleted && !m.reactions.is_empty()).then(|| view! {
                     <ul class="reactions">
@@ -893,23 +902,21 @@ fn message_view(m: Message) -> AnyView {
             })}
         </li>
     }
-    .into_any()
 }
 
 /// "ann joined the room" (`class` "line notice join"), "ann left the room".
-fn notice_view(name: String, class: &'static str, says: &'static str) -> AnyView {
+fn notice_view(name: String, class: &'static str, says: &'static str) -> impl IntoView {
     view! {
         <li class=class>
             <strong><bdi>{name}</bdi></strong>
             {says}
         </li>
     }
-    .into_any()
 }
 
 /// A day's heading, or an error.
-fn text_row(class: &'static str, text: String) -> AnyView {
-    view! { <li class=class><span>{text}</span></li> }.into_any()
+fn text_row(class: &'static str, text: String) -> impl IntoView {
+    view! { <li class=class><span>{text}</span></li> }
 }
 
 #[cfg(test)]

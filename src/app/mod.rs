@@ -12,7 +12,8 @@
 //! - `theme`: light and dark, and the toggle; `identity`: your name; `rooms`: the room list;
 //! - `room`: one room's page (`messages`: its list, `composer`: the input), over `avatar` and `time`;
 //! - `link`: the page's handle on its socket, shared through the context; `attention`: the tab title's
-//!   unread count and notifications of mentions; `search`: the search panel.
+//!   unread count and notifications of mentions; `search`: the search panel; `nav`: the page's path
+//!   (which room, or none), in place of a router.
 
 mod attention;
 mod avatar;
@@ -20,18 +21,15 @@ mod composer;
 mod identity;
 mod link;
 mod messages;
+pub mod nav;
 mod room;
 mod rooms;
 mod search;
 mod theme;
 mod time;
 
+use leptos::either::Either;
 use leptos::prelude::*;
-use leptos_router::{
-    components::{Route, Router, Routes},
-    hooks::{use_location, use_query_map},
-    path, SsrMode,
-};
 
 use crate::chat_state::ChatState;
 #[cfg(feature = "hydrate")]
@@ -42,6 +40,7 @@ use crate::protocol::{validate_room, ClientFrame};
 use attention::NotifyToggle;
 use identity::Identity;
 use link::Sender;
+use nav::{room_of, Nav};
 use room::RoomPage;
 use rooms::RoomList;
 use search::Search;
@@ -77,23 +76,25 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-#[component]
-pub fn App() -> impl IntoView {
-    view! {
-        <Router>
-            <ChatApp/>
-        </Router>
-    }
-}
-
 /// Everything around the room on screen: who you are, the link, the room list; one socket for all of it.
 #[component]
-fn ChatApp() -> impl IntoView {
+pub fn App() -> impl IntoView {
     let chat = ChatState::new(DEFAULT_ROOM.to_owned());
     provide_context(chat);
+    let nav = Nav::provide();
     // `?name=alice` picks a name; otherwise the session cookie's, or one the server assigns. Changing it
-    // reconnects.
-    let wanted_name = RwSignal::new(use_query_map().read_untracked().get("name"));
+    // reconnects. Read in the browser only, where the socket is opened.
+    #[cfg(feature = "hydrate")]
+    let wanted_name = RwSignal::new(
+        window()
+            .location()
+            .search()
+            .ok()
+            .and_then(|query| web_sys::UrlSearchParams::new_with_str(&query).ok())
+            .and_then(|query| query.get("name")),
+    );
+    #[cfg(not(feature = "hydrate"))]
+    let wanted_name = RwSignal::new(None);
     let sender = Sender::empty();
     provide_context(sender);
     provide_context(ShownZone(RwSignal::new(Zone::Utc)));
@@ -135,10 +136,9 @@ fn ChatApp() -> impl IntoView {
     on_cleanup(move || sender.close());
 
     // The room in the URL, for the top bar (the room's own heading is hidden on phones): from the
-    // location, which the server and the browser read alike.
-    let location = use_location();
+    // path, which the server and the browser read alike.
     let top_room = move || {
-        location.pathname.with(|path| {
+        nav.0.with(|path| {
             path.strip_prefix("/r/")
                 .unwrap_or(DEFAULT_ROOM)
                 .trim_end_matches('/')
@@ -181,6 +181,9 @@ fn ChatApp() -> impl IntoView {
             close_drawer();
         }
     };
+
+    // `/` or `/r/{room}`, or a path the page does not have (the server answers it with a 404).
+    let found = Memo::new(move |_| nav.0.with(|path| room_of(path).is_some()));
 
     view! {
         <div class="chat" class:drawer-open=move || drawer_open.get()>
@@ -229,10 +232,11 @@ fn ChatApp() -> impl IntoView {
                     <RoomList chat/>
                 </div>
                 <div class="backdrop" on:click=move |_| close_drawer()></div>
-                <Routes fallback=|| view! { <main class="not-found"><p>"Page not found."</p></main> }>
-                    <Route path=path!("/") view=RoomPage ssr=SsrMode::Async/>
-                    <Route path=path!("/r/:room") view=RoomPage ssr=SsrMode::Async/>
-                </Routes>
+                {move || if found.get() {
+                    Either::Left(view! { <RoomPage/> })
+                } else {
+                    Either::Right(view! { <main class="not-found"><p>"Page not found."</p></main> })
+                }}
             </div>
         </div>
     }

@@ -1,25 +1,26 @@
 //! One room on screen: its history (rendered on the server), the live list, who is here and typing, and
 //! the composer.
 
+use leptos::either::Either;
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
 
 use super::composer::{Compose, Composer};
 use super::messages::MessageList;
+use super::nav::{room_of, Nav};
 use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::ChatState;
-use crate::protocol::{validate_room, DEFAULT_ROOM};
+use crate::protocol::validate_room;
 
 /// The page of one room: `/` (the default room) or `/r/{room}`.
 #[component]
 pub fn RoomPage() -> impl IntoView {
     let chat = expect_context::<ChatState>();
-    let params = use_params_map();
-    let room = Memo::new(move |_| {
-        params
-            .read()
-            .get("room")
-            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
+    let path = expect_context::<Nav>().0;
+    // Kept as it was when the path is one without a room: this page is about to go.
+    let room = Memo::new(move |before: Option<&String>| {
+        path.with(|path| room_of(path))
+            .or_else(|| before.cloned())
+            .unwrap_or_default()
     });
     // The room on screen: set here, before anything rendered reads it (on the server too), and kept
     // up to date by an effect as the browser navigates between rooms. Not an isomorphic effect: on
@@ -36,16 +37,16 @@ pub fn RoomPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let room = room.get();
                 if let Err(why) = validate_room(&room) {
-                    return view! {
+                    return Either::Left(view! {
                         <main class="room"><p class="error">"No such room: " {why}</p></main>
-                    }.into_any();
+                    });
                 }
                 match history.await {
                     Ok(page) => chat.seed(&room, page.messages, page.oldest_seq),
                     Err(error) => chat.local_error(format!("History is unavailable: {error}")),
                 }
                 let compose = Compose::new();
-                view! {
+                Either::Right(view! {
                     <main class="room" data-room=room.clone() aria-labelledby="room-name">
                         <header class="room-head">
                             <h2 id="room-name" class="room-name">"#" {room.clone()}</h2>
@@ -56,7 +57,7 @@ pub fn RoomPage() -> impl IntoView {
                         <Composer chat room=room.clone() compose/>
                     </main>
                     <OnlineList chat room/>
-                }.into_any()
+                })
             })}
         </Suspense>
     }

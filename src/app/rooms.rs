@@ -1,8 +1,8 @@
 //! The room list: the rooms worth knowing about, and a form to join or create one.
 
 use leptos::prelude::*;
-use leptos_router::{components::A, hooks::use_navigate};
 
+use super::nav::Nav;
 use crate::api::list_rooms;
 use crate::chat_state::ChatState;
 use crate::protocol::{validate_room, MAX_ROOM_CHARS};
@@ -39,7 +39,7 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
         });
     }
     let draft = RwSignal::new(String::new());
-    let navigate = use_navigate();
+    let nav = expect_context::<Nav>();
     let open_room = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         // ASCII lowercasing is enough: a valid room name is ASCII (`validate_room`), and
@@ -49,7 +49,7 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
             Err(why) => chat.local_error(format!("That room name won't do: {why}.")),
             Ok(()) => {
                 draft.set(String::new());
-                navigate(&format!("/r/{room}"), Default::default());
+                nav.go(format!("/r/{room}"));
             }
         }
     };
@@ -57,7 +57,8 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
         <nav class="rooms" aria-label="Rooms">
             <h2>"Rooms"</h2>
             <Transition fallback=|| ()>
-                <ul>
+                // A click on a room's link: that room, without reloading the page.
+                <ul on:click=move |ev| nav.follow_link(ev)>
                     // Only the fetched list shapes these nodes (the room on screen only marks one): the
                     // browser must hydrate exactly what the server rendered.
                     {move || Suspend::new(async move {
@@ -69,6 +70,10 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
                                 let name = room.name.clone();
                                 let is_current = move || chat.current.with(|c| *c == name);
                                 let href = format!("/r/{}", room.name);
+                                let here = {
+                                    let href = href.clone();
+                                    move || nav.is_at(&href).then_some("page")
+                                };
                                 let label = room.name.clone();
                                 // As listed until the server pushes a count; then as pushed (none: 0).
                                 let counted = room.name.clone();
@@ -116,16 +121,15 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
                                 };
                                 let mentioned = move || unread().1 > 0;
                                 view! {
-                                    // `A` marks the link `aria-current="page"` itself.
                                     <li class:current=is_current data-room=room.name>
-                                        <A href=href>
+                                        <a href=href aria-current=here>
                                             <span class="hash" aria-hidden="true">"#"</span>
                                             <span class="room-label">{label}</span>
                                             <span class="unread" class:mentioned=mentioned>{badge}</span>
                                             <span class="sr-only">{said}</span>
                                             <span class="count">{online}</span>
                                             <span class="sr-only">" online"</span>
-                                        </A>
+                                        </a>
                                     </li>
                                 }
                             })

@@ -3,8 +3,8 @@
 //! room, older history loaded as needed (see `messages.rs`, `reveal`).
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
+use super::nav::Nav;
 use super::time::Zone;
 use crate::api::{search, SearchHit};
 use crate::chat_state::ChatState;
@@ -55,7 +55,7 @@ pub fn Search(chat: ChatState, open: RwSignal<bool>) -> impl IntoView {
         ev.prevent_default();
         run(None);
     };
-    let navigate = use_navigate();
+    let nav = expect_context::<Nav>();
     // A hit chosen: its room on screen, and the message brought into view there.
     let go = move |ev: leptos::ev::MouseEvent| {
         #[cfg(feature = "hydrate")]
@@ -77,12 +77,12 @@ pub fn Search(chat: ChatState, open: RwSignal<bool>) -> impl IntoView {
             };
             chat.jump.set(Some((room.clone(), seq)));
             if chat.current.get_untracked() != room {
-                navigate(&format!("/r/{room}"), Default::default());
+                nav.go(format!("/r/{room}"));
             }
             open.set(false);
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (ev, &navigate);
+        let _ = (ev, nav);
     };
     // Opened: the focus goes to the query.
     Effect::new(move |_| {

@@ -74,14 +74,14 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use leptos::prelude::LeptosOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{AxumRouteListing, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::app::{shell, App};
+use crate::app::shell;
 pub use config::Config;
 use manager::ConnectionManager;
 pub use session::{Session, Sessions};
@@ -211,7 +211,19 @@ impl AppState {
 /// The whole HTTP surface: Leptos pages, static files from the site root, the chat sockets, the original
 /// chat's page (`/classic`), health and metrics; each request only for a host name `hosts` allows.
 pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
-    let routes = generate_route_list(App);
+    // The page's two paths (see `app/nav.rs`), each rendered whole, its room's history awaited, before
+    // anything is sent; every other path is the fallback's: a file of the site, or a 404 page.
+    let routes = ["/", "/r/{room}"]
+        .into_iter()
+        .map(|path| {
+            AxumRouteListing::new(
+                path.to_owned(),
+                leptos_router::SsrMode::Async,
+                [leptos_router::Method::Get],
+                [],
+            )
+        })
+        .collect();
     let options = state.leptos_options.clone();
     Router::new()
         .route("/ws", get(upgrade::chat_socket))
