@@ -15,6 +15,14 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
 fi
 
+# An emoji font, as people's systems have: without one the screenshots show boxes for the emoji the
+# page's font stack asks for (the stack names the usual emoji fonts; it cannot supply one).
+if [ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then
+  step "installing Debian's fonts-noto-color-emoji for the browser tests' screenshots"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-noto-color-emoji
+fi
+
 # The store tests start private PostgreSQL servers of their own (tests/common/postgres.rs) from
 # PostgreSQL's binaries: Debian keeps them off PATH, in /usr/lib/postgresql/<version>/bin. No system
 # service is used (the package may start one; the tests never connect to it).
