@@ -363,6 +363,27 @@ async fn the_page_is_rendered_on_the_server() {
 }
 
 #[tokio::test]
+async fn a_room_page_has_one_address_and_other_paths_are_not_found() {
+    let server = TestServer::start().await;
+    let room = server.http_get_raw("/r/dev", &[]).await;
+    assert_eq!(room.status, 200);
+    assert!(String::from_utf8_lossy(&room.body).contains(r#"data-room="dev""#));
+    // With a trailing slash: sent to the one address, the query kept.
+    let slash = server.http_get_raw("/r/dev/?name=ann", &[]).await;
+    assert_eq!(slash.status, 308);
+    assert_eq!(slash.header("location"), Some("/r/dev?name=ann"));
+    for path in ["/x", "/r/", "/r/a/b"] {
+        let missing = server.http_get_raw(path, &[]).await;
+        assert_eq!(missing.status, 404, "{path}");
+        assert!(
+            String::from_utf8_lossy(&missing.body).contains("Page not found."),
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_application_ping_gets_a_pong_for_that_client_only() {
     let server = TestServer::start().await;
     let (mut asker, _) = server.join("/ws").await;

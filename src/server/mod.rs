@@ -232,6 +232,7 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus_metrics))
         .merge(admin::routes())
+        .route("/r/{room}/", get(without_trailing_slash))
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         // Pages and JSON compressed on the fly; the site's files precompressed at build time, served
@@ -249,6 +250,15 @@ pub fn app(state: AppState, hosts: hosts::HostPolicy) -> Router {
             RESPONSE_DEADLINE,
         ))
         .with_state(state)
+}
+
+/// `/r/{room}/` is that room's page at its one address, without the slash (the query kept): not a
+/// second copy of the page, nor the 404 the fallback would send with it.
+async fn without_trailing_slash(uri: axum::http::Uri) -> axum::response::Redirect {
+    // The route is `/r/{room}/`: the path starts with `/r/`, so the target stays on this site.
+    let path = uri.path().trim_end_matches('/');
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    axum::response::Redirect::permanent(&format!("{path}{query}"))
 }
 
 fn is_postgres(url: &str) -> bool {
