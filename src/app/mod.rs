@@ -137,14 +137,7 @@ pub fn App() -> impl IntoView {
 
     // The room in the URL, for the top bar (the room's own heading is hidden on phones): from the
     // path, which the server and the browser read alike.
-    let top_room = move || {
-        nav.0.with(|path| {
-            path.strip_prefix("/r/")
-                .unwrap_or(DEFAULT_ROOM)
-                .trim_end_matches('/')
-                .to_owned()
-        })
-    };
+    let top_room = move || nav.0.with(|path| room_of(path).unwrap_or_default());
 
     // The sidebar is a drawer on phones: opened by the button in the top bar, closed by choosing a
     // room, by Escape, or by a tap beside it.
