@@ -917,6 +917,26 @@ mod tests {
     use super::*;
     use leptos::prelude::Owner;
 
+    /// A page's state following `rooms` (none yet joined), and the reactive owner it lives under: keep
+    /// it for the test's length.
+    fn following(rooms: &[&str]) -> (Owner, ChatState) {
+        let owner = Owner::new();
+        owner.set();
+        let chat = ChatState::new("general".into());
+        for room in rooms {
+            chat.follow(room);
+        }
+        (owner, chat)
+    }
+
+    fn welcome(name: &str) -> ServerEvent {
+        ServerEvent::Welcome {
+            name: name.into(),
+            session: "t".into(),
+            limits: WelcomeLimits::default(),
+        }
+    }
+
     fn message(room: &str, seq: u64, from: &str, text: &str) -> ServerEvent {
         ServerEvent::Message {
             room: room.into(),
@@ -971,15 +991,8 @@ mod tests {
 
     #[test]
     fn read_positions_count_what_others_say_and_only_move_forward() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
-        chat.apply(ServerEvent::Welcome {
-            name: "bob".into(),
-            session: "t".into(),
-            limits: WelcomeLimits::default(),
-        });
+        let (_owner, chat) = following(&["general"]);
+        chat.apply(welcome("bob"));
         let position = |seq, unread| ReadPosition { seq, unread };
         chat.apply(joined("general", false, vec![stored(1, "old")]));
         // Nothing is marked read before the server said where the reader was.
@@ -1033,16 +1046,8 @@ mod tests {
 
     #[test]
     fn mentions_of_you_count_by_room_until_it_is_read() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
-        chat.follow("dev");
-        chat.apply(ServerEvent::Welcome {
-            name: "bob".into(),
-            session: "t".into(),
-            limits: WelcomeLimits::default(),
-        });
+        let (_owner, chat) = following(&["general", "dev"]);
+        chat.apply(welcome("bob"));
         chat.apply(ServerEvent::ReadPositions {
             rooms: BTreeMap::new(),
         });
@@ -1114,10 +1119,7 @@ mod tests {
 
     #[test]
     fn a_join_refused_for_now_is_asked_again() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
+        let (_owner, chat) = following(&["general"]);
         assert_eq!(chat.take_joins(), [("general".to_string(), None)]);
         assert!(chat.take_joins().is_empty(), "asked once");
         chat.apply(ServerEvent::Error {
@@ -1139,9 +1141,7 @@ mod tests {
 
     #[test]
     fn pushed_online_counts_update_the_known_ones_and_a_welcome_starts_afresh() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
+        let (_owner, chat) = following(&[]);
         let counts = |pairs: &[(&str, usize)]| ServerEvent::RoomCounts {
             counts: pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
         };
@@ -1151,21 +1151,13 @@ mod tests {
             chat.online_counts.get_untracked(),
             BTreeMap::from([("general".to_string(), 3)])
         );
-        chat.apply(ServerEvent::Welcome {
-            name: "bob".into(),
-            session: "t".into(),
-            limits: WelcomeLimits::default(),
-        });
+        chat.apply(welcome("bob"));
         assert!(chat.online_counts.get_untracked().is_empty());
     }
 
     #[test]
     fn events_build_each_rooms_list_and_presence() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
-        chat.follow("dev");
+        let (_owner, chat) = following(&["general", "dev"]);
         chat.apply(ServerEvent::Welcome {
             name: "bob".into(),
             session: "t".into(),
@@ -1206,9 +1198,7 @@ mod tests {
 
     #[test]
     fn nothing_shows_twice_and_a_reset_starts_afresh() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
+        let (_owner, chat) = following(&[]);
         chat.seed("general", vec![stored(1, "a"), stored(2, "b")], 1);
         // The replay overlaps what the page was rendered with, and a live message repeats it.
         chat.apply(joined(
@@ -1228,10 +1218,7 @@ mod tests {
 
     #[test]
     fn pending_messages_settle_on_ack_or_sight() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
+        let (_owner, chat) = following(&["general"]);
         for id in ["a", "b"] {
             chat.add_pending(Pending::new(
                 id.into(),
@@ -1294,10 +1281,7 @@ mod tests {
 
     #[test]
     fn the_window_draws_a_bounded_run_of_lines_and_keeps_it_while_lines_come_and_go_around_it() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
+        let (_owner, chat) = following(&["general"]);
         for seq in 1001..=1500 {
             chat.apply(message("general", seq, "x", &seq.to_string()));
         }
@@ -1370,10 +1354,7 @@ mod tests {
 
     #[test]
     fn the_list_is_capped() {
-        let owner = Owner::new();
-        owner.set();
-        let chat = ChatState::new("general".into());
-        chat.follow("general");
+        let (_owner, chat) = following(&["general"]);
         for i in 0..MAX_LINES as u64 + 10 {
             chat.apply(message("general", i + 1, "x", &i.to_string()));
         }
