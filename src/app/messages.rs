@@ -1051,28 +1051,18 @@ mod tests {
             ["m2", "*m3"]
         );
         // The first unread message is above the window: no divider inside it.
-        assert_eq!(
+        let last_as_cy = |read_to| {
             show(&rows(
                 &lines[2..],
                 Some(&lines[1]),
                 &[],
                 Some("cy"),
-                Some(1),
-                day
-            )),
-            ["*m3"]
-        );
-        assert_eq!(
-            show(&rows(
-                &lines[2..],
-                Some(&lines[1]),
-                &[],
-                Some("cy"),
-                Some(2),
-                day
-            )),
-            ["NEW", "*m3"]
-        );
+                read_to,
+                day,
+            ))
+        };
+        assert_eq!(last_as_cy(Some(1)), ["*m3"]);
+        assert_eq!(last_as_cy(Some(2)), ["NEW", "*m3"]);
     }
 
     #[test]
