@@ -15,6 +15,8 @@ use super::avatar::avatar;
 use super::composer::Compose;
 use super::link::Sender;
 use super::time::{iso, ShownZone, Zone};
+#[cfg(feature = "hydrate")]
+use crate::api::MAX_PAGE;
 use crate::api::{room_history, DEFAULT_PAGE};
 use crate::chat_state::{mentions, ChatState, Line, LineKind, Outgoing, Pending};
 #[cfg(feature = "hydrate")]
@@ -182,9 +184,10 @@ const QUICK_REACTIONS: [&str; 8] = ["👍", "❤️", "😂", "🎉", "😮", "�
 /// How near the bottom (in px) the reader still counts as reading the newest messages.
 const BOTTOM_SLACK: i32 = 48;
 
-/// Most pages of older history loaded to bring one message into view.
+/// Most pages of older history loaded to bring one message into view, each of the most messages a page
+/// may hold: 20,000 messages back (held in memory; the window draws 300 of them).
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))] // used by the browser only
-const MAX_PAGES_BACK: usize = 50;
+const MAX_PAGES_BACK: usize = 100;
 
 /// The list of one room's lines, then your messages still on their way; with the pill that says how
 /// many came below while the reader is up in the history, and the reaction picker.
@@ -299,7 +302,7 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             leptos::task::spawn_local(async move {
                 let anchor = Anchor::take(list);
                 if chat.move_window(&room, true)
-                    || (load_older_page(chat, &room).await && {
+                    || (load_older_page(chat, &room, DEFAULT_PAGE).await && {
                         chat.move_window(&room, true);
                         true
                     })
@@ -532,16 +535,16 @@ impl Anchor {
     }
 }
 
-/// Loads the page of `room`'s history before the oldest message shown; false if there is none, or it
-/// could not be loaded (said in the room).
-async fn load_older_page(chat: ChatState, room: &str) -> bool {
+/// Loads a page of `room`'s history (up to `size` messages) before the oldest message shown; false if
+/// there is none, or it could not be loaded (said in the room).
+async fn load_older_page(chat: ChatState, room: &str, size: usize) -> bool {
     let Some(before) = chat
         .rooms
         .with_untracked(|r| r.get(room).filter(|v| v.has_older()).map(|v| v.first_seq))
     else {
         return false;
     };
-    match room_history(room.to_owned(), Some(before), Some(DEFAULT_PAGE)).await {
+    match room_history(room.to_owned(), Some(before), Some(size)).await {
         Ok(page) => {
             chat.prepend(room, page.messages, page.oldest_seq);
             true
@@ -579,7 +582,7 @@ async fn reveal(chat: ChatState, room: String, seq: u64, list: NodeRef<leptos::h
             return;
         }
         let further = chat.read_room(&room, |view| view.has_older() && seq < view.first_seq);
-        if !further || !load_older_page(chat, &room).await {
+        if !further || !load_older_page(chat, &room, MAX_PAGE).await {
             break;
         }
     }
