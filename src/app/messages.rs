@@ -418,6 +418,8 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
     // the bottom of a window up in the history.
     let reader_moved = StoredValue::new(false);
     let moved = move || reader_moved.set_value(true);
+    // The list's scroll position at the last scroll event.
+    let last_top = StoredValue::new(0);
     let on_scroll = {
         let load_older = load_older.clone();
         let room = room.clone();
@@ -425,12 +427,23 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             let Some(l) = list.get_untracked() else {
                 return;
             };
-            let end = l.scroll_height() - l.scroll_top() - l.client_height() <= BOTTOM_SLACK;
+            let top = l.scroll_top();
+            let went_up = top < last_top.get_value();
+            last_top.set_value(top);
+            let end = l.scroll_height() - top - l.client_height() <= BOTTOM_SLACK;
             let newest = chat.read_room(&room, |view| view.window_end.is_none());
             if end && !newest && reader_moved.get_value() {
                 load_newer();
             }
-            let bottom = end && newest;
+            // Off the bottom only by going up: in a busy room, rows can arrive between the list's
+            // own scroll down and the event it fires, which then finds the list short of the end.
+            let bottom = if end && newest {
+                true
+            } else if went_up || !newest {
+                false
+            } else {
+                at_bottom.get_untracked()
+            };
             if bottom != at_bottom.get_untracked() {
                 at_bottom.set(bottom);
             }
