@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use metrics::counter;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -289,19 +290,27 @@ impl<'a> Connection<'a> {
             }
 
             // `biased`: a wake-up (a kick above all) first, even while a write is blocked; then the
-            // socket taking more, so that broadcasts keep flowing even while a client floods us.
+            // socket taking more, so that broadcasts keep flowing even while a client floods us. One
+            // readiness wait for both directions, not one each: every idle connection's task holds
+            // this wait, and a second one made this future 440 bytes instead of 272.
+            let interest = if idle {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
             tokio::select! {
                 biased;
                 () = &mut woken => {}
-                ready = self.stream.writable(), if !idle => if ready.is_err() {
-                    return Goodbye::Gone;
-                },
-                ready = self.stream.readable() => {
-                    if ready.is_err() {
+                ready = self.stream.ready(interest) => {
+                    let Ok(ready) = ready else {
                         return Goodbye::Gone;
-                    }
-                    if let Some(goodbye) = self.read_some() {
-                        return goodbye;
+                    };
+                    // Writable (asked for only while frames wait): the loop writes first, and reads
+                    // on a later pass.
+                    if !ready.is_writable() {
+                        if let Some(goodbye) = self.read_some() {
+                            return goodbye;
+                        }
                     }
                 }
             }
