@@ -18,6 +18,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Extension;
+use futures::FutureExt;
 use std::sync::Arc;
 
 use axum::http::header::{COOKIE, ORIGIN};
@@ -153,10 +154,12 @@ fn accept(
         format,
         first_room,
     } = socket;
-    upgrade.accept(move |upgraded| async move {
-        connection::serve(upgraded, state.chat, identity, format, first_room).await;
-        // Held until here: the permit bounds live connections, the token lets shutdown wait for them.
-        drop((permit, tracked));
+    upgrade.accept(move |upgraded| {
+        // Held until the connection ends: the permit bounds live connections, the token lets shutdown
+        // wait for them. Dropped by a `map` on `serve`'s future, not after it in an async block: the
+        // block would keep a copy of `serve`'s arguments beside it for as long as the socket is open.
+        connection::serve(upgraded, state.chat, identity, format, first_room)
+            .map(move |()| drop((permit, tracked)))
     })
 }
 
