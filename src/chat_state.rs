@@ -168,8 +168,9 @@ impl RoomView {
         }
     }
 
-    fn set_window_end(&mut self, end: usize) {
-        self.window_end = (end < self.lines.len()).then_some(end);
+    /// The `window_end` of a window ending at line `end` (`None` at the newest, or past them).
+    fn window_ending(&self, end: usize) -> Option<usize> {
+        (end < self.lines.len()).then_some(end)
     }
 }
 
@@ -639,49 +640,49 @@ impl ChatState {
     /// Moves `room`'s window a step toward its older lines (`up`) or its newer ones; false if it is at
     /// that end of what is loaded already.
     pub fn move_window(&self, room: &str, up: bool) -> bool {
-        let unmoved = self.rooms.with_untracked(|rooms| {
-            rooms
-                .get(room)
-                .is_none_or(|view| view.window_step(up) == view.window().end)
-        });
-        if !unmoved {
-            self.with_room(room, |_, view| view.set_window_end(view.window_step(up)));
-        }
-        !unmoved
+        self.set_window(room, |view| view.window_ending(view.window_step(up)))
     }
 
     /// `room`'s window shows its newest lines again (and follows them).
     pub fn window_to_newest(&self, room: &str) {
-        let newest = self
-            .rooms
-            .with_untracked(|rooms| rooms.get(room).is_none_or(|view| view.window_end.is_none()));
-        if !newest {
-            self.with_room(room, |_, view| view.window_end = None);
-        }
+        self.set_window(room, |_| None);
     }
 
     /// `room`'s window shows message `seq` (near its middle if the window has to move); false if the
     /// message is not loaded.
     pub fn window_to(&self, room: &str, seq: u64) -> bool {
-        let place = self.rooms.with_untracked(|rooms| {
-            let view = rooms.get(room)?;
+        let mut loaded = false;
+        self.set_window(room, |view| {
             let index = view
                 .lines
                 .iter()
-                .position(|l| matches!(l.kind, LineKind::Message { seq: s, .. } if s == seq))?;
-            Some((index, view.window().contains(&index)))
-        });
-        match place {
-            None => false,
-            Some((_, true)) => true,
-            Some((index, false)) => {
-                self.with_room(room, |_, view| {
-                    let end = (index + WINDOW / 2).max(WINDOW).min(view.lines.len());
-                    view.set_window_end(end);
-                });
-                true
+                .position(|l| matches!(l.kind, LineKind::Message { seq: s, .. } if s == seq));
+            match index {
+                Some(index) if !view.window().contains(&index) => {
+                    loaded = true;
+                    view.window_ending((index + WINDOW / 2).max(WINDOW))
+                }
+                found => {
+                    loaded = found.is_some();
+                    view.window_end
+                }
             }
+        });
+        loaded
+    }
+
+    /// Sets `room`'s window to end where `to` says (from its view); the page hears of it only if the
+    /// window moves. True if it did.
+    fn set_window(&self, room: &str, to: impl FnOnce(&RoomView) -> Option<usize>) -> bool {
+        let moved = self.rooms.with_untracked(|rooms| {
+            let view = rooms.get(room)?;
+            let end = to(view);
+            (end != view.window_end).then_some(end)
+        });
+        if let Some(end) = moved {
+            self.with_room(room, |_, view| view.window_end = end);
         }
+        moved.is_some()
     }
 
     /// Older messages of `room` fetched by paging: shown above what is there.
