@@ -301,12 +301,12 @@ pub fn MessageList(chat: ChatState, room: String, compose: Compose) -> impl Into
             let room = room.clone();
             leptos::task::spawn_local(async move {
                 let anchor = Anchor::take(list);
-                if chat.move_window(&room, true)
-                    || (load_older_page(chat, &room, DEFAULT_PAGE).await && {
-                        chat.move_window(&room, true);
-                        true
-                    })
-                {
+                let mut changed = chat.move_window(&room, true);
+                if !changed && load_older_page(chat, &room, DEFAULT_PAGE).await {
+                    chat.move_window(&room, true);
+                    changed = true;
+                }
+                if changed {
                     request_animation_frame(move || anchor.restore(list));
                 }
                 loading.try_set(false);
