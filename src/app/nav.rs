@@ -99,14 +99,6 @@ impl Nav {
         #[cfg(not(feature = "hydrate"))]
         let _ = (self, ev);
     }
-
-    /// Whether the page is at `href` or under it: `aria-current="page"` for a link to it.
-    pub fn is_at(self, href: &str) -> bool {
-        self.0.with(|path| {
-            path.strip_prefix(href)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
-    }
 }
 
 /// The room a page's path shows: `/` the default room, `/r/{room}` (or `/r/{room}/`) that room,

@@ -68,12 +68,13 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
                             .into_iter()
                             .map(|room| {
                                 let name = room.name.clone();
+                                // The room on screen: highlighted, and `aria-current` for screen readers.
                                 let is_current = move || chat.current.with(|c| *c == name);
-                                let href = format!("/r/{}", room.name);
-                                let here = {
-                                    let href = href.clone();
-                                    move || nav.is_at(&href).then_some("page")
+                                let current_page = {
+                                    let is_current = is_current.clone();
+                                    move || is_current().then_some("page")
                                 };
+                                let href = format!("/r/{}", room.name);
                                 let label = room.name.clone();
                                 // As listed until the server pushes a count; then as pushed (none: 0).
                                 let counted = room.name.clone();
@@ -122,7 +123,7 @@ pub fn RoomList(chat: ChatState) -> impl IntoView {
                                 let mentioned = move || unread().1 > 0;
                                 view! {
                                     <li class:current=is_current data-room=room.name>
-                                        <a href=href aria-current=here>
+                                        <a href=href aria-current=current_page>
                                             <span class="hash" aria-hidden="true">"#"</span>
                                             <span class="room-label">{label}</span>
                                             <span class="unread" class:mentioned=mentioned>{badge}</span>
